@@ -1,0 +1,1 @@
+"""HTTP routers: webhooks, the Moodle-compatible endpoint, operations, health."""

@@ -1,0 +1,212 @@
+"""/webservice/rest/server.php: a stand-in for Moodle that CourseSales "Moodle" export maps can call unchanged.
+
+It answers as Moodle would (HTTP 200, Moodle's error bodies, XML unless ``moodlewsrestformat=json``), but
+instead of creating the users itself it queues them: the answer's ``id`` is the linked Moodle user id, or 0
+while the user is still being made. ``X-Sync-Event-Id`` names the inbox events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
+from app.db import inbox
+from app.db.models import Event, UserLink
+from app.moodle import wire
+from app.settings import secret
+from app.sync.contacts import Contact, check_contact, password_failures
+from app.sync.intake import compat_delivery
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["moodle-compatible"])
+
+FUNCTIONS = frozenset({"core_user_create_users", "moodle_user_create_users"})
+# core_user_create_users' parameter keys (Moodle 4.3/5.0): anything else is "Unexpected keys".
+USER_KEYS = frozenset(
+    {
+        "createpassword", "username", "auth", "password", "firstname", "lastname", "email", "maildisplay", "city",
+        "country", "timezone", "description", "firstnamephonetic", "lastnamephonetic", "middlename",
+        "alternatename", "interests", "idnumber", "institution", "department", "phone1", "phone2", "address",
+        "lang", "calendartype", "theme", "mailformat", "customfields", "preferences",
+    }
+)  # fmt: skip
+REQUIRED = ("username", "firstname", "lastname", "email")
+
+
+class MoodleFault(Exception):
+    """An answer in Moodle's error shape."""
+
+    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: str | None = None) -> None:
+        super().__init__(message)
+        self.body: dict[str, Any] = {"exception": exception, "errorcode": errorcode, "message": message}
+        if debuginfo:
+            self.body["debuginfo"] = debuginfo
+
+
+def _invalid(debuginfo: str) -> MoodleFault:
+    return MoodleFault("invalid_parameter_exception", "invalidparameter", "Invalid parameter value detected", debuginfo)
+
+
+_DOC = {
+    "summary": "Moodle-compatible user creation (CourseSales export maps)",
+    "description": (
+        "Form-encoded like Moodle's REST server: `wstoken` (= `SYNC_COMPAT__WSTOKEN`), `wsfunction` "
+        "(`core_user_create_users` or the legacy `moodle_user_create_users`), `moodlewsrestformat=json` for JSON "
+        "(XML otherwise), and `users[0][username]=...`. Always HTTP 200, as Moodle: a bad token is answered "
+        '`{"exception":"moodle_exception","errorcode":"invalidtoken",...}`; a weak password with Moodle\'s own policy '
+        'error. Success: `[{"id": <Moodle user id, or 0 while it is being made>, "username": ...}]`.'
+    ),
+    "openapi_extra": {
+        "security": [{"MoodleWsToken": []}],
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "example": {
+                        "wstoken": "<SYNC_COMPAT__WSTOKEN>",
+                        "wsfunction": "moodle_user_create_users",
+                        "moodlewsrestformat": "json",
+                        "users[0][username]": "jane.doe@example.com",
+                        "users[0][password]": "S3cret!pass",
+                        "users[0][firstname]": "Jane",
+                        "users[0][lastname]": "Doe",
+                        "users[0][email]": "jane.doe@example.com",
+                    },
+                }
+            }
+        },
+    },
+    "responses": {200: {"description": "Moodle's answer: a list of {id, username}, or a Moodle error body"}},
+}
+
+
+async def moodle_rest(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    body = await read_body(request, rt.settings.api.max_body_bytes) if request.method == "POST" else b""
+    items = parse_qsl(request.url.query, keep_blank_values=True)
+    try:
+        items += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        return _answer(_invalid("the request body is not UTF-8").body, json_format=True)
+    form = wire.decode_form(items)
+    json_format = form.get("moodlewsrestformat") == "json"
+    try:
+        result, event_ids = await _handle(rt, session, form)
+    except MoodleFault as fault:
+        return _answer(fault.body, json_format=json_format)
+    resp = _answer(result, json_format=json_format)
+    resp.headers["X-Sync-Event-Id"] = ",".join(str(i) for i in event_ids)
+    return resp
+
+
+for _method in ("POST", "GET"):
+    router.add_api_route(
+        "/webservice/rest/server.php",
+        moodle_rest,
+        methods=[_method],
+        operation_id=f"moodle_rest_{_method.lower()}",
+        **_DOC,  # type: ignore[arg-type]
+    )
+
+
+def _answer(result: Any, *, json_format: bool) -> Response:
+    is_error = isinstance(result, dict) and "exception" in result
+    if json_format:
+        return Response(json.dumps(result), media_type="application/json")
+    text = wire.xml_error(result) if is_error else wire.xml_response(result)
+    return Response(text, media_type="application/xml; charset=utf-8")
+
+
+async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> tuple[list[dict[str, Any]], list[int]]:
+    if not tokens_equal(form.get("wstoken"), secret(rt.settings.compat.wstoken)):
+        raise MoodleFault("moodle_exception", "invalidtoken", "Invalid token - token not found")
+    function = form.get("wsfunction")
+    if not function:
+        raise _invalid("Missing function name")
+    if function not in FUNCTIONS:
+        raise MoodleFault(
+            "webservice_access_exception", "accessexception", "Access control exception",
+            f"this endpoint only offers {', '.join(sorted(FUNCTIONS))}",
+        )  # fmt: skip
+    raw_users = form.get("users")
+    if not isinstance(raw_users, dict) or not raw_users:
+        raise _invalid("users => Invalid parameter value detected (Missing required key in single structure: users)")
+    pairs = [(_fields(raw_users[k]), k) for k in sorted(raw_users, key=lambda k: int(k) if str(k).isdigit() else 0)]
+    contacts = [_contact(rt, fields) for fields, _ in pairs]
+    deliveries = [compat_delivery(rt.vault, fields=f, contact=c) for (f, _), c in zip(pairs, contacts, strict=True)]
+    rows: list[tuple[Event, bool]] = [await inbox.accept(session, d) for d in deliveries]
+    await session.commit()
+    fresh = [(e.id, 0) for e, created in rows if created]
+    if fresh and rt.queue is not None:
+        queued = await rt.queue.enqueue_events(fresh)  # type: ignore[arg-type]
+        await inbox.mark_queued(session, queued)
+        await session.commit()
+    answer = []
+    for (event, created), contact in zip(rows, contacts, strict=True):
+        moodle_id = await _linked_id(session, event, contact)
+        answer.append({"id": moodle_id, "username": contact.moodle_username})
+        log.info("compat.user.accepted", event_id=event.id, duplicate=not created)
+    return answer, [e.id for e, _ in rows]  # type: ignore[misc]
+
+
+async def _linked_id(session: SessionDep, event: Event, contact: Contact) -> int:
+    """The Moodle user id once the user exists, else 0 (the user is still being made)."""
+    if event.result and event.result.get("moodle_user_id"):
+        return int(event.result["moodle_user_id"])
+    link = (
+        await session.execute(select(UserLink).where(UserLink.username == contact.moodle_username))
+    ).scalar_one_or_none()
+    return link.moodle_user_id if link else 0
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _invalid("users => Invalid parameter value detected (Only arrays accepted.)")
+    unexpected = sorted(set(raw) - USER_KEYS)
+    if unexpected:
+        raise _invalid(
+            f"users => Invalid parameter value detected (Unexpected keys ({', '.join(unexpected)}) detected in parameter array.)"
+        )
+    missing = [k for k in REQUIRED if not str(raw.get(k) or "").strip()]
+    if missing:
+        raise _invalid(
+            f"users => Invalid parameter value detected (Missing required key in single structure: {missing[0]})"
+        )
+    return raw
+
+
+def _contact(rt: RuntimeDep, fields: dict[str, Any]) -> Contact:
+    """The export map's user as a contact, checked against Moodle's rules before anything is stored."""
+    password = fields.get("password") or None
+    if password is None:
+        # Moodle would take createpassword=1, but the point of this service is the portal's own password.
+        raise _invalid("Invalid password: a password is required (the Moodle login must match the student portal).")
+    if password is not None:
+        failed = password_failures(password, rt.settings.users)
+        if failed:
+            policy = "".join(f"<div>{f}</div>" for f in failed)
+            raise MoodleFault("moodle_exception", policy, f"error/{policy}")
+    try:
+        contact = Contact(
+            username=str(fields["username"]),
+            firstname=str(fields["firstname"]),
+            lastname=str(fields["lastname"]),
+            email=str(fields["email"]),
+            password=password,
+            phone=str(fields["phone1"]) if fields.get("phone1") else None,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _invalid(
+            f"users => Invalid parameter value detected ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+        ) from None
+    problems = [p for p in check_contact(contact, rt.settings.users) if p.field != "password"]
+    if problems:
+        raise _invalid(f"users => Invalid parameter value detected ({problems[0].message})")
+    return contact

@@ -1,0 +1,91 @@
+"""The operator API under /api: events with their attempts, replay, links."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy import func, select
+
+from app.api.deps import RuntimeDep, SessionDep, require_ops
+from app.api.schemas import AttemptOut, EventDetail, EventOut, Page, UserLinkOut
+from app.db import inbox
+from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus, UserLink
+from app.db.types import utcnow
+
+router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)])
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]
+
+
+def _event_out(e: Event) -> EventOut:
+    return EventOut.model_validate(e, from_attributes=True)
+
+
+@router.get("/events", response_model=Page[EventOut], summary="List events, newest first")
+async def list_events(
+    session: SessionDep,
+    status_: Annotated[EventStatus | None, Query(alias="status")] = None,
+    source: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[EventOut]:
+    where = []
+    if status_ is not None:
+        where.append(Event.status == status_)
+    if source:
+        where.append(Event.source == source)
+    if kind:
+        where.append(Event.kind == kind)
+    total = (await session.execute(select(func.count()).select_from(Event).where(*where))).scalar_one()
+    rows = await session.execute(select(Event).where(*where).order_by(Event.id.desc()).limit(limit).offset(offset))
+    return Page(items=[_event_out(e) for e in rows.scalars()], total=total)
+
+
+@router.get("/events/{event_id}", response_model=EventDetail, summary="One event with its attempts")
+async def get_event(event_id: int, session: SessionDep) -> EventDetail:
+    event = await session.get(Event, event_id)
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id}")
+    attempts = await session.execute(
+        select(Attempt).where(Attempt.event_id == event_id).order_by(Attempt.number, Attempt.id)
+    )
+    return EventDetail(
+        **_event_out(event).model_dump(),
+        payload=event.payload,
+        attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in attempts.scalars()],
+    )
+
+
+@router.post("/events/{event_id}/replay", response_model=EventOut, summary="Run an event again")
+async def replay_event(event_id: int, rt: RuntimeDep, session: SessionDep) -> EventOut:
+    """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
+    event = await session.get(Event, event_id)
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id}")
+    if event.status in OPEN_STATUSES and event.status != EventStatus.retrying:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"event {event_id} is {event.status}: it will run anyway")
+    event.status = EventStatus.accepted
+    event.next_attempt_at = None
+    event.updated_at = utcnow()
+    await session.commit()
+    if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts):
+        await inbox.mark_queued(session, [event_id])
+        await session.commit()
+        await session.refresh(event)
+    return _event_out(event)
+
+
+@router.get("/links/users", response_model=Page[UserLinkOut], summary="CourseSales contacts linked to Moodle users")
+async def list_user_links(
+    session: SessionDep,
+    username: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[UserLinkOut]:
+    where = [UserLink.username == username.lower()] if username else []
+    total = (await session.execute(select(func.count()).select_from(UserLink).where(*where))).scalar_one()
+    rows = await session.execute(select(UserLink).where(*where).order_by(UserLink.id).limit(limit).offset(offset))
+    return Page(items=[UserLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

@@ -1,0 +1,105 @@
+"""POST /webhooks/coursesales: our published event schema, posted by CourseSales process rules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import ValidationError
+
+from app.api.deps import RuntimeDep, SessionDep, read_body
+from app.api.schemas import COURSESALES_EVENTS, Accepted, ContactUpserted, Problem, inline_schema
+from app.api.webhook_auth import verify
+from app.db import inbox
+from app.settings import secret
+from app.sync.contacts import Contact, check_contact
+from app.sync.intake import coursesales_delivery
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+_EXAMPLE = ContactUpserted.model_config["json_schema_extra"]["example"]  # type: ignore[index]
+
+
+@router.post(
+    "/webhooks/coursesales",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Receive a CourseSales event",
+    description=(
+        "Authenticated by Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`, "
+        "secret `SYNC_WEBHOOKS__COURSESALES_SECRET`) or `Authorization: Bearer <SYNC_WEBHOOKS__COURSESALES_TOKEN>`. "
+        "The event is committed to the inbox before the answer; a repeat of the same `id` gets the same answer and "
+        "does nothing; the same `id` with a different body is refused with 422."
+    ),
+    responses={
+        400: {"model": Problem, "description": "malformed body or missing signature header"},
+        401: {"model": Problem, "description": "bad or missing credentials"},
+        413: {"model": Problem, "description": "body too large"},
+        422: {"model": Problem, "description": "invalid event (the field and the rule are named)"},
+    },
+    openapi_extra={
+        "security": [{"CourseSalesToken": []}, {"StandardWebhooks": []}],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline_schema(ContactUpserted), "example": _EXAMPLE}},
+        },
+    },
+)
+async def coursesales_webhook(request: Request, rt: RuntimeDep, session: SessionDep) -> Accepted:
+    settings = rt.settings
+    body = await read_body(request, settings.api.max_body_bytes)
+    verify(
+        request,
+        body,
+        secret=secret(settings.webhooks.coursesales_secret),
+        token=secret(settings.webhooks.coursesales_token),
+    )
+    data = _parse_json(body)
+    kind = data.get("type")
+    model = COURSESALES_EVENTS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(sorted(COURSESALES_EVENTS))
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"type: unknown event type {kind!r}; known: {known}")
+    try:
+        event = model.model_validate(data)
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _errors(exc)) from None
+    contact: Contact | None = getattr(event, "contact", None)
+    if contact is not None:
+        problems = check_contact(contact, settings.users)
+        if problems:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [{"loc": ["body", "contact", p.field], "msg": p.message} for p in problems],
+            )
+    delivery = coursesales_delivery(rt.vault, body=data, kind=kind, delivery_id=event.id, contact=contact)  # type: ignore[attr-defined, arg-type]
+    try:
+        row, created = await inbox.accept(session, delivery)
+    except inbox.BodyMismatch as exc:
+        await session.rollback()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"id: {exc}") from None
+    await session.commit()
+    if created and rt.queue is not None and await rt.queue.enqueue_event(row.id, 0):  # type: ignore[arg-type]
+        await inbox.mark_queued(session, [row.id])  # type: ignore[list-item]
+        await session.commit()
+        row.status = "queued"
+    log.info("webhook.coursesales.accepted", event_id=row.id, kind=kind, duplicate=not created)
+    return Accepted(event_id=row.id, status=row.status, duplicate=not created)  # type: ignore[arg-type]
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body must be a JSON object")
+    return data
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors without the input values (they may hold a password)."""
+    return [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

@@ -1,0 +1,60 @@
+"""`moodle-sync check`: what the configured Moodle token can and cannot do, in words an admin can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.moodle.client import MoodleClient
+from app.moodle.errors import MoodleError
+
+# Every function the service calls; the token's external service must hold them all.
+REQUIRED_FUNCTIONS = (
+    "core_webservice_get_site_info",
+    "core_user_create_users",
+    "core_user_update_users",
+    "core_user_get_users_by_field",
+    "core_course_get_categories",
+    "core_course_create_courses",
+    "core_course_update_courses",
+    "core_course_get_courses_by_field",
+    "core_course_duplicate_course",
+    "enrol_manual_enrol_users",
+    "enrol_manual_unenrol_users",
+    "core_enrol_get_enrolled_users",
+    "core_enrol_get_users_courses",
+    "core_completion_get_course_completion_status",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok", "warn", "error"
+    message: str
+
+
+async def check_moodle(moodle: MoodleClient) -> list[Finding]:
+    try:
+        info = await moodle.site_info()
+    except MoodleError as exc:
+        return [Finding("error", f"Moodle refused core_webservice_get_site_info: {exc}")]
+    out = [Finding("ok", f"Moodle {info.get('release')} at {info.get('siteurl')}, token user {info.get('username')!r}")]
+    have = {f.get("name") for f in info.get("functions", [])}
+    missing = [f for f in REQUIRED_FUNCTIONS if f not in have]
+    if missing:
+        out.append(Finding("error", "add these functions to the token's external service: " + ", ".join(missing)))
+    else:
+        out.append(Finding("ok", f"all {len(REQUIRED_FUNCTIONS)} functions are in the token's service"))
+    try:
+        me = await moodle.get_users_by_field("id", [int(info["userid"])])
+    except MoodleError as exc:
+        out.append(Finding("warn", f"could not read the token user back: {exc}"))
+        return out
+    if me and "firstname" not in me[0]:
+        out.append(
+            Finding(
+                "warn",
+                "Moodle hides first and last names from this token: give its role moodle/site:viewfullnames "
+                "(needed to read names of users enrolled in Moodle)",
+            )
+        )
+    return out

@@ -1,0 +1,150 @@
+"""The `moodle-sync` command: serve, api, worker, migrate, check, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from app.devmode import apply_dev_secrets
+from app.logs import setup as setup_logs
+from app.settings import Settings
+
+cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
+console = Console(stderr=True)
+
+HostOpt = typer.Option("127.0.0.1", "--host", help="address to listen on")
+PortOpt = typer.Option(8000, "--port", help="port to listen on")
+
+
+def _settings() -> Settings:
+    settings = apply_dev_secrets(Settings())
+    problems = settings.problems()
+    if problems:
+        for p in problems:
+            console.print(f"[red]configuration error:[/red] {p}")
+        raise typer.Exit(2)
+    setup_logs(settings.log_level, json_lines=settings.log_json)
+    return settings
+
+
+def _announce(settings: Settings) -> None:
+    on = [name for name, enabled in settings.inbound_methods().items() if enabled]
+    console.print(f"mode: {settings.mode}; inbound methods on: {', '.join(on) or 'none'}")
+    if not settings.moodle.configured:
+        console.print("[yellow]Moodle is not configured yet[/yellow] (SYNC_MOODLE__URL, SYNC_MOODLE__TOKEN)")
+    if not settings.coursesales.configured:
+        console.print(
+            "[yellow]CourseSales is not configured yet[/yellow] (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)"
+        )
+
+
+@cli.command()
+def migrate(revision: str = typer.Argument("head")) -> None:
+    """Bring the database schema up to date."""
+    settings = _settings()
+    run_migrations(settings.effective_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+def run_migrations(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    here = Path.cwd() / "alembic.ini"
+    cfg = Config(str(here if here.exists() else Path(__file__).resolve().parent.parent / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    (command.downgrade if downgrade else command.upgrade)(cfg, revision)
+
+
+@cli.command()
+def serve(host: str = HostOpt, port: int = PortOpt) -> None:
+    """API and worker in one process (the small-install default)."""
+    settings = _settings()
+    _announce(settings)
+    asyncio.run(_serve(settings, host, port, with_worker=True))
+
+
+@cli.command()
+def api(host: str = HostOpt, port: int = PortOpt) -> None:
+    """The HTTP API only (run workers elsewhere)."""
+    settings = _settings()
+    _announce(settings)
+    asyncio.run(_serve(settings, host, port, with_worker=False))
+
+
+@cli.command()
+def worker() -> None:
+    """A worker only."""
+    from app.jobs.worker import make_worker
+
+    settings = _settings()
+    make_worker(settings).run()
+
+
+async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    import uvicorn
+
+    from app.jobs.queue import Queue, connect
+    from app.jobs.redis import redis_settings
+    from app.jobs.worker import make_worker
+    from app.main import create_app
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    rt.queue = Queue(connect(redis_settings(settings)))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
+    tasks = [asyncio.create_task(server.serve())]
+    worker = make_worker(settings, runtime=rt, handle_signals=False) if with_worker else None
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.async_run()))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        if worker is not None:
+            await worker.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await rt.close()
+
+
+@cli.command()
+def check() -> None:
+    """Check the Moodle token: site info, functions the service lacks, hidden names."""
+    settings = _settings()
+    if not settings.moodle.configured:
+        console.print("[red]Moodle is not configured[/red]: set SYNC_MOODLE__URL and SYNC_MOODLE__TOKEN")
+        raise typer.Exit(1)
+    raise typer.Exit(0 if asyncio.run(_check(settings)) else 1)
+
+
+async def _check(settings: Settings) -> bool:
+    from app.checks import check_moodle
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    try:
+        findings = await check_moodle(rt.moodle)
+    finally:
+        await rt.close()
+    colours = {"ok": "green", "warn": "yellow", "error": "red"}
+    for f in findings:
+        console.print(f"[{colours[f.level]}]{f.level:5}[/] {f.message}")
+    return not any(f.level == "error" for f in findings)
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI document (the committed openapi/openapi.json is this output)."""
+    from app.main import create_app
+
+    sys.stdout.write(json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=True) + "\n")
+
+
+def main() -> None:
+    cli()

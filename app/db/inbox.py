@@ -1,0 +1,172 @@
+"""The inbox: accept a delivery exactly once, claim ready events for work, record how each attempt ended."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Attempt, Event, EventStatus
+from app.db.types import utcnow
+
+
+class BodyMismatch(Exception):
+    """The delivery id was seen before with a different body."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__(f"delivery id {event.dedupe_key!r} was already used for a different body (event {event.id})")
+        self.event = event
+
+
+@dataclass
+class Outcome:
+    """How one event ended this time."""
+
+    status: EventStatus
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass
+class Delivery:
+    """One event as accepted from a sender, before it is stored."""
+
+    source: str
+    kind: str
+    dedupe_key: str
+    body_hash: str
+    payload: dict[str, Any]
+    subject: str | None = None
+    secret: str | None = None
+    status: EventStatus = EventStatus.accepted
+    result: dict[str, Any] | None = field(default=None)
+
+
+async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool]:
+    """Insert the delivery unless (source, dedupe_key) exists; return the row and whether this call made it.
+
+    The caller commits. A repeat with another body raises BodyMismatch.
+    """
+    now = utcnow()
+    values = {
+        "source": delivery.source,
+        "kind": delivery.kind,
+        "dedupe_key": delivery.dedupe_key,
+        "body_hash": delivery.body_hash,
+        "payload": delivery.payload,
+        "subject": delivery.subject,
+        "secret": delivery.secret,
+        "status": delivery.status,
+        "result": delivery.result,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Event)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+        .returning(Event.id)
+    )
+    new_id = (await session.execute(stmt)).scalar_one_or_none()
+    if new_id is not None:
+        return await session.get_one(Event, new_id), True
+    existing = (
+        await session.execute(
+            select(Event).where(Event.source == delivery.source, Event.dedupe_key == delivery.dedupe_key)
+        )
+    ).scalar_one()
+    if existing.body_hash != delivery.body_hash:
+        raise BodyMismatch(existing)
+    return existing, False
+
+
+def _ready(now: datetime) -> Any:
+    return or_(
+        Event.status.in_([EventStatus.accepted, EventStatus.queued]),
+        and_(Event.status == EventStatus.retrying, Event.next_attempt_at <= now),
+        and_(Event.status == EventStatus.running, Event.lease_until < now),
+    )
+
+
+async def claim(
+    session: AsyncSession, *, kinds: Sequence[str], limit: int, lease_seconds: int, ids: Iterable[int] | None = None
+) -> list[Event]:
+    """Mark up to ``limit`` ready events as running under a lease and return them, oldest first.
+
+    Safe against concurrent claimers: the outer WHERE re-checks readiness on each locked row,
+    so a row another worker took in the meantime is skipped, not taken twice.
+    """
+    now = utcnow()
+    pick = select(Event.id).where(Event.kind.in_(kinds), _ready(now)).order_by(Event.id).limit(limit)
+    if ids is not None:
+        pick = pick.where(Event.id.in_(list(ids)))
+    stmt = (
+        update(Event)
+        .where(Event.id.in_(pick.scalar_subquery()), _ready(now))
+        .values(
+            status=EventStatus.running,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=Event.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Event.id)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = sorted((await session.execute(stmt)).scalars().all())
+    if not claimed:
+        return []
+    events = list(
+        (
+            await session.execute(
+                select(Event).where(Event.id.in_(claimed)).order_by(Event.id).execution_options(populate_existing=True)
+            )
+        ).scalars()
+    )
+    session.add_all(Attempt(event_id=e.id, number=e.attempts, started_at=now) for e in events)  # type: ignore[arg-type]
+    return events
+
+
+async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
+    """Record the outcome on the event and its open attempt; drop the password once it cannot be needed."""
+    now = utcnow()
+    event.status = outcome.status
+    event.last_error = outcome.error
+    if outcome.result is not None:
+        event.result = outcome.result
+    event.next_attempt_at = outcome.next_attempt_at
+    event.lease_until = None
+    event.updated_at = now
+    if outcome.status in (EventStatus.done, EventStatus.ignored):
+        event.secret = None
+    attempt = (
+        await session.execute(
+            select(Attempt)
+            .where(Attempt.event_id == event.id, Attempt.finished_at.is_(None))
+            .order_by(Attempt.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if attempt is not None:
+        attempt.finished_at = now
+        attempt.outcome = outcome.status
+        attempt.error = outcome.error
+
+
+async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Accepted events whose job is now in the queue."""
+    if ids:
+        await session.execute(
+            update(Event)
+            .where(Event.id.in_(list(ids)), Event.status == EventStatus.accepted)
+            .values(status=EventStatus.queued, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,102 @@
+"""Tables: the inbox of events with their attempts, the links between the two systems, leases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.db.types import UTCDateTime, utcnow
+
+
+class EventStatus(StrEnum):
+    accepted = "accepted"  # committed; no job queued yet (or Redis was down)
+    queued = "queued"
+    running = "running"
+    retrying = "retrying"  # a transient failure; next_attempt_at says when
+    done = "done"
+    failed = "failed"  # a permanent failure; last_error says why
+    needs_review = "needs_review"  # the outcome is unknown: a person decides
+    ignored = "ignored"
+
+
+OPEN_STATUSES = (EventStatus.accepted, EventStatus.queued, EventStatus.running, EventStatus.retrying)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), **kw))
+
+
+class Event(SQLModel, table=True):
+    """One delivery into the inbox, unique per (source, dedupe_key)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
+        Index("ix_events_status_next_attempt", "status", "next_attempt_at"),
+        Index("ix_events_subject", "subject"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)
+    kind: str = Field(max_length=64)
+    dedupe_key: str = Field(max_length=128)
+    body_hash: str = Field(max_length=64)
+    # What the work is about (e.g. "contact:1234"): events of one subject run in order.
+    subject: str | None = Field(default=None, max_length=255)
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The contact's password, Fernet-encrypted; dropped once applied.
+    secret: str | None = Field(default=None)
+    status: str = Field(default=EventStatus.accepted, max_length=16)
+    attempts: int = 0
+    last_error: str | None = None
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    lease_until: datetime | None = _ts(nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Attempt(SQLModel, table=True):
+    """One run of an event's job: when, how it ended, and why."""
+
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="events.id", index=True, ondelete="CASCADE")
+    number: int
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = _ts(nullable=True)
+    outcome: str = Field(default="running", max_length=16)
+    error: str | None = None
+
+
+class UserLink(SQLModel, table=True):
+    """A CourseSales contact and the Moodle user made or adopted for it."""
+
+    __tablename__ = "user_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int | None = Field(default=None, unique=True)
+    username: str = Field(max_length=100, unique=True)
+    moodle_user_id: int = Field(unique=True)
+    # HMAC of the password last applied: a change is sent, an unchanged one is not.
+    password_digest: str | None = Field(default=None, max_length=64)
+    # HMAC of the contact fields last written: decides for fields this token cannot read back.
+    data_digest: str | None = Field(default=None, max_length=64)
+    suspended_by_sync: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Lease(SQLModel, table=True):
+    """A named lease: one holder at a time across every worker (cron jobs, the sweeper)."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -1,0 +1,97 @@
+"""Enqueueing: job ids, JSON serialisation, and a Redis outage that never loses an accepted event."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import structlog
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_QUEUE = "sync:default"
+SLOW_QUEUE = "sync:slow"
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def event_job_id(event_id: int, attempts: int) -> str:
+    """One job id per event and attempt: a retry or a replay never collides with a finished job."""
+    return f"event:{event_id}:{attempts}"
+
+
+def connect(redis: RedisSettings) -> ArqRedis:
+    """An arq connection that fails fast while Redis is down instead of retrying for seconds."""
+    pool = ConnectionPool(
+        host=redis.host,
+        port=redis.port,
+        db=redis.database,
+        password=redis.password,
+        username=redis.username,
+        path=redis.unix_socket_path,
+        connection_class=_connection_class(redis),
+        socket_connect_timeout=1.0,
+        socket_timeout=5.0,
+    )
+    return ArqRedis(pool, job_serializer=dumps, job_deserializer=loads, default_queue_name=DEFAULT_QUEUE)
+
+
+def _connection_class(redis: RedisSettings) -> Any:
+    from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+
+    return UnixDomainSocketConnection if redis.unix_socket_path else Connection
+
+
+class Queue:
+    """Puts event jobs on arq; a failure is logged and left to the sweeper, never raised to a webhook."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self.redis = redis
+
+    async def enqueue_event(self, event_id: int, attempts: int, *, defer_until: datetime | None = None) -> bool:
+        try:
+            await self.redis.enqueue_job(
+                "process_event",
+                event_id,
+                _job_id=event_job_id(event_id, attempts),
+                _defer_until=defer_until,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("queue.enqueue.failed", event_id=event_id, error=type(exc).__name__)
+            return False
+        return True
+
+    async def enqueue_events(self, pairs: list[tuple[int, int]]) -> list[int]:
+        """Enqueue (event id, attempts) pairs; return the ids that reached the queue."""
+        done: list[int] = []
+        for event_id, attempts in pairs:
+            if await self.enqueue_event(event_id, attempts):
+                done.append(event_id)
+            else:
+                break  # Redis is down: the sweeper will queue the rest
+        return done
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def depth(self) -> int | None:
+        try:
+            return int(await self.redis.zcard(DEFAULT_QUEUE))
+        except (RedisError, OSError):
+            return None
+
+    async def close(self) -> None:
+        await self.redis.aclose()

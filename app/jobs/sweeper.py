@@ -1,0 +1,66 @@
+"""The sweeper: re-queues every accepted-but-unfinished event whose job is missing (Redis lost it, or was down)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import and_, or_, select
+
+from app.db import inbox, leases
+from app.db.models import Event, EventStatus
+from app.db.types import utcnow
+from app.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+LEASE = "sweeper"
+# An event just accepted is being queued by its request: leave it this long before helping.
+GRACE = timedelta(seconds=5)
+
+
+async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int = 5000) -> int:
+    """Enqueue the job of every open event that should be in the queue; safe to repeat (job ids dedupe)."""
+    if rt.queue is None:
+        return 0
+    now = utcnow()
+    async with rt.sessions() as s:
+        if not await leases.acquire(s, LEASE, owner, rt.settings.jobs.sweep_interval_seconds * 2):
+            await s.rollback()
+            return 0
+        await s.commit()
+        rows = (
+            await s.execute(
+                select(Event.id, Event.attempts, Event.status)
+                .where(
+                    or_(
+                        and_(
+                            Event.status.in_([EventStatus.accepted, EventStatus.queued]), Event.updated_at < now - grace
+                        ),
+                        and_(Event.status == EventStatus.retrying, Event.next_attempt_at < now - grace),
+                        and_(Event.status == EventStatus.running, Event.lease_until < now),
+                    )
+                )
+                .order_by(Event.id)
+                .limit(limit)
+            )
+        ).all()
+    queued = await rt.queue.enqueue_events([(r.id, r.attempts) for r in rows])
+    if queued:
+        async with rt.sessions() as s:
+            await inbox.mark_queued(s, queued)
+            await s.commit()
+        log.info("sweeper.requeued", count=len(queued))
+    return len(queued)
+
+
+async def run_forever(rt: Runtime) -> None:
+    """The sweeper loop of one worker; the lease keeps it to one worker at a time."""
+    owner = f"sweeper-{uuid.uuid4().hex[:12]}"
+    while True:
+        try:
+            await sweep(rt, owner)
+        except Exception:  # the loop must outlive a database or Redis hiccup
+            log.exception("sweeper.failed")
+        await asyncio.sleep(rt.settings.jobs.sweep_interval_seconds)

@@ -1,0 +1,54 @@
+"""arq wiring: the worker's functions, its settings and its start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq.worker import Worker
+
+from app.jobs import sweeper
+from app.jobs.queue import DEFAULT_QUEUE, Queue, connect, dumps, loads
+from app.jobs.redis import redis_settings
+from app.jobs.tasks import process_event
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings
+
+
+def make_worker(
+    settings: Settings, *, runtime: Runtime | None = None, handle_signals: bool = True, **kw: Any
+) -> Worker:
+    """A worker on the default queue; pass ``runtime`` to share one with the API in the same process."""
+    redis = redis_settings(settings)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        rt = runtime or build_runtime(settings)
+        if rt.queue is None:
+            rt.queue = Queue(connect(redis))
+        ctx["runtime"] = rt
+        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(rt))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        task = ctx.get("sweeper")
+        if task is not None:
+            task.cancel()
+        if runtime is None and "runtime" in ctx:
+            await ctx["runtime"].close()
+
+    return Worker(
+        functions=[process_event],
+        queue_name=DEFAULT_QUEUE,
+        redis_settings=redis,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        job_serializer=dumps,
+        job_deserializer=loads,
+        # Results are not kept: a kept result would block re-using a job id (replays, the sweeper).
+        keep_result=0,
+        # Retries are ours (app.jobs.retry) up to a horizon of hours; arq's own tries only cover a killed worker.
+        max_tries=1000,
+        job_timeout=settings.jobs.lease_seconds,
+        max_jobs=10,
+        handle_signals=handle_signals,
+        **kw,
+    )

@@ -1,0 +1,76 @@
+"""create_app(): the FastAPI application and its lifespan (database, Moodle client, queue)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api import compat, health, ops, webhooks
+from app.jobs.queue import Queue, connect
+from app.jobs.redis import redis_settings
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings, get_settings
+
+SECURITY_SCHEMES = {
+    "CourseSalesToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <SYNC_WEBHOOKS__COURSESALES_TOKEN>`",
+    },
+    "StandardWebhooks": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "webhook-signature",
+        "description": "Standard Webhooks: webhook-id, webhook-timestamp and webhook-signature (v1 HMAC-SHA256 "
+        "with the whsec_ secret), timestamps within 5 minutes.",
+    },
+    "MoodleWsToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "wstoken",
+        "description": "The token this service issued to the export map (`SYNC_COMPAT__WSTOKEN`), in the query "
+        "string or the form body, as Moodle takes it.",
+    },
+}
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The app; pass ``runtime`` to share one (tests, `serve`), else it is built at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        s = settings or get_settings()
+        rt = build_runtime(s)
+        rt.queue = Queue(connect(redis_settings(s)))
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(
+        title="coursesales-moodle-sync",
+        version="0.1.0",
+        summary="Keeps a CourseSales account and a Moodle site in step.",
+        lifespan=lifespan,
+    )
+    for module in (webhooks, compat, ops, health):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

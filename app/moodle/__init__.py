@@ -1,0 +1,1 @@
+"""Moodle web-service client, its error tree and Moodle's wire formats."""

@@ -1,0 +1,214 @@
+"""MoodleClient: typed calls over Moodle's REST protocol (4.3 and 5.0 lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+
+from app.moodle.errors import (
+    MoodleAuthError,
+    MoodleError,
+    MoodlePermanentError,
+    MoodleTransientError,
+    error_from_body,
+)
+
+REST_PATH = "/webservice/rest/server.php"
+T = TypeVar("T")
+Form = list[tuple[str, str]]
+
+
+def encode_params(params: Mapping[str, Any], prefix: str = "") -> Form:
+    """Flatten nested dicts and lists into PHP array notation: ``users[0][username]=...``."""
+    out: Form = []
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        out.extend(_encode_value(name, value))
+    return out
+
+
+def _encode_value(name: str, value: Any) -> Form:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return encode_params(value, name)
+    if isinstance(value, (list, tuple)):
+        out: Form = []
+        for i, item in enumerate(value):
+            out.extend(_encode_value(f"{name}[{i}]", item))
+        return out
+    if isinstance(value, bool):
+        return [(name, "1" if value else "0")]
+    return [(name, str(value))]
+
+
+@dataclass(frozen=True)
+class ItemResult(Generic[T]):
+    """The outcome of one item of a batch call: a value or the error that refused it."""
+
+    index: int
+    value: T | None = None
+    error: MoodleError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class MoodleClient:
+    """One Moodle site reached with one token; every answer checked, every error typed."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        url: str,
+        token: str,
+        max_in_flight: int = 4,
+        timeout: float = 30.0,
+        max_batch: int = 100,
+        max_input_vars: int = 4000,
+    ) -> None:
+        self._http = http
+        self._endpoint = url.rstrip("/") + REST_PATH
+        self._token = token
+        self._gate = asyncio.Semaphore(max_in_flight)
+        self._timeout = timeout
+        self.max_batch = max_batch
+        # PHP's max_input_vars (5000 by default) silently truncates bigger forms; keep a margin.
+        self.max_input_vars = max_input_vars
+        self.calls = 0
+
+    async def call(
+        self, function: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call ``function`` with nested ``params``; return the decoded answer or raise a MoodleError."""
+        return await self.call_form(function, encode_params(params or {}), timeout=timeout)
+
+    async def call_form(self, function: str, form: Sequence[tuple[str, str]], *, timeout: float | None = None) -> Any:
+        """Send already-encoded form fields; the token and function name are added here."""
+        data: Form = [("wstoken", self._token), ("wsfunction", function), *form]
+        async with self._gate:
+            self.calls += 1
+            try:
+                resp = await self._http.post(
+                    self._endpoint,
+                    params={"moodlewsrestformat": "json"},
+                    content=urlencode(data).encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    timeout=timeout or self._timeout,
+                )
+            except httpx.TimeoutException as exc:
+                raise MoodleTransientError(f"timed out: {type(exc).__name__}", function=function) from None
+            except httpx.TransportError as exc:
+                raise MoodleTransientError(f"network error: {type(exc).__name__}", function=function) from None
+        return self._decode(function, resp)
+
+    @staticmethod
+    def _decode(function: str, resp: httpx.Response) -> Any:
+        status = resp.status_code
+        if status == 403 and not resp.content.strip():
+            raise MoodleAuthError("REST protocol is disabled on this Moodle (HTTP 403)", function=function, status=403)
+        if status == 503 or status >= 500:
+            retry_after = resp.headers.get("Retry-After")
+            raise MoodleTransientError(
+                f"Moodle answered HTTP {status}" + (" (maintenance)" if status == 503 else ""),
+                function=function,
+                status=status,
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        if status != 200:
+            raise MoodlePermanentError(f"Moodle answered HTTP {status}", function=function, status=status)
+        try:
+            body = json.loads(resp.content) if resp.content.strip() else None
+        except ValueError:
+            raise MoodleTransientError(
+                "Moodle answered with a body that is not JSON", function=function, status=status
+            ) from None
+        if isinstance(body, dict) and "exception" in body and "errorcode" in body:
+            raise error_from_body(body, function=function)
+        return body
+
+    # -- batching ------------------------------------------------------------------------
+
+    def batch_size(self, fields_per_item: int) -> int:
+        """Items per call under both the batch setting and PHP's max_input_vars."""
+        return max(1, min(self.max_batch, self.max_input_vars // max(1, fields_per_item)))
+
+    async def batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        send: Callable[[list[Mapping[str, Any]]], Awaitable[list[T]]],
+        *,
+        fields_per_item: int = 10,
+    ) -> list[ItemResult[T]]:
+        """Send all-or-nothing batches; when one is refused for its data, split it to isolate the bad item.
+
+        Transient and auth errors are raised: they concern the call, not an item.
+        """
+        size = self.batch_size(fields_per_item)
+        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        results: list[ItemResult[T]] = []
+        for chunk_results in await asyncio.gather(*(self._isolate(items, idx, send) for idx in chunks)):
+            results.extend(chunk_results)
+        return sorted(results, key=lambda r: r.index)
+
+    async def _isolate(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        idx: list[int],
+        send: Callable[[list[Mapping[str, Any]]], Awaitable[list[T]]],
+    ) -> list[ItemResult[T]]:
+        try:
+            values = await send([items[i] for i in idx])
+        except MoodleAuthError:
+            raise
+        except MoodlePermanentError as exc:
+            if len(idx) == 1:
+                return [ItemResult(idx[0], error=exc)]
+            mid = len(idx) // 2
+            left = await self._isolate(items, idx[:mid], send)
+            right = await self._isolate(items, idx[mid:], send)
+            return left + right
+        return [ItemResult(i, value=v) for i, v in zip(idx, values, strict=False)]
+
+    # -- typed calls ---------------------------------------------------------------------
+
+    async def site_info(self) -> dict[str, Any]:
+        return await self.call("core_webservice_get_site_info")
+
+    async def get_users_by_field(self, field: str, values: Sequence[str | int]) -> list[dict[str, Any]]:
+        """Users whose ``field`` is one of ``values``; Moodle drops matches it would not show us."""
+        if not values:
+            return []
+        found: list[dict[str, Any]] = []
+        size = self.batch_size(1)
+        for i in range(0, len(values), size):
+            found.extend(
+                await self.call("core_user_get_users_by_field", {"field": field, "values": list(values[i : i + size])})
+            )
+        return found
+
+    async def create_users(self, users: Sequence[Mapping[str, Any]]) -> list[ItemResult[dict[str, Any]]]:
+        """Create users in all-or-nothing batches, isolating refused ones; values are ``{id, username}``."""
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+            return await self.call("core_user_create_users", {"users": chunk})
+
+        return await self.batch(users, send, fields_per_item=10)
+
+    async def update_users(self, users: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Update users (per-item in Moodle); returns the warnings by user id."""
+        warnings: dict[int, dict[str, Any]] = {}
+        size = self.batch_size(10)
+        for i in range(0, len(users), size):
+            answer = await self.call("core_user_update_users", {"users": list(users[i : i + size])})
+            for w in (answer or {}).get("warnings", []):
+                warnings[int(w.get("itemid") or 0)] = w
+        return warnings

@@ -1,0 +1,216 @@
+"""The configuration: one TOML file (``SYNC_CONFIG``, default ``./sync.toml``) under ``SYNC_*`` variables.
+
+Sections mirror the settings pages of the CourseSales Moodle plugins. Environment variables override the
+file: ``SYNC_<SECTION>__<KEY>`` (``SYNC_MOODLE__TOKEN``); top-level ones are ``SYNC_<KEY>``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+Mode = Literal["production", "dev", "test"]
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo", "placeholder", "<secret>"})
+
+
+class FieldPolicy(StrEnum):
+    """Who owns a user field after creation (the CourseSales auth plugin's field locks)."""
+
+    locked = "locked"  # CourseSales wins on every update
+    unlocked = "unlocked"  # set at creation, then Moodle owns it
+    unlocked_if_empty = "unlocked_if_empty"  # written only while Moodle's value is empty
+
+
+# As in the CourseSales auth plugin: names and email belong to CourseSales, the rest to Moodle.
+DEFAULT_FIELD_POLICY: dict[str, FieldPolicy] = {
+    "firstname": FieldPolicy.locked,
+    "lastname": FieldPolicy.locked,
+    "email": FieldPolicy.locked,
+    "phone1": FieldPolicy.unlocked,
+}
+
+
+class MoodleSettings(BaseModel):
+    url: str = ""
+    token: SecretStr = SecretStr("")
+    timeout_seconds: float = 30.0
+    duplicate_timeout_seconds: float = 600.0
+    max_in_flight: int = Field(4, ge=1, le=64)
+    max_batch: int = Field(100, ge=1, le=1000)
+    # PHP's max_input_vars is 5000 by default; a bigger form is silently cut short.
+    max_input_vars: int = Field(4000, ge=50)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.token.get_secret_value())
+
+
+class CourseSalesSettings(BaseModel):
+    url: str = ""
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout_seconds: float = 30.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.username and self.password.get_secret_value())
+
+
+class UsersSettings(BaseModel):
+    """Moodle's site rules for accounts (they are site settings there, so settings here too)."""
+
+    auth: str = "manual"
+    username_chars: str = r"-.@_a-z0-9"
+    username_max_length: int = 100
+    password_min_length: int = 8
+    password_min_digits: int = 1
+    password_min_lower: int = 1
+    password_min_upper: int = 1
+    password_min_nonalphanum: int = 1
+    # Overrides of DEFAULT_FIELD_POLICY, field by field (SYNC_USERS__FIELDS__PHONE1=locked).
+    fields: dict[str, FieldPolicy] = Field(default_factory=dict)
+    match_by_email: bool = False
+    suspend_inactive: bool = True
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, FieldPolicy]) -> dict[str, FieldPolicy]:
+        unknown = set(value) - set(DEFAULT_FIELD_POLICY)
+        if unknown:
+            raise ValueError(f"unknown user field(s) {sorted(unknown)}; known: {', '.join(DEFAULT_FIELD_POLICY)}")
+        return value
+
+    def policy(self, field: str) -> FieldPolicy:
+        return self.fields.get(field) or DEFAULT_FIELD_POLICY[field]
+
+
+class WebhookSettings(BaseModel):
+    """Inbound credentials, one set per source: reading one source's cannot forge the other's events."""
+
+    coursesales_secret: SecretStr | None = None
+    coursesales_token: SecretStr | None = None
+    moodle_secret: SecretStr | None = None
+    moodle_token: SecretStr | None = None
+    tolerance_seconds: int = 300
+
+
+class CompatSettings(BaseModel):
+    """The Moodle-compatible endpoint that CourseSales "Moodle" export maps call."""
+
+    wstoken: SecretStr | None = None
+
+
+class ApiSettings(BaseModel):
+    token: SecretStr | None = None
+    max_body_bytes: int = 1024 * 1024
+
+
+class JobsSettings(BaseModel):
+    retry_horizon_hours: float = 24.0
+    sweep_interval_seconds: int = 60
+    lease_seconds: int = 300
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SYNC_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        secrets_dir=os.environ.get("SYNC_SECRETS_DIR") or None,
+    )
+
+    mode: Mode = "production"
+    var_dir: Path = Path("./var")
+    database_url: str = ""
+    redis_url: str = ""
+    secret_key: SecretStr | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    moodle: MoodleSettings = MoodleSettings()
+    coursesales: CourseSalesSettings = CourseSalesSettings()
+    users: UsersSettings = UsersSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    compat: CompatSettings = CompatSettings()
+    api: ApiSettings = ApiSettings()
+    jobs: JobsSettings = JobsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get("SYNC_CONFIG", "sync.toml"))
+        return (
+            init_settings,
+            env_settings,
+            file_secret_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=path),
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'sync.db'}"
+
+    def inbound_methods(self) -> dict[str, bool]:
+        """Which ways in are switched on (a method is off while its credential is unset)."""
+        w = self.webhooks
+        return {
+            "coursesales.signature": _set(w.coursesales_secret),
+            "coursesales.token": _set(w.coursesales_token),
+            "moodle.signature": _set(w.moodle_secret),
+            "moodle.token": _set(w.moodle_token),
+            "compat.wstoken": _set(self.compat.wstoken),
+        }
+
+    def problems(self) -> list[str]:
+        """Reasons to refuse to start: required secrets missing or left as placeholders."""
+        out: list[str] = []
+        if self.mode != "production":
+            return out
+        for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
+            if not _set(value):
+                out.append(f"{name} is required outside dev mode (it is empty or a placeholder)")
+        for name, value in _inbound_secrets(self).items():
+            if value is not None and not _set(value):
+                out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")
+        return out
+
+
+def _set(value: SecretStr | None) -> bool:
+    return value is not None and value.get_secret_value().strip().lower() not in PLACEHOLDERS
+
+
+def _inbound_secrets(s: Settings) -> dict[str, SecretStr | None]:
+    return {
+        "SYNC_WEBHOOKS__COURSESALES_SECRET": s.webhooks.coursesales_secret,
+        "SYNC_WEBHOOKS__COURSESALES_TOKEN": s.webhooks.coursesales_token,
+        "SYNC_WEBHOOKS__MOODLE_SECRET": s.webhooks.moodle_secret,
+        "SYNC_WEBHOOKS__MOODLE_TOKEN": s.webhooks.moodle_token,
+        "SYNC_COMPAT__WSTOKEN": s.compat.wstoken,
+    }
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """The secret's text when it is really set, else None."""
+    return value.get_secret_value() if _set(value) else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings with explicit overrides (tests, the CLI)."""
+    return Settings(**overrides)

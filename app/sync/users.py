@@ -1,0 +1,322 @@
+"""Contacts -> Moodle users: create, adopt, rename, update under the field policy, suspend.
+
+One call handles a batch of contact events: it reads Moodle in a few array calls, creates the new users
+in all-or-nothing batches (split to isolate a refused one) and updates the rest per user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.crypto import Vault
+from app.db.inbox import Outcome
+from app.db.models import Event, EventStatus, UserLink
+from app.db.types import utcnow
+from app.moodle.client import MoodleClient
+from app.moodle.errors import MoodleError, MoodleInvalidParameter, MoodlePasswordPolicy
+from app.settings import FieldPolicy, UsersSettings
+from app.sync.contacts import Contact, password_failures
+
+log = structlog.get_logger(__name__)
+
+# Contact attribute -> Moodle user field.
+FIELD_MAP = {"firstname": "firstname", "lastname": "lastname", "email": "email", "phone1": "phone"}
+
+
+@dataclass
+class Work:
+    """One contact to bring into Moodle, and the events it answers for."""
+
+    event: Event
+    contact: Contact
+    password: str | None
+    superseded: list[Event] = field(default_factory=list)
+    link: UserLink | None = None
+    moodle_user: dict[str, Any] | None = None
+
+
+def contact_of(event: Event) -> Contact:
+    return Contact.model_validate((event.payload or {})["contact"])
+
+
+def collapse(events: list[Event], vault: Vault) -> list[Work]:
+    """One unit of work per contact: the latest event wins, carrying the newest password seen."""
+    by_key: dict[str, Work] = {}
+    for event in sorted(events, key=lambda e: e.id or 0):
+        contact = contact_of(event)
+        password = vault.decrypt(event.secret) if event.secret else None
+        prior = by_key.get(contact.key)
+        if prior is not None:
+            password = password or prior.password
+            by_key[contact.key] = Work(event, contact, password, [*prior.superseded, prior.event])
+        else:
+            by_key[contact.key] = Work(event, contact, password)
+    return list(by_key.values())
+
+
+class UserSync:
+    """Applies contact events to Moodle; the caller owns the transaction."""
+
+    def __init__(self, *, session: AsyncSession, moodle: MoodleClient, vault: Vault, rules: UsersSettings) -> None:
+        self.session = session
+        self.moodle = moodle
+        self.vault = vault
+        self.rules = rules
+
+    async def run(self, events: list[Event]) -> dict[int, Outcome]:
+        """Outcome per event id. Transient Moodle errors propagate: the whole batch is retried."""
+        works = collapse(events, self.vault)
+        outcomes: dict[int, Outcome] = {}
+        await self._load_links(works)
+        await self._load_moodle_users(works)
+        creates: list[Work] = []
+        updates: list[tuple[Work, dict[str, Any]]] = []
+        for work in works:
+            decided = self._decide(work, creates, updates)
+            if decided is not None:
+                outcomes[work.event.id] = decided  # type: ignore[index]
+        outcomes.update(await self._create(creates, updates))
+        outcomes.update(await self._update(updates))
+        for work in works:
+            final = outcomes[work.event.id]  # type: ignore[index]
+            for old in work.superseded:
+                outcomes[old.id] = Outcome(
+                    final.status, final.error, {**(final.result or {}), "superseded_by": work.event.id}
+                )  # type: ignore[index]
+        return outcomes
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _load_links(self, works: list[Work]) -> None:
+        ids = [w.contact.contact_id for w in works if w.contact.contact_id]
+        names = [w.contact.moodle_username for w in works]
+        rows = (
+            await self.session.execute(
+                select(UserLink).where(or_(UserLink.contact_id.in_(ids), UserLink.username.in_(names)))
+            )
+        ).scalars()
+        by_id = {}
+        by_name = {}
+        for link in rows:
+            if link.contact_id:
+                by_id[link.contact_id] = link
+            by_name[link.username] = link
+        for w in works:
+            cid = w.contact.contact_id
+            link = by_id.get(cid) if cid else None
+            if link is None:
+                candidate = by_name.get(w.contact.moodle_username)
+                # A username link that belongs to another contact id is not ours to take.
+                if candidate is not None and candidate.contact_id in (None, cid):
+                    link = candidate
+            w.link = link
+
+    async def _load_moodle_users(self, works: list[Work]) -> None:
+        linked = [w for w in works if w.link]
+        by_id = {
+            u["id"]: u for u in await self.moodle.get_users_by_field("id", [w.link.moodle_user_id for w in linked])
+        }  # type: ignore[union-attr]
+        for w in linked:
+            w.moodle_user = by_id.get(w.link.moodle_user_id)  # type: ignore[union-attr]
+            if w.moodle_user is None:
+                # Deleted in Moodle: forget the link; the user is looked up by name or made again.
+                log.warning("moodle.user.link_lost", moodle_user_id=w.link.moodle_user_id)  # type: ignore[union-attr]
+                await self.session.delete(w.link)
+                await self.session.flush()
+                w.link = None
+        unlinked = [w for w in works if not w.link]
+        names = sorted({w.contact.moodle_username for w in unlinked})
+        by_name = {u["username"]: u for u in await self.moodle.get_users_by_field("username", names)}
+        for w in unlinked:
+            w.moodle_user = by_name.get(w.contact.moodle_username)
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def _decide(self, w: Work, creates: list[Work], updates: list[tuple[Work, dict[str, Any]]]) -> Outcome | None:
+        c = w.contact
+        if w.password is not None and password_failures(w.password, self.rules):
+            return Outcome(EventStatus.failed, "password does not meet the site password policy (users.* settings)")
+        if w.moodle_user is None:
+            if not c.active:
+                return Outcome(EventStatus.done, result={"skipped": "contact is inactive: no Moodle user is made"})
+            if not w.password:
+                return Outcome(
+                    EventStatus.failed,
+                    "the contact has no password: a Moodle user is only made for a contact with a portal password",
+                )
+            creates.append(w)
+            return None
+        updates.append((w, self._changes(w)))
+        return None
+
+    def _changes(self, w: Work) -> dict[str, Any]:
+        """Fields to write to an existing Moodle user under the per-field policy."""
+        c, current, link = w.contact, w.moodle_user or {}, w.link
+        out: dict[str, Any] = {}
+        if current.get("username") != c.moodle_username:
+            out["username"] = c.moodle_username
+        for mfield, attr in FIELD_MAP.items():
+            value = getattr(c, attr) or ""
+            policy = self.rules.policy(mfield)
+            if mfield not in current:
+                # Hidden from this token (names without moodle/site:viewfullnames, recording 040; phone):
+                # a locked field is written when the contact changed since we last wrote it.
+                if policy is FieldPolicy.locked and (link is None or link.data_digest != self._data_digest(c)):
+                    out[mfield] = value
+                continue
+            have = current.get(mfield)
+            if value == (have or ""):
+                continue
+            if policy is FieldPolicy.locked or (policy is FieldPolicy.unlocked_if_empty and not have):
+                out[mfield] = value
+        if w.password and (link is None or link.password_digest != self._digest(w.password)):
+            out["password"] = w.password
+        if not c.active and self.rules.suspend_inactive and not current.get("suspended"):
+            out["suspended"] = 1
+        elif c.active and link is not None and link.suspended_by_sync and current.get("suspended"):
+            out["suspended"] = 0
+        return out
+
+    def _digest(self, password: str) -> str:
+        return self.vault.digest(["password", password])
+
+    def _data_digest(self, c: Contact) -> str:
+        return self.vault.digest(["contact", c.model_dump(exclude={"password"})])
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _create(self, creates: list[Work], updates: list[tuple[Work, dict[str, Any]]]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        if not creates:
+            return outcomes
+        taken = await self._emails_taken(creates)
+        todo: list[Work] = []
+        for w in creates:
+            other = taken.get(w.contact.email.lower())
+            if other is None:
+                todo.append(w)
+            elif self.rules.match_by_email:
+                w.moodle_user = other
+                updates.append((w, self._changes(w)))
+            else:
+                outcomes[w.event.id] = Outcome(  # type: ignore[index]
+                    EventStatus.failed,
+                    f"email {w.contact.email!r} already belongs to Moodle user {other['username']!r} "
+                    f"(id {other['id']}); set users.match_by_email = true to link them, or change one of the emails",
+                )
+        results = await self.moodle.create_users([self._new_user(w) for w in todo])
+        for w, res in zip(todo, results, strict=True):
+            if res.ok:
+                self._link(w, int(res.value["id"]), created=True)  # type: ignore[index]
+                outcomes[w.event.id] = Outcome(
+                    EventStatus.done, result={"moodle_user_id": int(res.value["id"]), "action": "created"}
+                )  # type: ignore[index]
+                continue
+            # Another worker may have made the same user a moment ago: adopt it rather than fail.
+            again = await self.moodle.get_users_by_field("username", [w.contact.moodle_username])
+            if again:
+                w.moodle_user = again[0]
+                updates.append((w, self._changes(w)))
+                continue
+            outcomes[w.event.id] = Outcome(EventStatus.failed, _explain(res.error))  # type: ignore[index, arg-type]
+        return outcomes
+
+    async def _emails_taken(self, creates: list[Work]) -> dict[str, dict[str, Any]]:
+        emails = sorted({w.contact.email.lower() for w in creates})
+        found = await self.moodle.get_users_by_field("email", emails)
+        return {str(u.get("email", "")).lower(): u for u in found}
+
+    def _new_user(self, w: Work) -> dict[str, Any]:
+        c = w.contact
+        user: dict[str, Any] = {
+            "username": c.moodle_username,
+            "auth": self.rules.auth,
+            "password": w.password,
+            "firstname": c.firstname,
+            "lastname": c.lastname,
+            "email": c.email,
+        }
+        if c.phone:
+            user["phone1"] = c.phone
+        if c.contact_id:
+            user["idnumber"] = str(c.contact_id)
+        return user
+
+    async def _update(self, updates: list[tuple[Work, dict[str, Any]]]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        send = [(w, ch) for w, ch in updates if ch]
+        for w, ch in updates:
+            if not ch:
+                self._link(w, int(w.moodle_user["id"]), created=False)  # type: ignore[index]
+                outcomes[w.event.id] = Outcome(
+                    EventStatus.done, result={"moodle_user_id": int(w.moodle_user["id"]), "action": "unchanged"}
+                )  # type: ignore[index]
+        if not send:
+            return outcomes
+        payload = [{"id": int(w.moodle_user["id"]), **ch} for w, ch in send]  # type: ignore[index]
+        try:
+            warnings = await self.moodle.update_users(payload)
+        except (MoodleInvalidParameter, MoodlePasswordPolicy) as exc:
+            for w, _ in send:
+                outcomes[w.event.id] = Outcome(EventStatus.failed, _explain(exc))  # type: ignore[index]
+            return outcomes
+        for (w, ch), item in zip(send, payload, strict=True):
+            uid = item["id"]
+            warning = warnings.get(uid)
+            if warning is not None:
+                outcomes[w.event.id] = Outcome(EventStatus.failed, _explain_warning(warning, ch))  # type: ignore[index]
+                continue
+            self._link(w, uid, created=False, suspended=ch.get("suspended"))
+            outcomes[w.event.id] = Outcome(  # type: ignore[index]
+                EventStatus.done,
+                result={
+                    "moodle_user_id": uid,
+                    "action": "updated",
+                    "fields": sorted(k for k in ch if k != "password") + (["password"] if "password" in ch else []),
+                },
+            )
+        return outcomes
+
+    def _link(self, w: Work, moodle_user_id: int, *, created: bool, suspended: int | None = None) -> None:
+        """Record (or refresh) the link in this transaction; the password's digest only once applied."""
+        link = w.link
+        if link is None:
+            link = UserLink(
+                contact_id=w.contact.contact_id, username=w.contact.moodle_username, moodle_user_id=moodle_user_id
+            )
+            self.session.add(link)
+            w.link = link
+        link.contact_id = w.contact.contact_id or link.contact_id
+        link.username = w.contact.moodle_username
+        link.moodle_user_id = moodle_user_id
+        if w.password:
+            link.password_digest = self._digest(w.password)
+        link.data_digest = self._data_digest(w.contact)
+        if suspended is not None:
+            link.suspended_by_sync = bool(suspended)
+        link.updated_at = utcnow()
+        log.info("moodle.user.created" if created else "moodle.user.linked", moodle_user_id=moodle_user_id)
+
+
+def _explain(exc: MoodleError) -> str:
+    if isinstance(exc, MoodlePasswordPolicy):
+        return "Moodle refused the password: " + " ".join(exc.rules)
+    if isinstance(exc, MoodleInvalidParameter) and exc.function == "core_user_create_users":
+        hint = f" ({exc.debuginfo})" if exc.debuginfo else ""
+        return (
+            "Moodle refused the new user as invalid" + hint + ": usually the email is already used by another "
+            "account that this token cannot see (grant moodle/site:viewuseridentity), or a username rule differs"
+        )
+    return f"Moodle refused the change: {exc}"
+
+
+def _explain_warning(warning: dict[str, Any], changes: dict[str, Any]) -> str:
+    code = warning.get("warningcode")
+    if code == "dmlwriteexception" and "username" in changes:
+        return f"Moodle could not rename the user to {changes['username']!r}: that username is taken by another user"
+    return f"Moodle refused the update: {warning.get('message')} [{code}]"

@@ -1,0 +1,125 @@
+"""Shared fixtures: real database (PostgreSQL in CI, SQLite by default), real Redis, the Moodle fake."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import delete
+from sqlmodel import SQLModel
+
+import app.db.models as models
+from app.cli import run_migrations
+from app.jobs.queue import Queue, connect
+from app.jobs.redis import redis_settings, stop_embedded
+from app.main import create_app
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings, WebhookSettings
+
+TEST_TOKENS = {
+    "api": "ops-token-for-tests",
+    "coursesales": "cs-token-for-tests",
+    "moodle": "moodle-token-for-tests",
+    "compat": "compat-wstoken-for-tests",
+    "secret_key": "secret-key-for-tests-0123456789",
+    "cs_whsec": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+}
+MOODLE_URL = "http://moodle.test"
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def database_url(var_dir: Path) -> str:
+    return os.environ.get("SYNC_DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    """The schema built by the migrations themselves, from empty."""
+    run_migrations(database_url, "base", downgrade=True)
+    run_migrations(database_url, "head")
+    return database_url
+
+
+def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "mode": "test",
+        "var_dir": var_dir,
+        "database_url": database_url,
+        "redis_url": os.environ.get("SYNC_REDIS_URL", ""),
+        "secret_key": SecretStr(TEST_TOKENS["secret_key"]),
+        "api": {"token": SecretStr(TEST_TOKENS["api"])},
+        "compat": {"wstoken": SecretStr(TEST_TOKENS["compat"])},
+        "webhooks": WebhookSettings(
+            coursesales_token=SecretStr(TEST_TOKENS["coursesales"]),
+            coursesales_secret=SecretStr(TEST_TOKENS["cs_whsec"]),
+            moodle_token=SecretStr(TEST_TOKENS["moodle"]),
+        ),
+        "moodle": {"url": MOODLE_URL, "token": SecretStr("test-token")},
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings(migrated: str, var_dir: Path) -> Settings:
+    return make_settings(migrated, var_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedded_redis_cleanup() -> Iterator[None]:
+    yield
+    stop_embedded()
+
+
+@pytest.fixture
+async def clean_db(migrated: str, var_dir: Path) -> AsyncIterator[None]:
+    """Every test starts with empty tables (children first)."""
+    rt = build_runtime(make_settings(migrated, var_dir))
+    async with rt.engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            await conn.execute(delete(table))
+    await rt.close()
+    yield
+
+
+@pytest.fixture
+def moodle_fake() -> Any:
+    from tests.fakes.moodle import MoodleFake
+
+    return MoodleFake(version="4.3", token="test-token")
+
+
+@pytest.fixture
+async def runtime(settings: Settings, moodle_fake: Any, clean_db: None) -> AsyncIterator[Runtime]:
+    """A runtime whose Moodle is the fake and whose queue is a real Redis, emptied first."""
+    rt = build_runtime(settings, moodle_transport=httpx.ASGITransport(app=moodle_fake))
+    rt.queue = Queue(connect(redis_settings(settings)))
+    await rt.queue.redis.flushdb()
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime.settings, runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sync.test") as c:
+            yield c
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKENS[name]}"}
+
+
+__all__ = ["MOODLE_URL", "TEST_TOKENS", "bearer", "make_settings", "models"]

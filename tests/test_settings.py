@@ -1,0 +1,68 @@
+"""Configuration: TOML file under environment variables, secrets refused when missing or placeholders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.devmode import apply_dev_secrets
+from app.settings import FieldPolicy, Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in ("SYNC_DATABASE_URL", "SYNC_REDIS_URL", "SYNC_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SYNC_CONFIG", str(tmp_path / "missing.toml"))
+
+
+def test_toml_then_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text('[moodle]\nurl = "https://lms.example.org"\nmax_batch = 50\n[users.fields]\nphone1 = "locked"\n')
+    monkeypatch.setenv("SYNC_CONFIG", str(cfg))
+    monkeypatch.setenv("SYNC_MOODLE__MAX_BATCH", "20")
+    s = Settings()
+    assert s.moodle.url == "https://lms.example.org"
+    assert s.moodle.max_batch == 20
+    assert s.users.policy("phone1") is FieldPolicy.locked
+    assert s.users.policy("email") is FieldPolicy.locked
+
+
+def test_env_field_policy_override_keeps_other_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_USERS__FIELDS__FIRSTNAME", "unlocked")
+    s = Settings()
+    assert s.users.policy("firstname") is FieldPolicy.unlocked
+    assert s.users.policy("lastname") is FieldPolicy.locked
+    assert s.users.policy("phone1") is FieldPolicy.unlocked
+
+
+def test_production_refuses_missing_and_placeholder_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_SECRET_KEY", "changeme")
+    problems = Settings().problems()
+    assert any("SYNC_SECRET_KEY" in p for p in problems)
+    assert any("SYNC_API__TOKEN" in p for p in problems)
+    monkeypatch.setenv("SYNC_SECRET_KEY", "a-real-long-key-value")
+    monkeypatch.setenv("SYNC_API__TOKEN", "a-real-token")
+    assert Settings().problems() == []
+    monkeypatch.setenv("SYNC_WEBHOOKS__MOODLE_TOKEN", "")
+    assert any("SYNC_WEBHOOKS__MOODLE_TOKEN" in p for p in Settings().problems())
+
+
+def test_inbound_methods_off_until_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not any(Settings().inbound_methods().values())
+    monkeypatch.setenv("SYNC_WEBHOOKS__COURSESALES_TOKEN", "tok-123")
+    methods = Settings().inbound_methods()
+    assert methods["coursesales.token"] and not methods["moodle.token"]
+
+
+def test_dev_mode_generates_secrets_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = apply_dev_secrets(Settings(mode="dev", var_dir=tmp_path))
+    shown = capsys.readouterr().err
+    assert s.secret_key is not None and s.api.token is not None
+    assert s.api.token.get_secret_value() in shown
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0
+    again = apply_dev_secrets(Settings(mode="dev", var_dir=tmp_path))
+    assert capsys.readouterr().err == ""
+    assert again.api.token.get_secret_value() == s.api.token.get_secret_value()
+    assert again.problems() == []
