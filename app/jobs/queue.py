@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
@@ -32,24 +33,18 @@ def event_job_id(event_id: int, attempts: int) -> str:
 
 def connect(redis: RedisSettings) -> ArqRedis:
     """An arq connection that fails fast while Redis is down instead of retrying for seconds."""
-    pool = ConnectionPool(
-        host=redis.host,
-        port=redis.port,
-        db=redis.database,
-        password=redis.password,
-        username=redis.username,
-        path=redis.unix_socket_path,
-        connection_class=_connection_class(redis),
-        socket_connect_timeout=1.0,
-        socket_timeout=5.0,
-    )
+    common: dict[str, Any] = {
+        "db": redis.database,
+        "password": redis.password,
+        "username": redis.username,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 5.0,
+    }
+    if redis.unix_socket_path:
+        pool = ConnectionPool(connection_class=UnixDomainSocketConnection, path=redis.unix_socket_path, **common)
+    else:
+        pool = ConnectionPool(host=redis.host, port=redis.port, **common)
     return ArqRedis(pool, job_serializer=dumps, job_deserializer=loads, default_queue_name=DEFAULT_QUEUE)
-
-
-def _connection_class(redis: RedisSettings) -> Any:
-    from redis.asyncio.connection import Connection, UnixDomainSocketConnection
-
-    return UnixDomainSocketConnection if redis.unix_socket_path else Connection
 
 
 class Queue:
