@@ -151,7 +151,7 @@ def error_from_body(body: dict[str, Any], *, function: str = "") -> MoodleError:
     message = str(body.get("message") or code)
     if code in TRANSIENT_CODES:
         return MoodleTransientError(message, **kw)
-    if code.startswith("<") or "password" in code.lower():
+    if code.startswith("<"):  # the site policy text itself is the errorcode (recording 014)
         return MoodlePasswordPolicy(message, **kw)
     for codes, cls in (
         (AUTH_CODES, MoodleAuthError),

@@ -166,13 +166,13 @@ class UserSync:
             if mfield not in current:
                 # Hidden from this token (names without moodle/site:viewfullnames, recording 040; phone):
                 # a locked field is written when the contact changed since we last wrote it.
-                if policy is FieldPolicy.locked and (link is None or link.data_digest != self._data_digest(c)):
+                if policy == FieldPolicy.locked and (link is None or link.data_digest != self._data_digest(c)):
                     out[mfield] = value
                 continue
             have = current.get(mfield)
             if value == (have or ""):
                 continue
-            if policy is FieldPolicy.locked or (policy is FieldPolicy.unlocked_if_empty and not have):
+            if policy == FieldPolicy.locked or (policy == FieldPolicy.unlocked_if_empty and not have):
                 out[mfield] = value
         if w.password and (link is None or link.password_digest != self._digest(w.password)):
             out["password"] = w.password

@@ -1,0 +1,343 @@
+"""A stateful in-memory Moodle that answers like the recordings in tests/fixtures/moodle (4.3 and 5.0 lines).
+
+Usage::
+
+    fake = MoodleFake("4.3")                      # or "5.0"; token "test-token"
+    transport = httpx.ASGITransport(app=fake)     # the fake itself is the ASGI callable (fake.app is the same)
+    async with httpx.AsyncClient(transport=transport, base_url="http://moodle.test") as http:
+        client = MoodleClient(http, url="http://moodle.test", token=fake.token)
+
+Only ``/webservice/rest/server.php`` is served (POST or GET); parameters may come in the query string or the
+form body, in PHP array notation. Errors are HTTP 200 bodies like Moodle's, in JSON with
+``moodlewsrestformat=json`` and in XML otherwise.
+
+Test helpers: ``users``/``courses``/``categories``/``enrolments``/``completions`` (the site's tables, writable),
+``functions`` (the external service's function list), ``calls`` (every call as ``(wsfunction, params)``),
+``mark_self_completed``/``mark_complete`` (completion), ``delete_user``, ``fail_next`` (faults) and
+``latency``/``item_latency`` (seconds per call / per batch item).
+
+Flags: ``debug`` (adds ``debuginfo``; on 5.0 also table-specific dml error codes), ``viewfullnames`` (4.3 only:
+user objects gain firstname/lastname; 5.0 always returns them), ``viewuseridentity`` (off: user objects lose
+``email`` and email lookups find nothing, recording 043).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+
+from tests.fakes.moodle_functions import missing_record
+from tests.fakes.moodle_protocol import (
+    MoodleException,
+    exception_class,
+    invalid_param,
+    moodle_error,
+    parse_php_form,
+    strip_omitted,
+    to_native,
+    validate,
+    xml_error,
+    xml_response,
+)
+from tests.fakes.moodle_registry import HANDLERS, KNOWN_FUNCTIONS, param_descriptions
+from tests.fakes.moodle_state import SiteState, listed_course, now, user_details
+
+REST_PATH = "/webservice/rest/server.php"
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# The external service of the recorded sites, in site_info order. 4.3's 001 was recorded before
+# core_enrol_get_users_courses was added to the service (README); append it to call that function on "4.3".
+SERVICE_FUNCTIONS = [
+    "core_webservice_get_site_info",
+    "core_user_create_users",
+    "core_user_update_users",
+    "core_user_get_users_by_field",
+    "core_course_create_courses",
+    "core_course_update_courses",
+    "core_course_get_courses_by_field",
+    "core_course_duplicate_course",
+    "core_course_get_categories",
+    "core_course_create_categories",
+    "enrol_manual_enrol_users",
+    "enrol_manual_unenrol_users",
+    "core_enrol_get_enrolled_users",
+    "core_completion_get_course_completion_status",
+]
+USERS_COURSES = "core_enrol_get_users_courses"
+FAULT_KINDS = frozenset({"500", "503", "timeout", "nonjson"})
+MAINTENANCE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Maintenance</title></head><body>"
+    '<div class="box">This site is undergoing maintenance and is currently not available</div></body></html>\n'
+)
+PHP_FATAL_PAGE = (
+    "<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted in "
+    "<b>/var/www/moodle/lib/dml/moodle_database.php</b> on line <b>1234</b><br />\n"
+)
+
+
+class MoodleFake:
+    """In-memory Moodle REST endpoint; the instance is an ASGI application."""
+
+    def __init__(
+        self,
+        version: str = "4.3",
+        token: str = "test-token",  # noqa: S107 - a fake's token, not a secret
+        *,
+        debug: bool = False,
+        viewfullnames: bool = False,
+        viewuseridentity: bool = True,
+        site_url: str | None = None,
+    ) -> None:
+        if version not in ("4.3", "5.0"):
+            raise ValueError(f"unsupported Moodle line {version!r}: use '4.3' or '5.0'")
+        self.version = version
+        self.token = token
+        self.debug = debug
+        self.viewfullnames = viewfullnames
+        self.viewuseridentity = viewuseridentity
+        # The recorded sites' URLs, so that site_info answers match the recordings.
+        self.site_url = site_url or ("http://127.0.0.1:8401" if self.is_v5 else "http://127.0.0.1:8400")
+        self.sitename = "Moodle Contract Test Site"
+        self.token_userid = 3
+        self.functions: list[str] = SERVICE_FUNCTIONS + ([USERS_COURSES] if self.is_v5 else [])
+        self.state = SiteState(showactivitydates=self.is_v5)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.latency = 0.0
+        self.item_latency = 0.0
+        self._faults: list[tuple[str, float | None, int]] = []
+
+    # -- identity -------------------------------------------------------------------------------------------------
+
+    @property
+    def is_v5(self) -> bool:
+        return self.version.startswith("5")
+
+    @property
+    def release(self) -> str:
+        return "5.0.6+ (Build: 20260403)" if self.is_v5 else "4.3 (Build: 20231009)"
+
+    @property
+    def site_version(self) -> str:
+        return "2025041406.11" if self.is_v5 else "2023100900"
+
+    def function_version(self, function: str) -> str:
+        if self.is_v5 and function.startswith("enrol_manual_"):
+            return "2025041400"  # the plugin's own version on 5.0
+        return self.site_version
+
+    @property
+    def app(self) -> MoodleFake:
+        """The ASGI callable (the fake itself), for ``httpx.ASGITransport(app=fake.app)``."""
+        return self
+
+    # -- tables (views of self.state, assignable) -----------------------------------------------------------------
+
+    @property
+    def users(self) -> dict[int, dict[str, Any]]:
+        return self.state.users
+
+    @users.setter
+    def users(self, value: dict[int, dict[str, Any]]) -> None:
+        self.state.users = value
+
+    @property
+    def courses(self) -> dict[int, dict[str, Any]]:
+        return self.state.courses
+
+    @courses.setter
+    def courses(self, value: dict[int, dict[str, Any]]) -> None:
+        self.state.courses = value
+
+    @property
+    def categories(self) -> dict[int, dict[str, Any]]:
+        return self.state.categories
+
+    @categories.setter
+    def categories(self, value: dict[int, dict[str, Any]]) -> None:
+        self.state.categories = value
+
+    @property
+    def enrolments(self) -> dict[tuple[int, int], dict[str, Any]]:
+        """(userid, courseid) -> {"status": 0 active / 1 suspended, "timestart", "timeend", "roles": [...]}."""
+        return self.state.enrolments
+
+    @enrolments.setter
+    def enrolments(self, value: dict[tuple[int, int], dict[str, Any]]) -> None:
+        self.state.enrolments = value
+
+    @property
+    def completions(self) -> dict[tuple[int, int], dict[str, Any]]:
+        return self.state.completions
+
+    # -- test helpers ---------------------------------------------------------------------------------------------
+
+    def mark_self_completed(self, userid: int, courseid: int, when: int | None = None) -> None:
+        """The learner ticks self completion: the criterion is done, the course is not yet (cron has not run, 124)."""
+        row = self.state.completions.setdefault((userid, courseid), {"criteria": {}, "timecompleted": None})
+        for ctype in self.state.courses[courseid]["criteria"] or [1]:
+            row["criteria"].setdefault(ctype, when or now())
+
+    def mark_complete(self, userid: int, courseid: int, when: int | None = None) -> None:
+        """Criteria done and aggregated by cron: completion status and get_users_courses report completed (125)."""
+        self.mark_self_completed(userid, courseid, when)
+        row = self.state.completions[(userid, courseid)]
+        row["timecompleted"] = row["timecompleted"] or when or now()
+
+    def delete_user(self, userid: int) -> None:
+        """Delete an account as admin/user.php does: flagged deleted, enrolments removed."""
+        self.state.users[userid]["deleted"] = True
+        for key in [k for k in self.state.enrolments if k[0] == userid]:
+            del self.state.enrolments[key]
+
+    def fail_next(self, n: int = 1, kind: str = "503", *, delay: float | None = None, retry_after: int = 30) -> None:
+        """Make the next ``n`` calls fail.
+
+        ``"500"``: HTTP 500 HTML page. ``"503"``: HTTP 503 maintenance page with ``Retry-After: retry_after``.
+        ``"timeout"``: wait ``delay`` seconds (if given) then raise ``httpx.ReadTimeout`` into the client (an
+        ASGITransport enforces no timeouts itself). ``"nonjson"``: HTTP 200 with a PHP fatal-error page.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
+        self._faults.extend([(kind, delay, retry_after)] * n)
+
+    def user_details(self, user: dict[str, Any], *, admin_fields: bool = False, courseid: int | None = None) -> dict:
+        return user_details(
+            self.state,
+            user,
+            site_url=self.site_url,
+            show_names=self.viewfullnames or self.is_v5,
+            show_email=self.viewuseridentity,
+            admin_fields=admin_fields,
+            trackforums=self.is_v5,
+            courseid=courseid,
+        )
+
+    def listed_course(self, userid: int, courseid: int) -> bool:
+        return listed_course(self.state, userid, courseid)
+
+    # -- the web-service call -------------------------------------------------------------------------------------
+
+    def handle(self, query: list[tuple[str, str]], form: list[tuple[str, str]]) -> tuple[str, str]:
+        """Answer one REST call; returns (content type, body). Also usable without ASGI."""
+        as_json, token, function, merged = self._parse_call(query, form)
+        try:
+            answer = self._run(token, function, merged)
+        except MoodleException as exc:
+            return self._error(exc, as_json)
+        if as_json:
+            return "application/json", json.dumps(strip_omitted(answer))
+        return "application/xml; charset=utf-8", xml_response(answer)
+
+    def _parse_call(self, query: list[tuple[str, str]], form: list[tuple[str, str]]) -> tuple[bool, Any, Any, dict]:
+        """Split the request into (json?, wstoken, wsfunction, parameters) and log the call."""
+        # array_merge($_GET, $_POST): top-level keys, the body wins.
+        merged = {**parse_php_form(query), **parse_php_form(form)}
+        as_json = merged.pop("moodlewsrestformat", "xml") == "json"
+        token = merged.pop("wstoken", None)
+        function = merged.pop("wsfunction", None)
+        self.calls.append((function if isinstance(function, str) else "", to_native(merged)))
+        return as_json, token, function, merged
+
+    def _run(self, token: Any, function: Any, params: dict[str, Any]) -> Any:
+        if not token or token != self.token:
+            raise moodle_error("invalidtoken", "Invalid token - token not found")
+        if not function:
+            raise invalid_param("Missing function name")
+        if not isinstance(function, str) or function not in KNOWN_FUNCTIONS:
+            sql = "SELECT * FROM {external_functions} WHERE name = ?"
+            raise missing_record(self, "external_functions", sql, str(function))
+        if function not in self.functions or function not in HANDLERS:
+            raise MoodleException(
+                "webservice_access_exception",
+                "accessexception",
+                "Access control exception",
+                f"Access to the function {function}() is not allowed. There could be multiple reasons for this: "
+                "1. The service linked to the user token does not contain the function.",
+            )
+        validated = validate(param_descriptions(self)[function], params)
+        return HANDLERS[function](self, validated)
+
+    def _error(self, exc: MoodleException, as_json: bool) -> tuple[str, str]:
+        debuginfo = exc.debuginfo if self.debug else None
+        cls = exception_class(exc.exception, self.version)
+        if not as_json:
+            return "application/xml; charset=utf-8", xml_error(cls, exc.errorcode, exc.message, debuginfo)
+        body: dict[str, Any] = {"exception": cls, "errorcode": exc.errorcode, "message": exc.message}
+        if debuginfo is not None:
+            body["debuginfo"] = debuginfo
+        return "application/json", json.dumps(body)
+
+    # -- ASGI -----------------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        if scope["path"] != REST_PATH or scope["method"] not in ("GET", "POST"):
+            await _respond(send, 404, "text/html; charset=utf-8", "<h1>Not Found</h1>")
+            return
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if scope["method"] == "POST" else []
+        if self._faults:  # a failed call is logged but not applied
+            self._parse_call(query, form)
+            await self._fault(send, *self._faults.pop(0))
+            return
+        content_type, text = self.handle(query, form)
+        await asyncio.sleep(self._cost(form or query))
+        await _respond(send, 200, content_type, text)
+
+    def _cost(self, items: list[tuple[str, str]]) -> float:
+        # Per-item cost: count distinct batch indexes (users[0][...], users[1][...] -> 2).
+        indexes = {name.split("]", 1)[0] for name, _ in items if "[" in name}
+        return self.latency + self.item_latency * len(indexes)
+
+    async def _fault(self, send: Send, kind: str, delay: float | None, retry_after: int) -> None:
+        if kind == "timeout":
+            if delay:
+                await asyncio.sleep(delay)
+            raise httpx.ReadTimeout("Moodle fake: injected timeout")
+        if kind == "503":
+            headers = [(b"retry-after", str(retry_after).encode())]
+            await _respond(send, 503, "text/html; charset=utf-8", MAINTENANCE_PAGE, headers)
+        elif kind == "500":
+            await _respond(send, 500, "text/html; charset=utf-8", "<h1>500 Internal Server Error</h1>")
+        else:
+            await _respond(send, 200, "application/json", PHP_FATAL_PAGE)
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, content_type: str, text: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = text.encode()
+    all_headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers + (headers or [])})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,69 @@
+"""Small helpers shared by the API and worker tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from app.db.models import Event, UserLink
+from app.jobs.tasks import run_event
+from app.runtime import Runtime
+from tests.conftest import TEST_TOKENS
+
+
+def contact(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "contact_id": 1234,
+        "username": "Jane.Doe@example.com",
+        "firstname": "Jane",
+        "lastname": "Doe",
+        "email": "jane.doe@example.com",
+        "password": "S3cret!pass",
+        "phone": "0400000000",
+        "active": True,
+    }
+    base.update(kw)
+    return base
+
+
+async def post_contact(client: httpx.AsyncClient, delivery_id: str, **kw: Any) -> httpx.Response:
+    body = {"type": "contact.upserted", "id": delivery_id, "contact": contact(**kw)}
+    return await client.post(
+        "/webhooks/coursesales", json=body, headers={"Authorization": f"Bearer {TEST_TOKENS['coursesales']}"}
+    )
+
+
+async def events(rt: Runtime) -> list[Event]:
+    async with rt.sessions() as s:
+        return list((await s.execute(select(Event).order_by(Event.id))).scalars())
+
+
+async def links(rt: Runtime) -> list[UserLink]:
+    async with rt.sessions() as s:
+        return list((await s.execute(select(UserLink).order_by(UserLink.id))).scalars())
+
+
+async def process_all(rt: Runtime) -> None:
+    """Run the jobs of every open event in this process (what a worker would do)."""
+    for event in await events(rt):
+        if event.status in ("accepted", "queued", "retrying", "running"):
+            await run_event(rt, event.id)  # type: ignore[arg-type]
+
+
+def moodle_user(fake: Any, username: str) -> dict[str, Any] | None:
+    return next((u for u in fake.users.values() if u["username"] == username and not u.get("deleted")), None)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, every: float = 0.05) -> None:
+    """Wait on a condition with a deadline (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")

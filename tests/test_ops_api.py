@@ -1,0 +1,102 @@
+"""The operator API, health and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from app.checks import check_moodle
+from app.runtime import Runtime
+from tests.conftest import bearer
+from tests.helpers import moodle_user, post_contact, process_all
+
+
+async def test_ops_endpoints_need_the_token(client: httpx.AsyncClient) -> None:
+    for path in ("/api/events", "/api/events/1", "/api/links/users"):
+        assert (await client.get(path)).status_code == 401
+        assert (await client.get(path, headers=bearer("coursesales"))).status_code == 401
+    assert (await client.post("/api/events/1/replay")).status_code == 401
+
+
+async def test_events_list_filter_detail_and_replay(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-1")
+    await post_contact(client, "d-2", contact_id=2, username="bob", email="bob@example.com", password=None)
+    await process_all(runtime)
+    page = (await client.get("/api/events", headers=bearer("api"))).json()
+    assert page["total"] == 2 and [e["status"] for e in page["items"]] == ["failed", "done"]
+    failed = (await client.get("/api/events", params={"status": "failed"}, headers=bearer("api"))).json()
+    assert failed["total"] == 1 and "no password" in failed["items"][0]["last_error"]
+    assert (await client.get("/api/events", params={"source": "compat"}, headers=bearer("api"))).json()["total"] == 0
+    assert (await client.get("/api/events", params={"status": "bogus"}, headers=bearer("api"))).status_code == 422
+    detail = (await client.get(f"/api/events/{failed['items'][0]['id']}", headers=bearer("api"))).json()
+    assert detail["attempts"] == 1 and detail["attempt_log"][0]["outcome"] == "failed"
+    assert "password" not in detail["payload"]["contact"]
+    assert (await client.get("/api/events/999999", headers=bearer("api"))).status_code == 404
+
+    # The operator fixes Moodle, then replays: the event runs again, and a replayed done event changes nothing.
+    done_id = page["items"][1]["id"]
+    calls_before = len(moodle_fake.calls)
+    r = await client.post(f"/api/events/{done_id}/replay", headers=bearer("api"))
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    await process_all(runtime)
+    writes = [
+        c for c in moodle_fake.calls[calls_before:] if c[0] in ("core_user_create_users", "core_user_update_users")
+    ]
+    assert writes == [], "a replay never doubles an effect"
+    detail = (await client.get(f"/api/events/{done_id}", headers=bearer("api"))).json()
+    assert detail["status"] == "done" and len(detail["attempt_log"]) == 2
+
+
+async def test_links_users(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    page = (await client.get("/api/links/users", headers=bearer("api"))).json()
+    uid = moodle_user(moodle_fake, "jane.doe@example.com")["id"]  # type: ignore[index]
+    assert page["total"] == 1
+    assert page["items"][0]["moodle_user_id"] == uid and page["items"][0]["contact_id"] == 1234
+    one = (
+        await client.get("/api/links/users", params={"username": "Jane.Doe@example.com"}, headers=bearer("api"))
+    ).json()
+    assert one["total"] == 1
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    body = r.json()
+    assert r.status_code == 200 and body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
+    assert (
+        body["checks"]["coursesales"]["configured"] is False
+        and "not configured yet" in body["checks"]["coursesales"]["detail"]
+    )
+    assert body["checks"]["inbound"]["coursesales.token"] is True
+
+
+async def test_readiness_without_redis_is_still_ready(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from arq.connections import RedisSettings
+
+    from app.jobs.queue import Queue, connect
+
+    real = runtime.queue
+    runtime.queue = Queue(connect(RedisSettings(host="127.0.0.1", port=1)))
+    try:
+        r = await client.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["redis"]["ok"] is False
+    finally:
+        await runtime.queue.close()
+        runtime.queue = real
+
+
+async def test_check_lists_missing_functions_and_hidden_names(runtime: Runtime, moodle_fake: Any) -> None:
+    moodle_fake.functions.remove("core_course_duplicate_course")
+    findings = await check_moodle(runtime.moodle)
+    levels = {f.level for f in findings}
+    text = " ".join(f.message for f in findings)
+    assert "error" in levels and "core_course_duplicate_course" in text
+    assert "moodle/site:viewfullnames" in text, "Moodle 4.3 hides names from this token (recording 040)"
+    moodle_fake.token = "wrong"
+    (only,) = await check_moodle(runtime.moodle)
+    assert only.level == "error" and "invalidtoken" in only.message

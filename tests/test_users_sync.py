@@ -1,0 +1,199 @@
+"""Contacts -> Moodle users through the worker's code path, against the Moodle fake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from app.runtime import Runtime
+from tests.fakes.moodle_state import new_user
+from tests.helpers import events, links, moodle_user, post_contact, process_all
+
+
+def seed_user(fake: Any, username: str, email: str, **extra: Any) -> dict[str, Any]:
+    uid = fake.state.next_id("user")
+    fake.users[uid] = new_user(
+        uid, username, extra.pop("firstname", "Old"), extra.pop("lastname", "Name"), email, **extra
+    )
+    return fake.users[uid]
+
+
+async def test_create_then_link_recorded(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done", event.last_error
+    assert event.secret is None, "the password must be dropped once applied"
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user is not None
+    assert user["auth"] == "manual" and user["password"] == "S3cret!pass" and user["idnumber"] == "1234"
+    (link,) = await links(runtime)
+    assert (link.contact_id, link.username, link.moodle_user_id) == (1234, "jane.doe@example.com", user["id"])
+    assert event.result == {"moodle_user_id": user["id"], "action": "created"}
+
+
+async def test_batch_with_one_rejected_user(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    # The token cannot see emails (recording 043), so a taken email is only found by Moodle refusing the batch.
+    moodle_fake.viewuseridentity = False
+    seed_user(moodle_fake, "someoneelse", "taken@example.com")
+    for n, email in enumerate(["a@example.com", "taken@example.com", "c@example.com"], start=1):
+        await post_contact(client, f"d-{n}", contact_id=n, username=f"user{n}", email=email)
+    await process_all(runtime)
+    by_id = {e.dedupe_key: e for e in await events(runtime)}
+    assert by_id["d-1"].status == "done" and by_id["d-3"].status == "done"
+    assert by_id["d-2"].status == "failed"
+    assert "invalid" in by_id["d-2"].last_error and "email" in by_id["d-2"].last_error
+    assert moodle_user(moodle_fake, "user1") and moodle_user(moodle_fake, "user3")
+    assert moodle_user(moodle_fake, "user2") is None
+    batches = [len(p["users"]) for f, p in moodle_fake.calls if f == "core_user_create_users"]
+    assert batches[0] == 3, "the three users go to Moodle in one array call first"
+
+
+async def test_taken_email_names_the_moodle_user(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    other = seed_user(moodle_fake, "jdoe", "jane.doe@example.com")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "failed"
+    assert "'jdoe'" in event.last_error and f"id {other['id']}" in event.last_error
+    assert "match_by_email" in event.last_error
+    assert await links(runtime) == []
+
+
+async def test_match_by_email_links_existing_user(
+    settings: Any, moodle_fake: Any, runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    runtime.settings.users.match_by_email = True
+    other = seed_user(moodle_fake, "jdoe", "jane.doe@example.com")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done", event.last_error
+    assert moodle_fake.users[other["id"]]["username"] == "jane.doe@example.com"
+    assert (await links(runtime))[0].moodle_user_id == other["id"]
+
+
+async def test_existing_username_is_adopted_not_duplicated(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    existing = seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", firstname="J", phone1="999")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    assert not [c for c in moodle_fake.calls if c[0] == "core_user_create_users"]
+    user = moodle_fake.users[existing["id"]]
+    assert user["firstname"] == "Jane", "firstname is locked: CourseSales wins"
+    assert user["phone1"] == "999", "phone1 is unlocked: Moodle owns it after creation"
+    assert user["password"] == "S3cret!pass"
+
+
+async def test_locked_and_unlocked_fields_on_update(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user is not None and user["phone1"] == "0400000000"
+    await post_contact(client, "d-2", firstname="Janet", phone="0411111111")
+    await process_all(runtime)
+    assert user["firstname"] == "Janet"
+    assert user["phone1"] == "0400000000", "unlocked: not overwritten after creation"
+    runtime.settings.users.fields["phone1"] = "locked"  # type: ignore[assignment]
+    await post_contact(client, "d-3", firstname="Janet", phone="0422222222")
+    await process_all(runtime)
+    assert user["phone1"] == "0422222222"
+
+
+async def test_unlocked_if_empty(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    runtime.settings.users.fields["lastname"] = "unlocked_if_empty"  # type: ignore[assignment]
+    seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", lastname="Kept")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    assert moodle_user(moodle_fake, "jane.doe@example.com")["lastname"] == "Kept"  # type: ignore[index]
+
+
+async def test_renamed_username_renames_the_same_user(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    uid = moodle_user(moodle_fake, "jane.doe@example.com")["id"]  # type: ignore[index]
+    await post_contact(client, "d-2", username="J.Smith@example.com")
+    await process_all(runtime)
+    assert moodle_user(moodle_fake, "jane.doe@example.com") is None
+    renamed = moodle_user(moodle_fake, "j.smith@example.com")
+    assert renamed is not None and renamed["id"] == uid
+    (link,) = await links(runtime)
+    assert link.username == "j.smith@example.com" and link.moodle_user_id == uid
+
+
+async def test_password_change_reaches_moodle_once(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    await post_contact(client, "d-2", password="N3w!Passw0rd")
+    await process_all(runtime)
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user["password"] == "N3w!Passw0rd"  # type: ignore[index]
+    await post_contact(client, "d-3", password="N3w!Passw0rd")
+    await process_all(runtime)
+    updates = [p for f, p in moodle_fake.calls if f == "core_user_update_users"]
+    assert len(updates) == 1, "an unchanged contact makes no Moodle write"
+
+
+async def test_inactive_contact_not_created_and_suspended(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-0", contact_id=77, username="ghost", email="ghost@example.com", active=False)
+    await process_all(runtime)
+    assert moodle_user(moodle_fake, "ghost") is None
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    await post_contact(client, "d-2", active=False)
+    await process_all(runtime)
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user["suspended"] in (1, True)  # type: ignore[index]
+    await post_contact(client, "d-3", active=True)
+    await process_all(runtime)
+    assert user["suspended"] in (0, False)  # type: ignore[index]
+
+
+async def test_contact_without_password_not_created(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    await post_contact(client, "d-1", password=None)
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "failed" and "no password" in event.last_error
+
+
+async def test_moodle_down_retries_then_succeeds(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    moodle_fake.fail_next(1, "503")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "retrying" and event.next_attempt_at is not None
+    assert "maintenance" in event.last_error
+    await process_all(runtime)  # not due yet: nothing happens
+    assert (await events(runtime))[0].status == "retrying"
+    from app.db.models import Event
+
+    async with runtime.sessions() as s:
+        row = await s.get(Event, event.id)
+        row.next_attempt_at = row.created_at  # type: ignore[union-attr]
+        await s.commit()
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done" and event.attempts == 2
+    assert moodle_user(moodle_fake, "jane.doe@example.com") is not None
+
+
+async def test_wrong_moodle_token_fails_with_reason(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    moodle_fake.token = "another"
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "failed" and "moodle-sync check" in event.last_error and "invalidtoken" in event.last_error
