@@ -47,6 +47,10 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         if event is None:
             return "missing"
         kind = event.kind
+    if not rt.settings.moodle.configured:
+        # Kept in the inbox untouched: the sweeper queues it again once Moodle is configured.
+        log.warning("jobs.waiting.moodle_not_configured", event_id=event_id)
+        return "waiting: Moodle is not configured"
     runner = HANDLERS.get(kind)
     if runner is None:
         await _fail_unknown(rt, event_id, kind)
