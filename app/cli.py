@@ -79,18 +79,25 @@ def api(host: str = HostOpt, port: int = PortOpt) -> None:
 
 
 @cli.command()
-def worker() -> None:
-    """A worker only."""
+def worker(queue: str = typer.Option("all", "--queue", help="default, slow (course creation) or all")) -> None:
+    """Workers only (no HTTP)."""
+    settings = _settings()
+    asyncio.run(_workers(settings, queue))
+
+
+async def _workers(settings: Settings, which: str) -> None:
+    from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE
     from app.jobs.worker import make_worker
 
-    settings = _settings()
-    make_worker(settings).run()
+    names = {"default": [DEFAULT_QUEUE], "slow": [SLOW_QUEUE], "all": [DEFAULT_QUEUE, SLOW_QUEUE]}[which]
+    workers = [make_worker(settings, queue=name) for name in names]
+    await asyncio.gather(*(w.async_run() for w in workers))
 
 
 async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
-    from app.jobs.queue import Queue, connect
+    from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect
     from app.jobs.redis import redis_settings
     from app.jobs.worker import make_worker
     from app.main import create_app
@@ -100,15 +107,18 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     rt.queue = Queue(connect(redis_settings(settings)))
     server = uvicorn.Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
     tasks = [asyncio.create_task(server.serve())]
-    worker = make_worker(settings, runtime=rt, handle_signals=False) if with_worker else None
-    if worker is not None:
-        tasks.append(asyncio.create_task(worker.async_run()))
+    workers = (
+        [make_worker(settings, runtime=rt, queue=q, handle_signals=False) for q in (DEFAULT_QUEUE, SLOW_QUEUE)]
+        if with_worker
+        else []
+    )
+    tasks += [asyncio.create_task(w.async_run()) for w in workers]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         server.should_exit = True
-        if worker is not None:
-            await worker.close()
+        for w in workers:
+            await w.close()
         await asyncio.gather(*tasks, return_exceptions=True)
         await rt.close()
 

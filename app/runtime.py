@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.coursesales.client import CourseSalesClient
 from app.crypto import Vault
 from app.db.engine import SessionFactory, make_engine, make_session_factory
 from app.moodle.client import MoodleClient
@@ -22,6 +23,8 @@ class Runtime:
     vault: Vault
     moodle_http: httpx.AsyncClient
     moodle: MoodleClient
+    coursesales_http: httpx.AsyncClient
+    coursesales: CourseSalesClient
     queue: Any = None  # app.jobs.queue.Queue, set once Redis is wired
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -29,11 +32,17 @@ class Runtime:
         if self.queue is not None:
             await self.queue.close()
         await self.moodle_http.aclose()
+        await self.coursesales_http.aclose()
         await self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, moodle_transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
-    """Everything but the queue; tests pass a transport that reaches their Moodle fake."""
+def build_runtime(
+    settings: Settings,
+    *,
+    moodle_transport: httpx.AsyncBaseTransport | None = None,
+    coursesales_transport: httpx.AsyncBaseTransport | None = None,
+) -> Runtime:
+    """Everything but the queue; tests pass transports that reach their fakes."""
     engine = make_engine(settings.effective_database_url)
     key = settings.secret_key.get_secret_value() if settings.secret_key else ""
     moodle_http = httpx.AsyncClient(
@@ -50,6 +59,15 @@ def build_runtime(settings: Settings, *, moodle_transport: httpx.AsyncBaseTransp
         timeout=settings.moodle.timeout_seconds,
         max_batch=settings.moodle.max_batch,
         max_input_vars=settings.moodle.max_input_vars,
+        duplicate_timeout=settings.moodle.duplicate_timeout_seconds,
+    )
+    coursesales_http = httpx.AsyncClient(transport=coursesales_transport, timeout=settings.coursesales.timeout_seconds)
+    coursesales = CourseSalesClient(
+        coursesales_http,
+        base_url=settings.coursesales.url or "http://coursesales.invalid",
+        username=settings.coursesales.username,
+        password=settings.coursesales.password.get_secret_value(),
+        timeout=settings.coursesales.timeout_seconds,
     )
     return Runtime(
         settings=settings,
@@ -58,4 +76,6 @@ def build_runtime(settings: Settings, *, moodle_transport: httpx.AsyncBaseTransp
         vault=Vault(key),
         moodle_http=moodle_http,
         moodle=moodle,
+        coursesales_http=coursesales_http,
+        coursesales=coursesales,
     )

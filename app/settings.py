@@ -90,6 +90,46 @@ class UsersSettings(BaseModel):
         return self.fields.get(field) or DEFAULT_FIELD_POLICY[field]
 
 
+class CoursesSettings(BaseModel):
+    """Course dates -> Moodle courses (the CourseSales enrol/local plugin settings)."""
+
+    auto_create: bool = True
+    naming: Literal["category_and_date", "category"] = "category_and_date"
+    name_sync: Literal["both", "moodle"] = "both"
+    timezone: str = "UTC"
+    # The course category form field holding the Moodle category id: by id, else by name.
+    category_field_id: int | None = None
+    category_field_name: str = "Moodle Category Id"
+    template_field_id: int | None = None
+    template_field_name: str = "Moodle Course Template"
+    inherit_category_mapping: bool = True
+    include_activities: bool = True
+    include_blocks: bool = True
+    include_filters: bool = True
+    # CourseSales does not publish its codes; the guide's example shows StatusId 1 and Visibility 2.
+    scheduled_status_ids: list[int] = Field(default_factory=lambda: [1])
+    public_visibility_ids: list[int] = Field(default_factory=lambda: [2])
+    # A course date read from CourseSales is reused for this long before it is read again.
+    cache_seconds: int = 300
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Brisbane)") from None
+        return value
+
+
+class EnrolmentsSettings(BaseModel):
+    role_id: int = 5  # student on a stock Moodle
+    use_course_dates: bool = True
+    unenrol_action: Literal["suspend", "unenrol", "keep"] = "suspend"
+
+
 class WebhookSettings(BaseModel):
     """Inbound credentials, one set per source: reading one source's cannot forge the other's events."""
 
@@ -136,6 +176,8 @@ class Settings(BaseSettings):
     moodle: MoodleSettings = MoodleSettings()
     coursesales: CourseSalesSettings = CourseSalesSettings()
     users: UsersSettings = UsersSettings()
+    courses: CoursesSettings = CoursesSettings()
+    enrolments: EnrolmentsSettings = EnrolmentsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()

@@ -20,7 +20,7 @@ PASSWORD = "Unm1stakable!Secret"
 async def _dump_database(rt: Runtime) -> str:
     out = []
     async with rt.engine.connect() as conn:
-        for table in ("events", "attempts", "user_links", "leases"):
+        for table in ("events", "attempts", "user_links", "leases", "registrations", "enrolment_links"):
             rows = (await conn.execute(text(f"SELECT * FROM {table}"))).all()  # noqa: S608 (fixed names)
             out.append(repr(rows))
     return "\n".join(out)

@@ -142,7 +142,7 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
     deliveries = [compat_delivery(rt.vault, fields=f, contact=c) for (f, _), c in zip(pairs, contacts, strict=True)]
     rows: list[tuple[Event, bool]] = [await inbox.accept(session, d) for d in deliveries]
     await session.commit()
-    fresh = [(e.id, 0) for e, created in rows if created]
+    fresh = [(e.id, 0, e.kind) for e, created in rows if created]
     if fresh and rt.queue is not None:
         queued = await rt.queue.enqueue_events(fresh)  # type: ignore[arg-type]
         await inbox.mark_queued(session, queued)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
 from app.api.deps import RuntimeDep, SessionDep, require_ops
-from app.api.schemas import AttemptOut, EventDetail, EventOut, Page, UserLinkOut
+from app.api.schemas import AttemptOut, CourseLinkOut, EnrolmentLinkOut, EventDetail, EventOut, Page, UserLinkOut
 from app.db import inbox
-from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus, UserLink
+from app.db.models import OPEN_STATUSES, Attempt, CourseLink, EnrolmentLink, Event, EventStatus, UserLink
 from app.db.types import utcnow
 
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)])
@@ -71,7 +71,7 @@ async def replay_event(event_id: int, rt: RuntimeDep, session: SessionDep) -> Ev
     event.next_attempt_at = None
     event.updated_at = utcnow()
     await session.commit()
-    if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts):
+    if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts, kind=event.kind):
         await inbox.mark_queued(session, [event_id])
         await session.commit()
         await session.refresh(event)
@@ -89,3 +89,36 @@ async def list_user_links(
     total = (await session.execute(select(func.count()).select_from(UserLink).where(*where))).scalar_one()
     rows = await session.execute(select(UserLink).where(*where).order_by(UserLink.id).limit(limit).offset(offset))
     return Page(items=[UserLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
+
+
+@router.get("/links/courses", response_model=Page[CourseLinkOut], summary="Course dates linked to Moodle courses")
+async def list_course_links(
+    session: SessionDep,
+    course_date_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[CourseLinkOut]:
+    where = [CourseLink.course_date_id == course_date_id] if course_date_id else []
+    total = (await session.execute(select(func.count()).select_from(CourseLink).where(*where))).scalar_one()
+    rows = await session.execute(select(CourseLink).where(*where).order_by(CourseLink.id).limit(limit).offset(offset))
+    return Page(items=[CourseLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
+
+
+@router.get("/links/enrolments", response_model=Page[EnrolmentLinkOut], summary="Enrolments this service made")
+async def list_enrolment_links(
+    session: SessionDep,
+    course_date_id: Annotated[int | None, Query(ge=1)] = None,
+    moodle_user_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[EnrolmentLinkOut]:
+    where = []
+    if course_date_id:
+        where.append(EnrolmentLink.course_date_id == course_date_id)
+    if moodle_user_id:
+        where.append(EnrolmentLink.moodle_user_id == moodle_user_id)
+    total = (await session.execute(select(func.count()).select_from(EnrolmentLink).where(*where))).scalar_one()
+    rows = await session.execute(
+        select(EnrolmentLink).where(*where).order_by(EnrolmentLink.id).limit(limit).offset(offset)
+    )
+    return Page(items=[EnrolmentLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

@@ -36,8 +36,100 @@ class ContactUpserted(BaseModel):
     contact: Contact
 
 
-# type -> model; later event kinds are added here.
-COURSESALES_EVENTS: dict[str, type[BaseModel]] = {"contact.upserted": ContactUpserted}
+class Registered(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_external_id: str = Field(..., min_length=1, max_length=128, description="The Document's external id")
+    course_date_id: int = Field(..., ge=1)
+    contact: Contact
+
+
+class RegistrationRegistered(BaseModel):
+    """A Document was registered: ensure the user and the course, then enrol."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "type": "registration.registered",
+                "id": "d-0002",
+                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact": CONTACT_EXAMPLE},
+            }
+        },
+    )
+
+    type: Literal["registration.registered"]
+    id: str = Field(..., min_length=1, max_length=128)
+    registration: Registered
+
+
+class Cancelled(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_external_id: str = Field(..., min_length=1, max_length=128)
+    course_date_id: int = Field(..., ge=1)
+    contact_id: int = Field(..., ge=1)
+
+
+class RegistrationCancelled(BaseModel):
+    """A Document was cancelled: suspend, unenrol or keep, per enrolments.unenrol_action."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "type": "registration.cancelled",
+                "id": "d-0003",
+                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact_id": 1234},
+            }
+        },
+    )
+
+    type: Literal["registration.cancelled"]
+    id: str = Field(..., min_length=1, max_length=128)
+    registration: Cancelled
+
+
+class CourseDateChanged(BaseModel):
+    """A course date changed: its Moodle course is brought in step (names per policy, dates, visibility)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"type": "course_date.changed", "id": "d-0004", "course_date_id": 26519}},
+    )
+
+    type: Literal["course_date.changed"]
+    id: str = Field(..., min_length=1, max_length=128)
+    course_date_id: int = Field(..., ge=1)
+
+
+# type -> model: the published event schema.
+COURSESALES_EVENTS: dict[str, type[BaseModel]] = {
+    "contact.upserted": ContactUpserted,
+    "registration.registered": RegistrationRegistered,
+    "registration.cancelled": RegistrationCancelled,
+    "course_date.changed": CourseDateChanged,
+}
+
+
+def event_contact(event: BaseModel) -> Contact | None:
+    if isinstance(event, ContactUpserted):
+        return event.contact
+    if isinstance(event, RegistrationRegistered):
+        return event.registration.contact
+    return None
+
+
+def event_subject(event: BaseModel) -> str | None:
+    """What the event is about: its events run in order."""
+    contact = event_contact(event)
+    if contact is not None:
+        return contact.key
+    if isinstance(event, RegistrationCancelled):
+        return f"contact:{event.registration.contact_id}"
+    if isinstance(event, CourseDateChanged):
+        return f"course_date:{event.course_date_id}"
+    return None
 
 
 class Accepted(BaseModel):
@@ -76,6 +168,26 @@ class EventOut(BaseModel):
 class EventDetail(EventOut):
     payload: dict[str, Any] | None
     attempt_log: list[AttemptOut]
+
+
+class CourseLinkOut(BaseModel):
+    course_date_id: int
+    moodle_course_id: int
+    created_by_sync: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnrolmentLinkOut(BaseModel):
+    moodle_user_id: int
+    moodle_course_id: int
+    course_date_id: int
+    document_external_id: str | None
+    status: str
+    role_id: int
+    timestart: int
+    timeend: int
+    updated_at: datetime
 
 
 class UserLinkOut(BaseModel):

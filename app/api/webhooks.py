@@ -10,17 +10,20 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
 
 from app.api.deps import RuntimeDep, SessionDep, read_body
-from app.api.schemas import COURSESALES_EVENTS, Accepted, ContactUpserted, Problem, inline_schema
+from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
 from app.settings import secret
-from app.sync.contacts import Contact, check_contact
+from app.sync.contacts import check_contact
 from app.sync.intake import coursesales_delivery
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
 
-_EXAMPLE = ContactUpserted.model_config["json_schema_extra"]["example"]  # type: ignore[index]
+_EXAMPLES = {
+    kind: {"summary": kind, "value": model.model_config["json_schema_extra"]["example"]}  # type: ignore[index]
+    for kind, model in COURSESALES_EVENTS.items()
+}
 
 
 @router.post(
@@ -44,7 +47,12 @@ _EXAMPLE = ContactUpserted.model_config["json_schema_extra"]["example"]  # type:
         "security": [{"CourseSalesToken": []}, {"StandardWebhooks": []}],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": inline_schema(ContactUpserted), "example": _EXAMPLE}},
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [inline_schema(m) for m in COURSESALES_EVENTS.values()]},
+                    "examples": _EXAMPLES,
+                }
+            },
         },
     },
 )
@@ -67,7 +75,7 @@ async def coursesales_webhook(request: Request, rt: RuntimeDep, session: Session
         event = model.model_validate(data)
     except ValidationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _errors(exc)) from None
-    contact: Contact | None = getattr(event, "contact", None)
+    contact = event_contact(event)
     if contact is not None:
         problems = check_contact(contact, settings.users)
         if problems:
@@ -75,14 +83,21 @@ async def coursesales_webhook(request: Request, rt: RuntimeDep, session: Session
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 [{"loc": ["body", "contact", p.field], "msg": p.message} for p in problems],
             )
-    delivery = coursesales_delivery(rt.vault, body=data, kind=kind, delivery_id=event.id, contact=contact)  # type: ignore[attr-defined, arg-type]
+    delivery = coursesales_delivery(
+        rt.vault,
+        body=data,
+        kind=kind,
+        delivery_id=event.id,
+        contact=contact,
+        subject=event_subject(event),  # type: ignore[attr-defined, arg-type]
+    )
     try:
         row, created = await inbox.accept(session, delivery)
     except inbox.BodyMismatch as exc:
         await session.rollback()
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"id: {exc}") from None
     await session.commit()
-    if created and rt.queue is not None and await rt.queue.enqueue_event(row.id, 0):  # type: ignore[arg-type]
+    if created and rt.queue is not None and await rt.queue.enqueue_event(row.id, 0, kind=kind):  # type: ignore[arg-type]
         await inbox.mark_queued(session, [row.id])  # type: ignore[list-item]
         await session.commit()
         row.status = "queued"

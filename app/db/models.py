@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -100,3 +100,65 @@ class Lease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     owner: str = Field(max_length=64)
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CourseDateRow(SQLModel, table=True):
+    """What CourseSales last said about a course date (the webhooks carry only its id)."""
+
+    __tablename__ = "course_dates"
+
+    id: int = Field(primary_key=True, description="CourseSales course date id")
+    category_id: int | None = None
+    category_name: str | None = Field(default=None, max_length=255)
+    start: date | None = None
+    end: date | None = None
+    status_id: int | None = None
+    visibility: int | None = None
+    fetched_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CourseLink(SQLModel, table=True):
+    """A course date and its Moodle course (idnumber = course date id)."""
+
+    __tablename__ = "course_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    course_date_id: int = Field(unique=True)
+    moodle_course_id: int = Field(unique=True)
+    created_by_sync: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Registration(SQLModel, table=True):
+    """A CourseSales Document: one contact registered for one course date."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (Index("ix_registrations_contact_course_date", "contact_key", "course_date_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_external_id: str = Field(max_length=128, unique=True)
+    course_date_id: int = Field(index=True)
+    contact_key: str = Field(max_length=255)
+    status: str = Field(default="registered", max_length=16)  # registered | cancelled
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class EnrolmentLink(SQLModel, table=True):
+    """A Moodle manual enrolment this service made, as it should be."""
+
+    __tablename__ = "enrolment_links"
+    __table_args__ = (UniqueConstraint("moodle_user_id", "moodle_course_id", name="uq_enrolment_user_course"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    moodle_user_id: int
+    moodle_course_id: int = Field(index=True)
+    course_date_id: int
+    document_external_id: str | None = Field(default=None, max_length=128)
+    status: str = Field(default="active", max_length=16)  # active | suspended | unenrolled
+    role_id: int = 5
+    timestart: int = 0
+    timeend: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -15,7 +15,14 @@ from redis.exceptions import RedisError
 log = structlog.get_logger(__name__)
 
 DEFAULT_QUEUE = "sync:default"
+# Course creation and duplication (a whole backup and restore in Moodle): own queue, own long timeout,
+# so that a killed worker's quick jobs are not held back by the slow ones' recovery delay.
 SLOW_QUEUE = "sync:slow"
+SLOW_KINDS = frozenset({"course_date.changed", "course.sync"})
+
+
+def queue_for(kind: str | None) -> str:
+    return SLOW_QUEUE if kind in SLOW_KINDS else DEFAULT_QUEUE
 
 
 def dumps(obj: Any) -> bytes:
@@ -53,12 +60,15 @@ class Queue:
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
 
-    async def enqueue_event(self, event_id: int, attempts: int, *, defer_until: datetime | None = None) -> bool:
+    async def enqueue_event(
+        self, event_id: int, attempts: int, *, kind: str | None = None, defer_until: datetime | None = None
+    ) -> bool:
         try:
             await self.redis.enqueue_job(
                 "process_event",
                 event_id,
                 _job_id=event_job_id(event_id, attempts),
+                _queue_name=queue_for(kind),
                 _defer_until=defer_until,
             )
         except (RedisError, OSError) as exc:
@@ -66,11 +76,11 @@ class Queue:
             return False
         return True
 
-    async def enqueue_events(self, pairs: list[tuple[int, int]]) -> list[int]:
-        """Enqueue (event id, attempts) pairs; return the ids that reached the queue."""
+    async def enqueue_events(self, items: list[tuple[int, int, str | None]]) -> list[int]:
+        """Enqueue (event id, attempts, kind) items; return the ids that reached the queue."""
         done: list[int] = []
-        for event_id, attempts in pairs:
-            if await self.enqueue_event(event_id, attempts):
+        for event_id, attempts, kind in items:
+            if await self.enqueue_event(event_id, attempts, kind=kind):
                 done.append(event_id)
             else:
                 break  # Redis is down: the sweeper will queue the rest
@@ -84,7 +94,7 @@ class Queue:
 
     async def depth(self) -> int | None:
         try:
-            return int(await self.redis.zcard(DEFAULT_QUEUE))
+            return int(await self.redis.zcard(DEFAULT_QUEUE)) + int(await self.redis.zcard(SLOW_QUEUE))
         except (RedisError, OSError):
             return None
 

@@ -32,7 +32,7 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         await s.commit()
         rows = (
             await s.execute(
-                select(Event.id, Event.attempts, Event.status)
+                select(Event.id, Event.attempts, Event.kind)
                 .where(
                     or_(
                         and_(
@@ -46,7 +46,7 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
                 .limit(limit)
             )
         ).all()
-    queued = await rt.queue.enqueue_events([(r.id, r.attempts) for r in rows])
+    queued = await rt.queue.enqueue_events([(r.id, r.attempts, r.kind) for r in rows])
     if queued:
         async with rt.sessions() as s:
             await inbox.mark_queued(s, queued)

@@ -2,37 +2,123 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import inbox
-from app.db.inbox import Outcome
-from app.db.models import Event, EventStatus
+from app.coursesales.errors import CourseSalesError
+from app.db import inbox, leases
+from app.db.inbox import Delivery, Outcome
+from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.retry import next_attempt
-from app.moodle.errors import MoodleAuthError, MoodleError, MoodleTransientError
+from app.moodle.errors import MoodleAuthError, MoodleError
 from app.runtime import Runtime
+from app.sync.course_sync import Catalogue, CourseProblem, CourseSync
+from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
 
 log = structlog.get_logger(__name__)
 
-# A job drains what is ready of its kind in batches, then stops: the rest waits for its own jobs.
+# A job drains what is ready of its kinds in batches, then stops: the rest waits for its own jobs.
 MAX_ROUNDS = 20
+# A registration whose course is being made looks again after this long.
+COURSE_WAIT = timedelta(seconds=3)
 
 Runner = Callable[[Runtime, AsyncSession, list[Event]], Awaitable[dict[int, Outcome]]]
 
 
-async def _run_users(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
-    sync = UserSync(session=session, moodle=rt.moodle, vault=rt.vault, rules=rt.settings.users)
-    return await sync.run(events)
+async def _run_people(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+    """Contacts, registrations and cancellations of one batch: users first, then enrolments in array calls."""
+    with_contacts = [e for e in events if e.kind in ("contact.upserted", "registration.registered")]
+    users = UserSync(session=session, moodle=rt.moodle, vault=rt.vault, rules=rt.settings.users)
+    outcomes = await users.run(with_contacts) if with_contacts else {}
+    regs = RegistrationSync(session=session, moodle=rt.moodle, settings=rt.settings)
+    ready = [e for e in events if e.kind == "registration.registered" and outcomes[e.id].status == EventStatus.done]  # type: ignore[index]
+    user_ids = {e.id: int(outcomes[e.id].result["moodle_user_id"]) for e in ready}  # type: ignore[index]
+    outcomes.update(await regs.registered(ready, user_ids))  # type: ignore[arg-type]
+    outcomes.update(await regs.cancelled([e for e in events if e.kind == "registration.cancelled"]))
+    for cdid in sorted(regs.pending.course_dates):
+        await request_course(session, cdid)
+    for outcome in outcomes.values():
+        if outcome.status == EventStatus.retrying and outcome.next_attempt_at is None:
+            outcome.next_attempt_at = utcnow() + COURSE_WAIT
+    return outcomes  # type: ignore[return-value]
+
+
+async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+    """One course date at a time under its lease: never two creations or duplications for one course date."""
+    outcomes: dict[int, Outcome] = {}
+    catalogue = Catalogue(rt.coursesales, rt.settings.courses)
+    owner = uuid.uuid4().hex
+    for event in events:
+        cdid = int((event.payload or {})["course_date_id"])
+        name = f"course_date:{cdid}"
+        if not await leases.acquire(session, name, owner, rt.settings.moodle.duplicate_timeout_seconds + 60):
+            outcomes[event.id] = Outcome(
+                EventStatus.retrying, f"course date {cdid} is being worked on", next_attempt_at=utcnow() + COURSE_WAIT
+            )  # type: ignore[index]
+            continue
+        sync = CourseSync(
+            session=session,
+            moodle=rt.moodle,
+            coursesales=rt.coursesales,
+            settings=rt.settings.courses,
+            catalogue=catalogue,
+        )
+        try:
+            result = await sync.ensure(cdid, refresh=event.kind == "course_date.changed")
+        except CourseProblem as exc:
+            outcomes[event.id] = Outcome(EventStatus.failed, str(exc))  # type: ignore[index]
+        else:
+            outcomes[event.id] = Outcome(  # type: ignore[index]
+                EventStatus.done,
+                result={"moodle_course_id": result.moodle_course_id, "action": result.action, "note": result.reason},
+            )
+        finally:
+            await leases.release(session, name, owner)
+    return outcomes
 
 
 # kind -> runner; kinds sharing a runner are claimed together and batched.
-HANDLERS: dict[str, Runner] = {"contact.upserted": _run_users}
+HANDLERS: dict[str, Runner] = {
+    "contact.upserted": _run_people,
+    "registration.registered": _run_people,
+    "registration.cancelled": _run_people,
+    "course_date.changed": _run_courses,
+    "course.sync": _run_courses,
+}
+
+
+async def request_course(session: AsyncSession, course_date_id: int) -> Event | None:
+    """Ask for the course of a course date to be made (an internal event), unless one is already on its way."""
+    subject = f"course_date:{course_date_id}"
+    open_one = (
+        await session.execute(
+            select(Event.id).where(
+                Event.subject == subject, Event.kind == "course.sync", Event.status.in_(OPEN_STATUSES)
+            )
+        )
+    ).first()
+    if open_one is not None:
+        return None
+    event, _ = await inbox.accept(
+        session,
+        Delivery(
+            source="internal",
+            kind="course.sync",
+            dedupe_key=f"course.sync:{course_date_id}:{uuid.uuid4().hex}",
+            body_hash="-",
+            payload={"course_date_id": course_date_id},
+            subject=subject,
+        ),
+    )
+    return event
 
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
@@ -41,7 +127,7 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
 
 
 async def run_event(rt: Runtime, event_id: int) -> str:
-    """Process the event and whatever else of its kind is ready, in batches."""
+    """Process the event and whatever else of its kinds is ready, in batches."""
     async with rt.sessions() as s:
         event = await s.get(Event, event_id)
         if event is None:
@@ -77,19 +163,29 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
         log.info("jobs.batch.start", event_ids=ids)
         try:
             outcomes = await runner(rt, s, claimed)
-        except MoodleError as exc:
+        except (MoodleError, CourseSalesError) as exc:
             await s.rollback()
             claimed = await _reload(s, ids)  # type: ignore[arg-type]
             outcomes = {e.id: _outcome_for(rt, e, exc) for e in claimed}  # type: ignore[misc]
         for e in claimed:
             await inbox.finish(s, e, outcomes[e.id])  # type: ignore[index]
         await s.commit()
-        retries = [(e.id, e.attempts, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
+        follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
+        new = (
+            await s.execute(
+                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
+            )
+        ).all()
         for e in claimed:
             log.info("jobs.event.finished", event_id=e.id, status=e.status, error=e.last_error)
     if rt.queue is not None:
-        for event_id, attempts, at in retries:
-            await rt.queue.enqueue_event(event_id, attempts, defer_until=at)  # type: ignore[arg-type]
+        for event_id, attempts, kind, at in follow:
+            await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
+        queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in new])
+        if queued:
+            async with rt.sessions() as s:
+                await inbox.mark_queued(s, queued)
+                await s.commit()
     return len(ids)
 
 
@@ -98,22 +194,20 @@ async def _reload(s: AsyncSession, ids: list[int]) -> list[Event]:
     return list(rows.scalars())
 
 
-def _outcome_for(rt: Runtime, event: Event, exc: MoodleError) -> Outcome:
+def _outcome_for(rt: Runtime, event: Event, exc: Exception) -> Outcome:
     """A failure of the whole call: retry if transient and within the horizon, else fail with the reason."""
-    if isinstance(exc, MoodleTransientError):
+    upstream = "CourseSales" if isinstance(exc, CourseSalesError) else "Moodle"
+    if getattr(exc, "transient", False):
         at = next_attempt(
-            event.created_at,
-            utcnow(),
-            event.attempts,
-            rt.settings.jobs.retry_horizon_hours,
-            retry_after=exc.retry_after,
-        )
+            event.created_at, utcnow(), event.attempts, rt.settings.jobs.retry_horizon_hours,
+            retry_after=getattr(exc, "retry_after", None),
+        )  # fmt: skip
         if at is not None:
-            return Outcome(EventStatus.retrying, f"Moodle unavailable, will retry: {exc}", next_attempt_at=at)
+            return Outcome(EventStatus.retrying, f"{upstream} unavailable, will retry: {exc}", next_attempt_at=at)
         return Outcome(EventStatus.failed, f"gave up after {event.attempts} attempts: {exc}")
     if isinstance(exc, MoodleAuthError):
         return Outcome(EventStatus.failed, f"Moodle refused our token or function ({exc}); run `moodle-sync check`")
-    return Outcome(EventStatus.failed, f"Moodle refused the call: {exc}")
+    return Outcome(EventStatus.failed, f"{upstream} refused the call: {exc}")
 
 
 async def _fail_unknown(rt: Runtime, event_id: int, kind: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from arq.worker import Worker
 
 from app.jobs import sweeper
-from app.jobs.queue import DEFAULT_QUEUE, Queue, connect, dumps, loads
+from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loads
 from app.jobs.redis import redis_settings
 from app.jobs.tasks import process_event
 from app.runtime import Runtime, build_runtime
@@ -16,17 +16,28 @@ from app.settings import Settings
 
 
 def make_worker(
-    settings: Settings, *, runtime: Runtime | None = None, handle_signals: bool = True, **kw: Any
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    queue: str = DEFAULT_QUEUE,
+    handle_signals: bool = True,
+    **kw: Any,
 ) -> Worker:
-    """A worker on the default queue; pass ``runtime`` to share one with the API in the same process."""
+    """A worker on one queue; pass ``runtime`` to share one with the API in the same process.
+
+    The default queue's worker also runs the sweeper. The slow queue (course creation and duplication)
+    has its own long timeout: arq recovers a killed worker's jobs only after its longest timeout.
+    """
     redis = redis_settings(settings)
+    slow = queue == SLOW_QUEUE
 
     async def startup(ctx: dict[str, Any]) -> None:
         rt = runtime or build_runtime(settings)
         if rt.queue is None:
             rt.queue = Queue(connect(redis))
         ctx["runtime"] = rt
-        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(rt))
+        if not slow:
+            ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(rt))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         task = ctx.get("sweeper")
@@ -37,7 +48,7 @@ def make_worker(
 
     return Worker(
         functions=[process_event],
-        queue_name=DEFAULT_QUEUE,
+        queue_name=queue,
         redis_settings=redis,
         on_startup=startup,
         on_shutdown=shutdown,
@@ -47,8 +58,8 @@ def make_worker(
         keep_result=0,
         # Retries are ours (app.jobs.retry) up to a horizon of hours; arq's own tries only cover a killed worker.
         max_tries=1000,
-        job_timeout=settings.jobs.lease_seconds,
-        max_jobs=10,
+        job_timeout=settings.moodle.duplicate_timeout_seconds + 60 if slow else settings.jobs.lease_seconds,
+        max_jobs=2 if slow else 10,
         handle_signals=handle_signals,
         **kw,
     )

@@ -74,6 +74,7 @@ class MoodleClient:
         timeout: float = 30.0,
         max_batch: int = 100,
         max_input_vars: int = 4000,
+        duplicate_timeout: float = 600.0,
     ) -> None:
         self._http = http
         self._endpoint = url.rstrip("/") + REST_PATH
@@ -83,6 +84,7 @@ class MoodleClient:
         self.max_batch = max_batch
         # PHP's max_input_vars (5000 by default) silently truncates bigger forms; keep a margin.
         self.max_input_vars = max_input_vars
+        self.duplicate_timeout = duplicate_timeout
         self.calls = 0
 
     async def call(
@@ -212,3 +214,75 @@ class MoodleClient:
             for w in (answer or {}).get("warnings", []):
                 warnings[int(w.get("itemid") or 0)] = w
         return warnings
+
+    # -- courses ---------------------------------------------------------------------------
+
+    async def get_courses_by_field(self, field: str, value: str | int) -> list[dict[str, Any]]:
+        answer = await self.call("core_course_get_courses_by_field", {"field": field, "value": value})
+        return list((answer or {}).get("courses", []))
+
+    async def create_courses(self, courses: Sequence[Mapping[str, Any]]) -> list[ItemResult[dict[str, Any]]]:
+        """Create courses in all-or-nothing batches, isolating refused ones; values are ``{id, shortname}``."""
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+            return await self.call("core_course_create_courses", {"courses": chunk})
+
+        return await self.batch(courses, send, fields_per_item=10)
+
+    async def update_courses(self, courses: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Update courses (per item in Moodle); returns the warnings by course id."""
+        warnings: dict[int, dict[str, Any]] = {}
+        size = self.batch_size(8)
+        for i in range(0, len(courses), size):
+            answer = await self.call("core_course_update_courses", {"courses": list(courses[i : i + size])})
+            for w in (answer or {}).get("warnings", []):
+                warnings[int(w.get("itemid") or 0)] = w
+        return warnings
+
+    async def duplicate_course(
+        self,
+        *,
+        template_id: int,
+        fullname: str,
+        shortname: str,
+        category_id: int,
+        visible: bool,
+        options: Mapping[str, bool],
+    ) -> dict[str, Any]:
+        """Copy a template (a whole backup and restore inside the request: slow). ``users`` is never sent (080)."""
+        return await self.call(
+            "core_course_duplicate_course",
+            {
+                "courseid": template_id,
+                "fullname": fullname,
+                "shortname": shortname,
+                "categoryid": category_id,
+                "visible": visible,
+                "options": [{"name": k, "value": v} for k, v in options.items()],
+            },
+            timeout=self.duplicate_timeout,
+        )
+
+    # -- enrolments ------------------------------------------------------------------------
+
+    async def enrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> list[ItemResult[None]]:
+        """Manual enrolments in all-or-nothing batches (an upsert: re-sending clears dates; compare first)."""
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[None]:
+            await self.call("enrol_manual_enrol_users", {"enrolments": chunk})
+            return [None] * len(chunk)
+
+        return await self.batch(enrolments, send, fields_per_item=6)
+
+    async def unenrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> list[ItemResult[None]]:
+        """Manual unenrolments; ``roleid`` is never sent (Moodle 5.0 refuses it)."""
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[None]:
+            await self.call("enrol_manual_unenrol_users", {"enrolments": chunk})
+            return [None] * len(chunk)
+
+        clean = [{k: v for k, v in e.items() if k != "roleid"} for e in enrolments]
+        return await self.batch(clean, send, fields_per_item=2)
+
+    async def get_enrolled_users(self, course_id: int) -> list[dict[str, Any]]:
+        return list(await self.call("core_enrol_get_enrolled_users", {"courseid": course_id}) or [])

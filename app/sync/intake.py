@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from app.crypto import Vault
@@ -13,13 +14,20 @@ SOURCE_COMPAT = "compat"
 
 
 def coursesales_delivery(
-    vault: Vault, *, body: dict[str, Any], kind: str, delivery_id: str, contact: Contact | None
+    vault: Vault,
+    *,
+    body: dict[str, Any],
+    kind: str,
+    delivery_id: str,
+    contact: Contact | None,
+    subject: str | None = None,
 ) -> Delivery:
     """A delivery of our own event schema: deduped on the sender's id, compared on a keyed hash of the body."""
-    payload = dict(body)
+    payload = json.loads(json.dumps(body))  # a deep copy: the password is removed from it below
     secret = None
     if contact is not None:
-        payload["contact"] = contact.model_dump(exclude={"password"})
+        holder = payload["registration"] if "registration" in payload else payload
+        holder["contact"] = contact.model_dump(exclude={"password"})
         secret = vault.encrypt(contact.password) if contact.password else None
     return Delivery(
         source=SOURCE_COURSESALES,
@@ -27,7 +35,7 @@ def coursesales_delivery(
         dedupe_key=delivery_id,
         body_hash=vault.digest(body),
         payload=payload,
-        subject=contact.key if contact else None,
+        subject=subject or (contact.key if contact else None),
         secret=secret,
     )
 

@@ -41,7 +41,10 @@ class Work:
 
 
 def contact_of(event: Event) -> Contact:
-    return Contact.model_validate((event.payload or {})["contact"])
+    """The contact an event carries: its own (contact.upserted) or its registration's."""
+    payload = event.payload or {}
+    data = payload.get("contact") or payload["registration"]["contact"]
+    return Contact.model_validate(data)
 
 
 def collapse(events: list[Event], vault: Vault) -> list[Work]:

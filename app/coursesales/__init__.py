@@ -1,0 +1,1 @@
+"""CourseSales web-API client: JSON-in-query requests, column-indexed answers, typed errors."""
