@@ -30,6 +30,7 @@ TEST_TOKENS = {
     "cs_whsec": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 }
 MOODLE_URL = "http://moodle.test"
+COURSESALES_URL = "http://coursesales.test"
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
             moodle_token=SecretStr(TEST_TOKENS["moodle"]),
         ),
         "moodle": {"url": MOODLE_URL, "token": SecretStr("test-token")},
+        "coursesales": {"url": COURSESALES_URL, "username": "SOAP_USER", "password": SecretStr("SOAP_PASSWORD")},
     }
     base.update(overrides)
     return Settings(**base)
@@ -100,9 +102,22 @@ def moodle_fake() -> Any:
 
 
 @pytest.fixture
-async def runtime(settings: Settings, moodle_fake: Any, clean_db: None) -> AsyncIterator[Runtime]:
-    """A runtime whose Moodle is the fake and whose queue is a real Redis, emptied first."""
-    rt = build_runtime(settings, moodle_transport=httpx.ASGITransport(app=moodle_fake))
+def coursesales_fake() -> Any:
+    from tests.fakes.coursesales import CourseSalesFake
+
+    return CourseSalesFake()
+
+
+@pytest.fixture
+async def runtime(
+    settings: Settings, moodle_fake: Any, coursesales_fake: Any, clean_db: None
+) -> AsyncIterator[Runtime]:
+    """A runtime whose Moodle and CourseSales are the fakes and whose queue is a real Redis, emptied first."""
+    rt = build_runtime(
+        settings,
+        moodle_transport=httpx.ASGITransport(app=moodle_fake),
+        coursesales_transport=httpx.ASGITransport(app=coursesales_fake),
+    )
     rt.queue = Queue(connect(redis_settings(settings)))
     await rt.queue.redis.flushdb()
     yield rt

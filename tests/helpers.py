@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.db.models import Event, UserLink
+from app.db.types import utcnow
 from app.jobs.tasks import run_event
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS
@@ -53,6 +55,56 @@ async def process_all(rt: Runtime) -> None:
     for event in await events(rt):
         if event.status in ("accepted", "queued", "retrying", "running"):
             await run_event(rt, event.id)  # type: ignore[arg-type]
+
+
+async def make_due(rt: Runtime) -> None:
+    """Bring every scheduled retry to now (instead of sleeping until it is due)."""
+    async with rt.sessions() as s:
+        await s.execute(
+            update(Event).where(Event.status == "retrying").values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+        await s.commit()
+
+
+async def settle(rt: Runtime, rounds: int = 6) -> None:
+    """Process until nothing is open or due: follow-up events (course.sync) and their waiting registrations."""
+    for _ in range(rounds):
+        await process_all(rt)
+        await make_due(rt)
+        if all(e.status not in ("accepted", "queued", "retrying", "running") for e in await events(rt)):
+            return
+
+
+async def post_event(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    return await client.post(
+        "/webhooks/coursesales", json=body, headers={"Authorization": f"Bearer {TEST_TOKENS['coursesales']}"}
+    )
+
+
+async def register(
+    client: httpx.AsyncClient, delivery_id: str, document: str, course_date_id: int, **contact_kw: Any
+) -> httpx.Response:
+    body = {
+        "type": "registration.registered",
+        "id": delivery_id,
+        "registration": {
+            "document_external_id": document,
+            "course_date_id": course_date_id,
+            "contact": contact(**contact_kw),
+        },
+    }
+    return await post_event(client, body)
+
+
+async def cancel(
+    client: httpx.AsyncClient, delivery_id: str, document: str, course_date_id: int, contact_id: int = 1234
+) -> httpx.Response:
+    body = {
+        "type": "registration.cancelled",
+        "id": delivery_id,
+        "registration": {"document_external_id": document, "course_date_id": course_date_id, "contact_id": contact_id},
+    }
+    return await post_event(client, body)
 
 
 def moodle_user(fake: Any, username: str) -> dict[str, Any] | None:
