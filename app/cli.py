@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -146,6 +147,49 @@ async def _check(settings: Settings) -> bool:
     for f in findings:
         console.print(f"[{colours[f.level]}]{f.level:5}[/] {f.message}")
     return not any(f.level == "error" for f in findings)
+
+
+@cli.command()
+def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing")) -> None:
+    """Reconcile now, in this process, with a progress bar; prints the plan."""
+    settings = _settings()
+    run = asyncio.run(_reconcile(settings, dry_run))
+    raise typer.Exit(0 if run.status == "done" else 1)
+
+
+async def _reconcile(settings: Settings, dry_run: bool) -> Any:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from app.jobs import reconcile as jobs
+    from app.jobs.queue import Queue, connect
+    from app.jobs.redis import redis_settings
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    rt.queue = Queue(connect(redis_settings(settings)))
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("reconcile: starting", total=None)
+
+            async def show(state: dict[str, Any]) -> None:
+                detail = ", ".join(f"{k}={v}" for k, v in state.get("counts", {}).items())
+                bar.update(task, description=f"reconcile: {state.get('phase')} {state.get('seen', '')} {detail}")
+
+            run = await jobs.create_run(rt, dry_run=dry_run, trigger="cli")
+            run = await jobs.execute(rt, run.id, progress=show)
+    finally:
+        await rt.close()
+    table = Table(title=f"run {run.id}: {run.status}" + (" (dry run)" if dry_run else ""))
+    for column in ("action", "reason", "target"):
+        table.add_column(column)
+    for item in run.plan or []:
+        target = ", ".join(f"{k}={v}" for k, v in item.items() if k not in ("action", "reason", "changes"))
+        table.add_row(item["action"], item["reason"], target)
+    console.print(table)
+    if run.error:
+        console.print(f"[red]{run.error}[/red]")
+    return run
 
 
 @cli.command()

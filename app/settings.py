@@ -130,6 +130,12 @@ class EnrolmentsSettings(BaseModel):
     unenrol_action: Literal["suspend", "unenrol", "keep"] = "suspend"
 
 
+class ReconcileSettings(BaseModel):
+    interval_minutes: int = Field(60, ge=0, description="0 switches the periodic reconcile off")
+    # Stop and alert instead of acting when a run would suspend more than this share of active enrolments.
+    max_suspend_share: float = Field(0.2, ge=0, le=1)
+
+
 class WebhookSettings(BaseModel):
     """Inbound credentials, one set per source: reading one source's cannot forge the other's events."""
 
@@ -178,6 +184,7 @@ class Settings(BaseSettings):
     users: UsersSettings = UsersSettings()
     courses: CoursesSettings = CoursesSettings()
     enrolments: EnrolmentsSettings = EnrolmentsSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     webhooks: WebhookSettings = WebhookSettings()
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()

@@ -220,3 +220,26 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     return resolve(schema)
+
+
+class ReconcileRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"dry_run": True}})
+
+    dry_run: bool = Field(False, description="plan only: change nothing in Moodle or CourseSales")
+
+
+class RunOut(BaseModel):
+    id: int
+    kind: str
+    trigger: str
+    dry_run: bool
+    status: str
+    progress: dict[str, Any] | None
+    counts: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class RunDetail(RunOut):
+    plan: list[dict[str, Any]] | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -170,3 +171,28 @@ async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:
             .values(status=EventStatus.queued, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+
+
+async def request_internal(session: AsyncSession, *, kind: str, subject: str, payload: dict[str, Any]) -> Event | None:
+    """Add work of our own (e.g. "make this course") unless the same kind is already open for the subject."""
+    from app.db.models import OPEN_STATUSES
+
+    open_one = (
+        await session.execute(
+            select(Event.id).where(Event.subject == subject, Event.kind == kind, Event.status.in_(OPEN_STATUSES))
+        )
+    ).first()
+    if open_one is not None:
+        return None
+    event, _ = await accept(
+        session,
+        Delivery(
+            source="internal",
+            kind=kind,
+            dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
+            body_hash="-",
+            payload=payload,
+            subject=subject,
+        ),
+    )
+    return event

@@ -162,3 +162,21 @@ class EnrolmentLink(SQLModel, table=True):
     timeend: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Run(SQLModel, table=True):
+    """One reconcile run: its progress, its counts and, for a dry run, its plan."""
+
+    __tablename__ = "runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(default="reconcile", max_length=32)
+    trigger: str = Field(default="api", max_length=16)  # api | cron | cli
+    dry_run: bool = False
+    status: str = Field(default="queued", max_length=16)  # queued | running | done | failed | stopped
+    progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    counts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    plan: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = _ts(nullable=True)

@@ -76,6 +76,14 @@ class Queue:
             return False
         return True
 
+    async def enqueue_reconcile(self, run_id: int) -> bool:
+        try:
+            await self.redis.enqueue_job("reconcile_job", run_id, _job_id=f"reconcile:{run_id}")
+        except (RedisError, OSError) as exc:
+            log.warning("queue.enqueue.failed", run_id=run_id, error=type(exc).__name__)
+            return False
+        return True
+
     async def enqueue_events(self, items: list[tuple[int, int, str | None]]) -> list[int]:
         """Enqueue (event id, attempts, kind) items; return the ids that reached the queue."""
         done: list[int] = []

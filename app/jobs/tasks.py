@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.coursesales.errors import CourseSalesError
 from app.db import inbox, leases
-from app.db.inbox import Delivery, Outcome
-from app.db.models import OPEN_STATUSES, Event, EventStatus
+from app.db.inbox import Outcome
+from app.db.models import Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.retry import next_attempt
 from app.moodle.errors import MoodleAuthError, MoodleError
@@ -96,29 +96,10 @@ HANDLERS: dict[str, Runner] = {
 
 
 async def request_course(session: AsyncSession, course_date_id: int) -> Event | None:
-    """Ask for the course of a course date to be made (an internal event), unless one is already on its way."""
-    subject = f"course_date:{course_date_id}"
-    open_one = (
-        await session.execute(
-            select(Event.id).where(
-                Event.subject == subject, Event.kind == "course.sync", Event.status.in_(OPEN_STATUSES)
-            )
-        )
-    ).first()
-    if open_one is not None:
-        return None
-    event, _ = await inbox.accept(
-        session,
-        Delivery(
-            source="internal",
-            kind="course.sync",
-            dedupe_key=f"course.sync:{course_date_id}:{uuid.uuid4().hex}",
-            body_hash="-",
-            payload={"course_date_id": course_date_id},
-            subject=subject,
-        ),
+    """Ask for the course of a course date to be made, unless that is already on its way."""
+    return await inbox.request_internal(
+        session, kind="course.sync", subject=f"course_date:{course_date_id}", payload={"course_date_id": course_date_id}
     )
-    return event
 
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:

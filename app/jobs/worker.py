@@ -7,7 +7,7 @@ from typing import Any
 
 from arq.worker import Worker
 
-from app.jobs import sweeper
+from app.jobs import reconcile, sweeper
 from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loads
 from app.jobs.redis import redis_settings
 from app.jobs.tasks import process_event
@@ -37,17 +37,19 @@ def make_worker(
             rt.queue = Queue(connect(redis))
         ctx["runtime"] = rt
         if not slow:
-            ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(rt))
+            ctx["loops"] = [
+                asyncio.create_task(sweeper.run_forever(rt)),
+                asyncio.create_task(reconcile.run_periodically(rt)),
+            ]
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        task = ctx.get("sweeper")
-        if task is not None:
+        for task in ctx.get("loops", []):
             task.cancel()
         if runtime is None and "runtime" in ctx:
             await ctx["runtime"].close()
 
     return Worker(
-        functions=[process_event],
+        functions=[process_event, reconcile.reconcile_job],
         queue_name=queue,
         redis_settings=redis,
         on_startup=startup,

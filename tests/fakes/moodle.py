@@ -191,8 +191,14 @@ class MoodleFake:
         row["timecompleted"] = row["timecompleted"] or when or now()
 
     def delete_user(self, userid: int) -> None:
-        """Delete an account as admin/user.php does: flagged deleted, enrolments removed."""
-        self.state.users[userid]["deleted"] = True
+        """Delete an account as delete_user() does: flagged deleted, username and email freed, enrolments removed."""
+        import hashlib
+
+        user = self.state.users[userid]
+        user["deleted"] = True
+        # lib/moodlelib.php delete_user(): username becomes "<email>.<time>", email the md5 of the old username.
+        user["username"] = f"{user['email']}.{now()}"
+        user["email"] = hashlib.md5(user["username"].encode()).hexdigest()  # noqa: S324 (Moodle's own choice)
         for key in [k for k in self.state.enrolments if k[0] == userid]:
             del self.state.enrolments[key]
 

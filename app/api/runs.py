@@ -1,0 +1,50 @@
+"""Reconcile runs: start one (optionally dry), follow its progress, read its plan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy import func, select
+
+from app.api.deps import RuntimeDep, SessionDep, require_ops
+from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
+from app.db.models import Run
+from app.jobs.reconcile import create_run
+
+router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)])
+
+
+@router.post(
+    "/reconcile",
+    response_model=RunOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a reconcile",
+    responses={503: {"description": "the queue (Redis) is unavailable; nothing was started"}},
+)
+async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: SessionDep) -> RunOut:
+    """Compare CourseSales, our links and Moodle, and queue only the differences; a dry run returns the plan."""
+    run = await create_run(rt, dry_run=body.dry_run, trigger="api")
+    if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):  # type: ignore[arg-type]
+        row = await session.get_one(Run, run.id)
+        row.status, row.error = "failed", "the queue is unavailable (Redis down?): try again"
+        await session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the queue is unavailable (Redis down?): try again")
+    return RunOut.model_validate(run, from_attributes=True)
+
+
+@router.get("/runs", response_model=Page[RunOut], summary="Reconcile runs, newest first")
+async def list_runs(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20, offset: Annotated[int, Query(ge=0)] = 0
+) -> Page[RunOut]:
+    total = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
+    rows = await session.execute(select(Run).order_by(Run.id.desc()).limit(limit).offset(offset))
+    return Page(items=[RunOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="One run with its progress, counts and plan")
+async def get_run(run_id: int, session: SessionDep) -> RunDetail:
+    run = await session.get(Run, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+    return RunDetail.model_validate(run, from_attributes=True)

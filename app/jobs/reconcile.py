@@ -1,0 +1,117 @@
+"""Reconcile runs as jobs: one at a time across all workers (a lease row), periodic and on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from app.db import inbox, leases
+from app.db.models import Event, EventStatus, Run
+from app.db.types import utcnow
+from app.runtime import Runtime
+from app.sync.reconcile import Progress, Reconciler
+
+log = structlog.get_logger(__name__)
+LEASE = "reconcile"
+LEASE_SECONDS = 3600
+
+
+async def create_run(rt: Runtime, *, dry_run: bool, trigger: str) -> Run:
+    async with rt.sessions() as s:
+        run = Run(dry_run=dry_run, trigger=trigger, status="queued")
+        s.add(run)
+        await s.commit()
+        return run
+
+
+async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None) -> Run:
+    """Run one reconcile under the lease; another one running means this one is stopped, not queued twice."""
+    owner = f"reconcile-{uuid.uuid4().hex[:12]}"
+    async with rt.sessions() as s:
+        run = await s.get_one(Run, run_id)
+        if run.status != "queued":
+            return run
+        if not await leases.acquire(s, LEASE, owner, LEASE_SECONDS):
+            run.status, run.error, run.finished_at = "stopped", "another reconcile is running", utcnow()
+            await s.commit()
+            return run
+        run.status = "running"
+        await s.commit()
+
+    async def report_progress(state: dict[str, Any]) -> None:
+        async with rt.sessions() as s:
+            row = await s.get_one(Run, run_id)
+            row.progress = state
+            await s.commit()
+        if progress is not None:
+            await progress(state)
+
+    reconciler = Reconciler(
+        sessions=rt.sessions,
+        moodle=rt.moodle,
+        coursesales=rt.coursesales,
+        settings=rt.settings,
+        progress=report_progress,
+    )
+    try:
+        report = await reconciler.run(dry_run=run.dry_run)
+        status, error = report.status, report.error
+    except Exception as exc:  # a failed run is recorded with its reason, then the lease is freed
+        log.exception("reconcile.failed", run_id=run_id)
+        report, status, error = reconciler.report, "failed", f"{type(exc).__name__}: {exc}"
+    async with rt.sessions() as s:
+        run = await s.get_one(Run, run_id)
+        run.status, run.error, run.finished_at = status, error, utcnow()
+        run.counts, run.plan = dict(report.counts), report.plan
+        await leases.release(s, LEASE, owner)
+        await s.commit()
+    await _enqueue_new(rt)
+    log.info("reconcile.finished", run_id=run_id, status=status, counts=dict(report.counts))
+    return run
+
+
+async def _enqueue_new(rt: Runtime) -> None:
+    """Queue the internal events the run asked for (the sweeper would, later)."""
+    if rt.queue is None:
+        return
+    async with rt.sessions() as s:
+        rows = (
+            await s.execute(
+                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
+            )
+        ).all()
+    queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in rows])
+    if queued:
+        async with rt.sessions() as s:
+            await inbox.mark_queued(s, queued)
+            await s.commit()
+
+
+async def reconcile_job(ctx: dict[str, Any], run_id: int) -> str:
+    """arq entry point."""
+    run = await execute(ctx["runtime"], run_id)
+    return run.status
+
+
+async def run_periodically(rt: Runtime) -> None:
+    """The periodic reconcile of one worker; the lease keeps it to one worker at a time."""
+    minutes = rt.settings.reconcile.interval_minutes
+    if minutes <= 0:
+        return
+    owner = f"cron-{uuid.uuid4().hex[:12]}"
+    while True:
+        await asyncio.sleep(minutes * 60)
+        try:
+            async with rt.sessions() as s:
+                # Held for the whole interval: whichever worker wakes first runs it, the others skip.
+                mine = await leases.acquire(s, "reconcile.cron", owner, minutes * 60 - 5)
+                await s.commit()
+            if mine and rt.settings.moodle.configured and rt.settings.coursesales.configured:
+                run = await create_run(rt, dry_run=False, trigger="cron")
+                await execute(rt, run.id)  # type: ignore[arg-type]
+        except Exception:  # the loop must outlive a failed run
+            log.exception("reconcile.cron.failed")
