@@ -136,6 +136,28 @@ class ReconcileSettings(BaseModel):
     max_suspend_share: float = Field(0.2, ge=0, le=1)
 
 
+class AlertsSettings(BaseModel):
+    """Alert emails for what a person must fix (SMTP); the password comes from SYNC_ALERTS__SMTP_PASSWORD."""
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    sender: str = ""
+    recipients: list[str] = Field(default_factory=list)
+    # One email per cause per window, however many events share the cause.
+    window_minutes: int = Field(60, ge=1)
+    # No Moodle event for this long while enrolments are active is itself worth an email (0 = off).
+    silence_hours: int = Field(24, ge=0)
+    # An optional debug log file, as the plugins had.
+    debug_log_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.smtp_host and self.sender and self.recipients)
+
+
 class WebhookSettings(BaseModel):
     """Inbound credentials, one set per source: reading one source's cannot forge the other's events."""
 
@@ -185,6 +207,7 @@ class Settings(BaseSettings):
     courses: CoursesSettings = CoursesSettings()
     enrolments: EnrolmentsSettings = EnrolmentsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    alerts: AlertsSettings = AlertsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()

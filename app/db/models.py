@@ -180,3 +180,18 @@ class Run(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     finished_at: datetime | None = _ts(nullable=True)
+
+
+class Alert(SQLModel, table=True):
+    """Something a person must fix; alerts of one cause are mailed together, once per window."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_cause_sent", "cause", "sent_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cause: str = Field(max_length=64)  # e.g. "category.unmapped", "event.failed", "moodle.token"
+    message: str
+    fix: str | None = None
+    event_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _ts(nullable=True)
