@@ -13,6 +13,7 @@ from rich.console import Console
 
 from app.devmode import apply_dev_secrets
 from app.logs import setup as setup_logs
+from app.notify.debuglog import setup_debug_log
 from app.settings import Settings
 
 cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
@@ -30,6 +31,7 @@ def _settings() -> Settings:
             console.print(f"[red]configuration error:[/red] {p}")
         raise typer.Exit(2)
     setup_logs(settings.log_level, json_lines=settings.log_json)
+    setup_debug_log(settings.alerts.debug_log_file)
     return settings
 
 

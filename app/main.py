@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.api import compat, health, ops, runs, webhooks
+from app.api import compat, health, moodle_webhook, ops, runs, webhooks
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
 from app.runtime import Runtime, build_runtime
@@ -27,6 +27,12 @@ SECURITY_SCHEMES = {
         "name": "webhook-signature",
         "description": "Standard Webhooks: webhook-id, webhook-timestamp and webhook-signature (v1 HMAC-SHA256 "
         "with the whsec_ secret), timestamps within 5 minutes.",
+    },
+    "MoodleToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <SYNC_WEBHOOKS__MOODLE_TOKEN>`, or the same value in the body's "
+        "`token` field (local_webhooks)",
     },
     "MoodleWsToken": {
         "type": "apiKey",
@@ -62,7 +68,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Keeps a CourseSales account and a Moodle site in step.",
         lifespan=lifespan,
     )
-    for module in (webhooks, compat, ops, runs, health):
+    for module in (webhooks, moodle_webhook, compat, ops, runs, health):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -136,6 +136,32 @@ class ReconcileSettings(BaseModel):
     max_suspend_share: float = Field(0.2, ge=0, le=1)
 
 
+class CompletionSettings(BaseModel):
+    """Moodle course completion -> a CourseSales process step on the learner's Document (sends the certificate)."""
+
+    process_step_id: int | None = None
+    verify: bool = True  # confirm with core_completion_get_course_completion_status before acting
+    unmapped_retry_seconds: int = 600  # links may be on their way: retry this long, then fail and alert
+    pull_window_days: int = 90  # the reconcile pulls completions of course dates running or ended this recently
+
+
+class NewEnrolmentsSettings(BaseModel):
+    """Enrolments made in Moodle -> registrations posted to a CourseSales form."""
+
+    enabled: bool = False
+    form_id: int | None = None
+    process_path_id: int | None = None
+    process_step_id: int | None = None
+    first_name_field_id: int | None = None
+    surname_field_id: int | None = None
+    username_field_id: int | None = None
+    email_field_id: int | None = None
+    phone_field_id: int | None = None
+    # local_webhooks posts before Moodle commits: wait, then confirm the enrolment exists.
+    confirm_delay_seconds: int = 10
+    confirm_window_seconds: int = 300
+
+
 class AlertsSettings(BaseModel):
     """Alert emails for what a person must fix (SMTP); the password comes from SYNC_ALERTS__SMTP_PASSWORD."""
 
@@ -208,6 +234,8 @@ class Settings(BaseSettings):
     enrolments: EnrolmentsSettings = EnrolmentsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     alerts: AlertsSettings = AlertsSettings()
+    completion: CompletionSettings = CompletionSettings()
+    new_enrolments: NewEnrolmentsSettings = NewEnrolmentsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()

@@ -174,14 +174,19 @@ async def test_auto_create_off_links_only(
     await post_event(client, {"type": "course_date.changed", "id": "c-1", "course_date_id": CD})
     await settle(runtime)
     (event,) = await events(runtime)
-    assert event.status == "failed" and "auto_create is off" in event.last_error
+    assert event.status == "done" and "auto_create is off" in event.result["note"]
     assert moodle_course(moodle_fake, str(CD)) is None
+    await register(client, "d-1", "D-1001", CD)
+    await settle(runtime)
+    reg = next(e for e in await events(runtime) if e.kind == "registration.registered")
+    assert reg.status == "failed" and "auto_create is off" in reg.last_error, "a person is told to make the course"
     cid = moodle_fake.state.next_id("course")
     moodle_fake.courses[cid] = new_course(cid, "Operator's", "OP-1", 2, idnumber=str(CD))
     await post_event(client, {"type": "course_date.changed", "id": "c-2", "course_date_id": CD})
     await settle(runtime)
     assert (await events(runtime))[-1].status == "done"
     assert not calls(moodle_fake, "core_course_create_courses")
+    assert moodle_course(moodle_fake, str(CD))["id"] == cid  # type: ignore[index]
 
 
 async def test_unmapped_category_reported_inherited_used(
@@ -212,7 +217,7 @@ async def test_ineligible_course_date_not_created(
     await post_event(client, {"type": "course_date.changed", "id": "c-1", "course_date_id": 9005})
     await settle(runtime)
     (event,) = await events(runtime)
-    assert event.status == "failed" and "not public" in event.last_error
+    assert event.status == "done" and "not public" in event.result["note"]
     assert moodle_course(moodle_fake, "9005") is None
 
 

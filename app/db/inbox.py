@@ -33,6 +33,9 @@ class Outcome:
     error: str | None = None
     result: dict[str, Any] | None = None
     next_attempt_at: datetime | None = None
+    # For failed and needs_review outcomes: the alert's cause (default "event.<status>") and what fixes it.
+    alert: str | None = None
+    fix: str | None = None
 
 
 @dataclass

@@ -195,3 +195,21 @@ class Alert(SQLModel, table=True):
     event_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = _ts(nullable=True)
+
+
+class Completion(SQLModel, table=True):
+    """The guard of the completion step: at most one per (learner, course date), whatever Moodle resends."""
+
+    __tablename__ = "completions"
+    __table_args__ = (UniqueConstraint("contact_key", "course_date_id", name="uq_completion_learner_course_date"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_key: str = Field(max_length=255)
+    course_date_id: int
+    document_external_id: str = Field(max_length=128)
+    # sending: the call may be in flight (a crash here means the outcome is unknown) | done | needs_review | failed
+    status: str = Field(default="sending", max_length=16)
+    event_id: int | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -18,8 +18,11 @@ from app.db.models import Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.retry import next_attempt
 from app.moodle.errors import MoodleAuthError, MoodleError
+from app.notify.alerts import raise_alert
 from app.runtime import Runtime
+from app.sync.completions import CompletionSync
 from app.sync.course_sync import Catalogue, CourseProblem, CourseSync
+from app.sync.new_enrolments import NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
 
@@ -74,7 +77,7 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
         try:
             result = await sync.ensure(cdid, refresh=event.kind == "course_date.changed")
         except CourseProblem as exc:
-            outcomes[event.id] = Outcome(EventStatus.failed, str(exc))  # type: ignore[index]
+            outcomes[event.id] = Outcome(EventStatus.failed, str(exc), alert=exc.cause)  # type: ignore[index]
         else:
             outcomes[event.id] = Outcome(  # type: ignore[index]
                 EventStatus.done,
@@ -85,6 +88,37 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
     return outcomes
 
 
+async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+    """Completions from Moodle's events and from the reconcile's pull, each through the same once-only guard."""
+    sync = CompletionSync(sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=rt.settings)
+    outcomes: dict[int, Outcome] = {}
+    for event in events:
+        try:
+            outcomes[event.id] = await sync.handle(event)  # type: ignore[index]
+        except (MoodleError, CourseSalesError) as exc:
+            outcomes[event.id] = _outcome_for(rt, event, exc)  # type: ignore[index]
+    return outcomes
+
+
+async def _run_new_enrolments(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+    if "token_user_id" not in rt.extra:
+        rt.extra["token_user_id"] = int((await rt.moodle.site_info())["userid"])
+    outcomes: dict[int, Outcome] = {}
+    for event in events:
+        sync = NewEnrolmentSync(
+            session=session,
+            moodle=rt.moodle,
+            coursesales=rt.coursesales,
+            settings=rt.settings,
+            token_user_id=rt.extra["token_user_id"],
+        )
+        try:
+            outcomes[event.id] = await sync.handle(event)  # type: ignore[index]
+        except (MoodleError, CourseSalesError) as exc:
+            outcomes[event.id] = _outcome_for(rt, event, exc)  # type: ignore[index]
+    return outcomes
+
+
 # kind -> runner; kinds sharing a runner are claimed together and batched.
 HANDLERS: dict[str, Runner] = {
     "contact.upserted": _run_people,
@@ -92,6 +126,9 @@ HANDLERS: dict[str, Runner] = {
     "registration.cancelled": _run_people,
     "course_date.changed": _run_courses,
     "course.sync": _run_courses,
+    "moodle.course_completed": _run_completions,
+    "completion.pull": _run_completions,
+    "moodle.user_enrolment_created": _run_new_enrolments,
 }
 
 
@@ -149,7 +186,16 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
             claimed = await _reload(s, ids)  # type: ignore[arg-type]
             outcomes = {e.id: _outcome_for(rt, e, exc) for e in claimed}  # type: ignore[misc]
         for e in claimed:
-            await inbox.finish(s, e, outcomes[e.id])  # type: ignore[index]
+            outcome = outcomes[e.id]  # type: ignore[index]
+            await inbox.finish(s, e, outcome)
+            if outcome.status in (EventStatus.failed, EventStatus.needs_review):
+                await raise_alert(
+                    s,
+                    cause=outcome.alert or f"event.{outcome.status}",
+                    message=f"event {e.id} ({e.kind}): {outcome.error}",
+                    fix=outcome.fix or f"see GET /api/events/{e.id}; fix the cause, then replay or resolve it",
+                    event_id=e.id,
+                )
         await s.commit()
         follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
         new = (

@@ -11,6 +11,7 @@ from app.jobs import reconcile, sweeper
 from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loads
 from app.jobs.redis import redis_settings
 from app.jobs.tasks import process_event
+from app.notify import alerts
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings
 
@@ -40,6 +41,7 @@ def make_worker(
             ctx["loops"] = [
                 asyncio.create_task(sweeper.run_forever(rt)),
                 asyncio.create_task(reconcile.run_periodically(rt)),
+                asyncio.create_task(alerts.run_forever(rt)),
             ]
 
     async def shutdown(ctx: dict[str, Any]) -> None:

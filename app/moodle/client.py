@@ -286,3 +286,15 @@ class MoodleClient:
 
     async def get_enrolled_users(self, course_id: int) -> list[dict[str, Any]]:
         return list(await self.call("core_enrol_get_enrolled_users", {"courseid": course_id}) or [])
+
+    # -- completion ------------------------------------------------------------------------
+
+    async def completion_status(self, *, course_id: int, user_id: int) -> dict[str, Any]:
+        answer = await self.call(
+            "core_completion_get_course_completion_status", {"courseid": course_id, "userid": user_id}
+        )
+        return dict((answer or {}).get("completionstatus") or {})
+
+    async def users_courses(self, user_id: int) -> list[dict[str, Any]]:
+        """A learner's active courses with their ``completed`` flag, in one call (recordings 130-132)."""
+        return list(await self.call("core_enrol_get_users_courses", {"userid": user_id, "returnusercount": 0}) or [])

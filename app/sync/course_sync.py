@@ -15,13 +15,17 @@ from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleConflict, MoodlePermanentError
 from app.settings import CoursesSettings
-from app.sync.courses import Mapping_, map_categories, plan_course
+from app.sync.courses import Mapping_, eligibility, map_categories, plan_course
 
 log = structlog.get_logger(__name__)
 
 
 class CourseProblem(Exception):
     """The course cannot be made until a person fixes something (the message says what)."""
+
+    def __init__(self, message: str, *, cause: str = "course.failed") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass
@@ -102,7 +106,9 @@ class CourseSync:
         mapping = (await self.catalogue.mapping()).get(cd.category_id or -1)
         plan = plan_course(cd, mapping, existing, linked=link is not None, settings=self.settings)
         if plan.action == "skip":
-            raise CourseProblem(plan.reason)
+            if eligibility(cd, self.settings) is None and self.settings.auto_create:
+                raise CourseProblem(plan.reason, cause="category.unmapped")
+            return CourseResult(None, "skip", plan.reason)  # not due in Moodle: nothing to fix
         if dry_run or plan.action == "none":
             return CourseResult(plan.moodle_course_id, plan.action, plan.reason)
         if plan.action in ("create", "duplicate"):

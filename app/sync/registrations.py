@@ -46,6 +46,14 @@ class RegistrationSync:
             await self._record(reg["document_external_id"], int(reg["course_date_id"]), contact.key, "registered")
             link = await self._course_link(int(reg["course_date_id"]))
             if link is None:
+                why = await self._no_course(int(reg["course_date_id"]), event)
+                if why is not None:
+                    outcomes[event.id] = Outcome(
+                        EventStatus.failed,
+                        f"course date {reg['course_date_id']} has no Moodle course: {why}",
+                        alert="course.missing",
+                    )  # type: ignore[index]
+                    continue
                 self.pending.course_dates.add(int(reg["course_date_id"]))
                 outcomes[event.id] = Outcome(
                     EventStatus.retrying, f"waiting for the Moodle course of course date {reg['course_date_id']}"
@@ -112,6 +120,27 @@ class RegistrationSync:
         row.updated_at = utcnow()
         await self.session.flush()
         return row
+
+    async def _no_course(self, course_date_id: int, event: Event) -> str | None:
+        """Why the course was not made, when a course job finished after this registration arrived."""
+        job = (
+            await self.session.execute(
+                select(Event)
+                .where(
+                    Event.subject == f"course_date:{course_date_id}",
+                    Event.kind.in_(["course.sync", "course_date.changed"]),
+                    Event.status.in_([EventStatus.done, EventStatus.failed]),
+                    Event.updated_at >= event.created_at,
+                )
+                .order_by(Event.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if job is None:
+            return None
+        if job.status == EventStatus.failed:
+            return job.last_error
+        return (job.result or {}).get("note") or "the course job made no course"
 
     async def _other_active(self, contact_key: str, course_date_id: int, document: str) -> str | None:
         """A learner who cancels and registers again has two Documents: the latest active one counts."""

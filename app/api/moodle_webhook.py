@@ -1,0 +1,149 @@
+"""POST /webhooks/moodle: Moodle events from forwarding plugins, answered 200 once they are in the inbox."""
+
+from __future__ import annotations
+
+import hashlib
+
+import structlog
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel
+
+from app.api.deps import RuntimeDep, SessionDep, read_body
+from app.api.schemas import Problem
+from app.api.webhook_auth import SIGNATURE_HEADERS, verify
+from app.db import inbox
+from app.db.inbox import Delivery
+from app.db.models import EventStatus
+from app.moodle.events import (
+    COURSE_COMPLETED,
+    ENROLMENT_CREATED,
+    BadEvent,
+    MoodleEvent,
+    body_tokens,
+    normalise,
+    parse_body,
+)
+from app.settings import Settings, secret
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+
+class MoodleAccepted(BaseModel):
+    accepted: int
+    duplicate: int
+    ignored: int
+    event_ids: list[int]
+
+
+EXAMPLE = {
+    "eventname": "\\core\\event\\course_completed",
+    "objectid": "2",
+    "courseid": "11",
+    "relateduserid": "5010",
+    "userid": "2",
+    "contextinstanceid": "11",
+    "other": {"relateduserid": "5010"},
+    "timecreated": 1795608984,
+    "token": "<SYNC_WEBHOOKS__MOODLE_TOKEN>",
+}
+
+
+def handled_kinds(settings: Settings) -> dict[str, str]:
+    """eventname -> kind for the events we act on; every other event is recorded as ignored."""
+    kinds = {COURSE_COMPLETED: "moodle.course_completed"}
+    if settings.new_enrolments.enabled:
+        kinds[ENROLMENT_CREATED] = "moodle.user_enrolment_created"
+    return kinds
+
+
+@router.post(
+    "/webhooks/moodle",
+    response_model=MoodleAccepted,
+    summary="Receive Moodle events",
+    description=(
+        "Moodle event data (`get_data()`) as local_webhooks, tool_trigger or local_trigger post it: one event or a "
+        "list, JSON (whatever the Content-Type says) or a flat form, numbers possibly as strings. Authenticated by "
+        "Standard Webhooks headers (`SYNC_WEBHOOKS__MOODLE_SECRET`), `Authorization: Bearer` or a `token` field "
+        "in the body (`SYNC_WEBHOOKS__MOODLE_TOKEN`). Deduplicated on (eventname, objectid, relateduserid, "
+        "timecreated). Always HTTP 200 once stored: tool_trigger counts anything else as a failure."
+    ),
+    responses={
+        400: {"model": Problem, "description": "not Moodle event data (the field is named)"},
+        401: {"model": Problem, "description": "bad or missing credentials"},
+        413: {"model": Problem, "description": "body too large"},
+    },
+    openapi_extra={
+        "security": [{"MoodleToken": []}, {"StandardWebhooks": []}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object", "additionalProperties": True}, "example": EXAMPLE},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": True}},
+            },
+        },
+    },
+)
+async def moodle_webhook(request: Request, rt: RuntimeDep, session: SessionDep) -> MoodleAccepted:
+    settings = rt.settings
+    body = await read_body(request, settings.api.max_body_bytes)
+    has_headers = "authorization" in request.headers or any(h in request.headers for h in SIGNATURE_HEADERS)
+    items = None
+    body_token: str | None = None
+    if not has_headers:
+        try:
+            items = parse_body(body)
+        except (BadEvent, UnicodeDecodeError):
+            items = None
+        tokens = body_tokens(items or [])
+        # Every item must carry the token: one forged item in a list must not ride on another's.
+        body_token = tokens[0] if tokens and all(t == tokens[0] for t in tokens) else None
+    verify(
+        request,
+        body,
+        secret=secret(settings.webhooks.moodle_secret),
+        token=secret(settings.webhooks.moodle_token),
+        body_token=body_token,
+    )
+    try:
+        events = [normalise(i) for i in (items if items is not None else parse_body(body))]
+    except (BadEvent, UnicodeDecodeError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not Moodle event data: {exc}") from None
+    kinds = handled_kinds(settings)
+    answer = MoodleAccepted(accepted=0, duplicate=0, ignored=0, event_ids=[])
+    fresh: list[tuple[int, int, str | None]] = []
+    for ev in events:
+        row, created = await inbox.accept(session, _delivery(ev, kinds))
+        answer.event_ids.append(row.id)  # type: ignore[arg-type]
+        if not created:
+            answer.duplicate += 1
+        elif row.status == EventStatus.ignored:
+            answer.ignored += 1
+        else:
+            answer.accepted += 1
+            fresh.append((row.id, 0, row.kind))  # type: ignore[arg-type]
+    await session.commit()
+    if fresh and rt.queue is not None:
+        queued = await rt.queue.enqueue_events(fresh)
+        await inbox.mark_queued(session, queued)
+        await session.commit()
+    log.info("webhook.moodle.accepted", **answer.model_dump(exclude={"event_ids"}), event_ids=answer.event_ids)
+    return answer
+
+
+def _delivery(ev: MoodleEvent, kinds: dict[str, str]) -> Delivery:
+    key = ev.dedupe_key
+    if len(key) > 128:
+        key = hashlib.sha256(key.encode()).hexdigest()
+    kind = kinds.get(ev.eventname)
+    return Delivery(
+        source="moodle",
+        kind=kind or ev.short_name[:64],
+        dedupe_key=key,
+        # A resend through another plugin differs in transport keys but is the same event: no 422 here.
+        body_hash=hashlib.sha256(key.encode()).hexdigest(),
+        payload=ev.data,
+        subject=f"moodle_user:{ev.relateduserid}" if ev.relateduserid else None,
+        status=EventStatus.accepted if kind else EventStatus.ignored,
+        result=None if kind else {"ignored": f"no handler for {ev.eventname}"},
+    )

@@ -1,0 +1,1 @@
+"""Telling a person: alert emails for what needs fixing, and the optional debug log file."""

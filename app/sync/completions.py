@@ -1,0 +1,194 @@
+"""Moodle course completion -> the CourseSales process step on that learner's Document, at most once.
+
+CourseSales cannot tell whether a step ran, so the step is guarded by a unique (learner, course date) row
+written *before* the call: a second event finds it and does nothing, and a call whose outcome is unknown
+(sent, then a timeout) leaves the row in ``needs_review`` for a person instead of being repeated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import desc, select
+from sqlalchemy.exc import IntegrityError
+
+from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
+from app.db.engine import SessionFactory
+from app.db.inbox import Outcome
+from app.db.models import Completion, CourseLink, Event, EventStatus, Registration, UserLink
+from app.db.types import utcnow
+from app.moodle.client import MoodleClient
+from app.moodle.errors import MoodlePermanentError
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+UNMAPPED_RETRY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Target:
+    contact_key: str
+    course_date_id: int
+    document: str
+
+
+class CompletionSync:
+    """Handles one completion event; commits its own guard rows (they must exist before the call)."""
+
+    def __init__(self, *, sessions: SessionFactory, moodle: MoodleClient, coursesales: Any, settings: Settings) -> None:
+        self.sessions = sessions
+        self.moodle = moodle
+        self.coursesales = coursesales
+        self.settings = settings
+
+    async def handle(self, event: Event) -> Outcome:
+        payload = event.payload or {}
+        user_id, course_id = int(payload.get("relateduserid") or 0), int(payload.get("courseid") or 0)
+        step = self.settings.completion.process_step_id
+        if not step:
+            return self._fail(
+                event, "config.completion", "completion.process_step_id is not set", "set completion.process_step_id"
+            )
+        target, why = await self._target(user_id, course_id)
+        if target is None:
+            if utcnow() - event.created_at < timedelta(seconds=self.settings.completion.unmapped_retry_seconds):
+                return Outcome(
+                    EventStatus.retrying,
+                    f"{why}; its links may be on their way",
+                    next_attempt_at=utcnow() + UNMAPPED_RETRY,
+                )
+            return self._fail(
+                event,
+                "completion.unmapped",
+                f"completion of Moodle user {user_id} in course {course_id}: {why}",
+                "link the user and the course (or replay once CourseSales has sent them)",
+            )
+        async with self.sessions() as s:
+            guard = await _guard(s, target)
+        if guard is not None and guard.status == "done":
+            return Outcome(
+                EventStatus.done,
+                result={"step": "already executed", "by_event": guard.event_id, "document": target.document},
+            )
+        if guard is not None and guard.status in ("sending", "needs_review"):
+            return Outcome(
+                EventStatus.needs_review,
+                f"an earlier step call for Document {target.document} has an unknown outcome (event {guard.event_id}): check CourseSales, then resolve",
+            )
+        if self.settings.completion.verify and event.kind == "moodle.course_completed":
+            incomplete = await self._not_complete(user_id, course_id)
+            if incomplete:
+                return Outcome(EventStatus.done, result={"step": "not run", "why": incomplete})
+        return await self._execute(event, target, step, guard)
+
+    async def _target(self, user_id: int, course_id: int) -> tuple[Target | None, str]:
+        async with self.sessions() as s:
+            user = (await s.execute(select(UserLink).where(UserLink.moodle_user_id == user_id))).scalar_one_or_none()
+            course = (
+                await s.execute(select(CourseLink).where(CourseLink.moodle_course_id == course_id))
+            ).scalar_one_or_none()
+            if user is None:
+                return None, f"Moodle user {user_id} is not linked to a CourseSales contact"
+            if course is None:
+                return None, f"Moodle course {course_id} is not linked to a course date"
+            key = f"contact:{user.contact_id}" if user.contact_id else f"username:{user.username}"
+            reg = (
+                await s.execute(
+                    select(Registration)
+                    .where(
+                        Registration.contact_key == key,
+                        Registration.course_date_id == course.course_date_id,
+                        Registration.status == "registered",
+                    )
+                    .order_by(desc(Registration.id))
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if reg is None:
+                return None, f"no active registration of {user.username} for course date {course.course_date_id}"
+            return Target(key, course.course_date_id, reg.document_external_id), ""
+
+    async def _not_complete(self, user_id: int, course_id: int) -> str | None:
+        """Why Moodle does not confirm the completion (events can describe a change Moodle rolled back)."""
+        try:
+            status = await self.moodle.completion_status(course_id=course_id, user_id=user_id)
+        except MoodlePermanentError as exc:
+            return f"Moodle cannot confirm the completion: {exc}"
+        return None if status.get("completed") else "Moodle reports the course as not complete"
+
+    async def _execute(self, event: Event, target: Target, step: int, guard: Completion | None) -> Outcome:
+        async with self.sessions() as s:
+            if guard is None:
+                guard = Completion(
+                    contact_key=target.contact_key,
+                    course_date_id=target.course_date_id,
+                    document_external_id=target.document,
+                    event_id=event.id,
+                )
+                s.add(guard)
+            else:
+                guard = await s.get_one(Completion, guard.id)
+            guard.status, guard.event_id, guard.updated_at = "sending", event.id, utcnow()
+            try:
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                return Outcome(
+                    EventStatus.done, result={"step": "another event is executing it", "document": target.document}
+                )
+            guard_id = guard.id
+        try:
+            answer = await self.coursesales.execute_step(document_external_id=target.document, step_id=step)
+        except CourseSalesTransientError as exc:
+            if exc.maybe_sent:
+                await self._mark(guard_id, "needs_review", str(exc))
+                return Outcome(
+                    EventStatus.needs_review,
+                    f"process step {step} on Document {target.document}: the call's outcome is unknown ({exc})",
+                    fix="check the Document in CourseSales; resolve the event if the step ran, else replay it",
+                )
+            await self._drop(guard_id)
+            raise  # certainly not sent: retried with backoff
+        except CourseSalesError as exc:
+            await self._mark(guard_id, "failed", str(exc))
+            return self._fail(
+                event,
+                "event.failed",
+                f"CourseSales refused process step {step} on Document {target.document}: {exc}",
+                "check that the step is on the Document's current process path",
+            )
+        await self._mark(guard_id, "done", None)
+        log.info("coursesales.step.executed", event_id=event.id, document=target.document)
+        return Outcome(EventStatus.done, result={"step": step, "document": target.document, "answer": _short(answer)})
+
+    async def _mark(self, guard_id: int | None, status: str, error: str | None) -> None:
+        async with self.sessions() as s:
+            row = await s.get_one(Completion, guard_id)
+            row.status, row.error, row.updated_at = status, error, utcnow()
+            await s.commit()
+
+    async def _drop(self, guard_id: int | None) -> None:
+        async with self.sessions() as s:
+            await s.delete(await s.get_one(Completion, guard_id))
+            await s.commit()
+
+    def _fail(self, event: Event, cause: str, message: str, fix: str) -> Outcome:
+        return Outcome(EventStatus.failed, message, alert=cause, fix=fix)
+
+
+async def _guard(s: Any, target: Target) -> Completion | None:
+    return (
+        await s.execute(
+            select(Completion).where(
+                Completion.contact_key == target.contact_key, Completion.course_date_id == target.course_date_id
+            )
+        )
+    ).scalar_one_or_none()
+
+
+def _short(answer: Any) -> Any:
+    text = str(answer)
+    return answer if len(text) < 500 else text[:500]
