@@ -21,6 +21,8 @@ from app.main import create_app
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, WebhookSettings
 
+pytest_plugins = ["tests.smtp_inbox"]  # the `smtp` fixture: a real SMTP server
+
 TEST_TOKENS = {
     "api": "ops-token-for-tests",
     "coursesales": "cs-token-for-tests",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ from sqlalchemy import desc, select
 
 from app.db import inbox
 from app.db.engine import SessionFactory
-from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, Registration, UserLink
+from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, Event, Registration, UserLink
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.settings import Settings
@@ -64,6 +65,7 @@ class Reconciler:
         try:
             await self._courses(dry_run=dry_run)
             await self._enrolments(dry_run=dry_run)
+            await self._completions(dry_run=dry_run)
         except Stop as exc:
             self.report.status, self.report.error = "stopped", str(exc)
         await self._tick(self.report.status)
@@ -201,6 +203,60 @@ class Reconciler:
             if not dry_run:
                 await self._repair(cdid, course_id, missing, present)
             await self._tick("enrolments", course_date_id=cdid)
+
+    async def _completions(self, *, dry_run: bool) -> None:
+        """Pull completions no webhook reported (local_webhooks sends once and never retries)."""
+        if not self.settings.completion.process_step_id:
+            return
+        today = utcnow().date()
+        oldest = today - timedelta(days=self.settings.completion.pull_window_days)
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Registration, CourseLink.moodle_course_id)
+                    .join(CourseLink, CourseLink.course_date_id == Registration.course_date_id)
+                    .join(CourseDateRow, CourseDateRow.id == Registration.course_date_id)
+                    .outerjoin(
+                        Completion,
+                        (Completion.contact_key == Registration.contact_key)
+                        & (Completion.course_date_id == Registration.course_date_id),
+                    )
+                    .where(
+                        Registration.status == "registered",
+                        Completion.id.is_(None),
+                        CourseDateRow.start <= today,
+                        (CourseDateRow.end.is_(None)) | (CourseDateRow.end >= oldest),
+                    )
+                )
+            ).all()
+            users = await self._user_links(s)
+        by_user: dict[int, list[tuple[Registration, int]]] = defaultdict(list)
+        for reg, course_id in rows:
+            link = users.get(reg.contact_key)
+            if link is not None:
+                by_user[link.moodle_user_id].append((reg, course_id))
+        for user_id, wanted in sorted(by_user.items()):
+            self.report.counts["moodle_calls.completion_pull"] += 1
+            completed = {int(c["id"]) for c in await self.moodle.users_courses(user_id) if c.get("completed")}
+            for reg, course_id in wanted:
+                if course_id not in completed:
+                    continue
+                self._plan(
+                    "completion",
+                    "completed in Moodle, no step run yet",
+                    document=reg.document_external_id,
+                    course_date_id=reg.course_date_id,
+                )
+                if not dry_run:
+                    async with self.sessions() as s:
+                        await inbox.request_internal(
+                            s,
+                            kind="completion.pull",
+                            subject=f"completion:{reg.contact_key}:{reg.course_date_id}",
+                            payload={"relateduserid": user_id, "courseid": course_id},
+                        )
+                        await s.commit()
+        await self._tick("completions", users=len(by_user))
 
     async def _enrolled(self, course_id: int, *, active_only: bool) -> list[dict[str, Any]]:
         options: list[dict[str, Any]] = [{"name": "userfields", "value": "id"}]
