@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from app.coursesales.errors import CourseSalesError
 
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError
+from app.settings import CoursesSettings
+from app.sync.courses import field_id, map_categories
 
 # Every function the service calls; the token's external service must hold them all.
 REQUIRED_FUNCTIONS = (
@@ -57,4 +62,32 @@ async def check_moodle(moodle: MoodleClient) -> list[Finding]:
                 "(needed to read names of users enrolled in Moodle)",
             )
         )
+    return out
+
+
+async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list[Finding]:
+    """Prove the CourseSales login with a cheap read and find the configured category fields."""
+    try:
+        count = await coursesales.check_login()
+    except CourseSalesError as exc:
+        return [Finding("error", f"CourseSales refused the login or the read: {exc}")]
+    out = [Finding("ok", f"CourseSales login works ({count} course categories visible)")]
+    try:
+        categories, forms = await coursesales.course_categories()
+    except CourseSalesError as exc:
+        return [*out, Finding("error", f"could not read the course categories: {exc}")]
+    for label, explicit, name in (
+        ("Moodle category", settings.category_field_id, settings.category_field_name),
+        ("template", settings.template_field_id, settings.template_field_name),
+    ):
+        found = {field_id(forms, c.form_id, explicit=explicit, name=name) for c in categories} - {None}
+        if found:
+            out.append(Finding("ok", f"{label} field: {', '.join(map(str, sorted(found)))}"))
+        else:
+            level = "error" if label == "Moodle category" else "warn"
+            out.append(Finding(level, f"no {label} field ({explicit or repr(name)}) in the course category forms"))
+    mapping = map_categories(categories, forms, settings)
+    unmapped = [m.name for m in mapping.values() if m.problem]
+    if unmapped:
+        out.append(Finding("warn", f"{len(unmapped)} course categories have no Moodle category: {', '.join(unmapped[:10])}"))
     return out

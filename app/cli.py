@@ -128,7 +128,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
 
 @cli.command()
 def check() -> None:
-    """Check the Moodle token: site info, functions the service lacks, hidden names."""
+    """Check the Moodle token (functions, hidden names) and the CourseSales login (categories, fields)."""
     settings = _settings()
     if not settings.moodle.configured:
         console.print("[red]Moodle is not configured[/red]: set SYNC_MOODLE__URL and SYNC_MOODLE__TOKEN")
@@ -137,12 +137,16 @@ def check() -> None:
 
 
 async def _check(settings: Settings) -> bool:
-    from app.checks import check_moodle
+    from app.checks import Finding, check_coursesales, check_moodle
     from app.runtime import build_runtime
 
     rt = build_runtime(settings)
     try:
         findings = await check_moodle(rt.moodle)
+        if settings.coursesales.configured:
+            findings += await check_coursesales(rt.coursesales, settings.courses)
+        else:
+            findings.append(Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)"))
     finally:
         await rt.close()
     colours = {"ok": "green", "warn": "yellow", "error": "red"}

@@ -119,3 +119,15 @@ async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.
             return
         await asyncio.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Stop an in-process arq worker once its jobs are finished (closing mid-job cancels arq's bookkeeping)."""
+
+    async def idle() -> bool:
+        return not worker.tasks
+
+    await wait_for(idle, timeout=20)
+    await worker.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

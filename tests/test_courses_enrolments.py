@@ -290,3 +290,17 @@ async def test_burst_of_registrations_in_few_array_calls(
     assert len(calls(moodle_fake, "core_user_create_users")) == 1
     enrol_calls = calls(moodle_fake, "enrol_manual_enrol_users")
     assert len(enrol_calls) == 1 and len(enrol_calls[0]["enrolments"]) == 40
+
+
+async def test_course_dates_in_the_configured_timezone(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    runtime.settings.courses.timezone = "Australia/Brisbane"
+    await post_event(client, {"type": "course_date.changed", "id": "c-1", "course_date_id": CD})
+    await settle(runtime)
+    course = moodle_course(moodle_fake, str(CD))
+    zone = ZoneInfo("Australia/Brisbane")
+    assert course["startdate"] == int(datetime(2026, 12, 1, tzinfo=zone).timestamp())  # type: ignore[index]
+    assert course["enddate"] == int(datetime(2026, 12, 4, tzinfo=zone).timestamp()) - 1, "the end day is inclusive"  # type: ignore[index]

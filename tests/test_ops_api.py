@@ -101,3 +101,15 @@ async def test_check_lists_missing_functions_and_hidden_names(runtime: Runtime, 
     moodle_fake.token = "wrong"
     (only,) = await check_moodle(runtime.moodle)
     assert only.level == "error" and "invalidtoken" in only.message
+
+
+async def test_check_coursesales_login_and_fields(runtime: Runtime, coursesales_fake: Any) -> None:
+    from app.checks import check_coursesales
+
+    findings = await check_coursesales(runtime.coursesales, runtime.settings.courses)
+    text = " ".join(f.message for f in findings)
+    assert {f.level for f in findings} <= {"ok", "warn"} and "login works" in text
+    assert "Moodle category field: 8620" in text, "found by its name in the recorded form"
+    coursesales_fake.password = "changed"
+    (only,) = await check_coursesales(runtime.coursesales, runtime.settings.courses)
+    assert only.level == "error" and "SOAP_PASSWORD" not in only.message

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from app.jobs.worker import make_worker
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS, bearer
-from tests.helpers import events, post_contact, wait_for
+from tests.helpers import events, post_contact, stop_worker, wait_for
 
 PASSWORD = "Unm1stakable!Secret"
 
@@ -57,9 +57,7 @@ async def test_no_secret_anywhere(
 
         await wait_for(settled)
     finally:
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_worker(worker, task)
     answers = [
         (await client.get("/api/events", headers=bearer("api"))).text,
         (await client.get(f"/api/events/{r.json()['event_id']}", headers=bearer("api"))).text,

@@ -9,7 +9,7 @@ import httpx
 
 from app.jobs.worker import make_worker
 from app.runtime import Runtime
-from tests.helpers import events, moodle_user, post_contact, wait_for
+from tests.helpers import events, moodle_user, post_contact, stop_worker, wait_for
 
 
 async def test_worker_processes_queued_event(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
@@ -26,6 +26,4 @@ async def test_worker_processes_queued_event(client: httpx.AsyncClient, runtime:
         assert moodle_user(moodle_fake, "jane.doe@example.com") is not None
         assert await runtime.queue.redis.keys("arq:result:*") == [], "results are not kept (they would block replays)"
     finally:
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_worker(worker, task)
