@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.coursesales.errors import CourseSalesError
-
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError
 from app.settings import CoursesSettings
@@ -89,5 +88,7 @@ async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list
     mapping = map_categories(categories, forms, settings)
     unmapped = [m.name for m in mapping.values() if m.problem]
     if unmapped:
-        out.append(Finding("warn", f"{len(unmapped)} course categories have no Moodle category: {', '.join(unmapped[:10])}"))
+        out.append(
+            Finding("warn", f"{len(unmapped)} course categories have no Moodle category: {', '.join(unmapped[:10])}")
+        )
     return out

@@ -17,7 +17,8 @@ from app.notify.debuglog import setup_debug_log
 from app.settings import Settings
 
 cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True)  # messages
+out = Console()  # data (tables, plans): stdout, for pipes
 
 HostOpt = typer.Option("127.0.0.1", "--host", help="address to listen on")
 PortOpt = typer.Option(8000, "--port", help="port to listen on")
@@ -146,7 +147,9 @@ async def _check(settings: Settings) -> bool:
         if settings.coursesales.configured:
             findings += await check_coursesales(rt.coursesales, settings.courses)
         else:
-            findings.append(Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)"))
+            findings.append(
+                Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)")
+            )
     finally:
         await rt.close()
     colours = {"ok": "green", "warn": "yellow", "error": "red"}
@@ -192,10 +195,116 @@ async def _reconcile(settings: Settings, dry_run: bool) -> Any:
     for item in run.plan or []:
         target = ", ".join(f"{k}={v}" for k, v in item.items() if k not in ("action", "reason", "changes"))
         table.add_row(item["action"], item["reason"], target)
-    console.print(table)
+    out.print(table)
     if run.error:
         console.print(f"[red]{run.error}[/red]")
     return run
+
+
+@cli.command()
+def events(
+    status: str = typer.Option(
+        None, "--status", help="accepted, queued, running, retrying, done, failed, needs_review, ignored"
+    ),
+    kind: str = typer.Option(None, "--kind"),
+    limit: int = typer.Option(30, "--limit"),
+) -> None:
+    """List events, newest first."""
+    asyncio.run(_events(_settings(), status, kind, limit))
+
+
+async def _events(settings: Settings, status: str | None, kind: str | None, limit: int) -> None:
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from app.db.models import Event
+
+    async with _session(settings) as s:
+        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        if status:
+            query = query.where(Event.status == status)
+        if kind:
+            query = query.where(Event.kind == kind)
+        rows = list((await s.execute(query)).scalars())
+    table = Table()
+    for column in ("id", "source", "kind", "status", "attempts", "created", "last error"):
+        table.add_column(column)
+    for e in rows:
+        table.add_row(
+            str(e.id),
+            e.source,
+            e.kind,
+            e.status,
+            str(e.attempts),
+            f"{e.created_at:%Y-%m-%d %H:%M}",
+            (e.last_error or "")[:80],
+        )
+    out.print(table)
+
+
+@cli.command()
+def replay(event_id: int, note: str = typer.Option(None, "--note")) -> None:
+    """Run a finished event again (never a second effect)."""
+    asyncio.run(_operate(_settings(), "replay", event_id=event_id, note=note))
+
+
+@cli.command()
+def resolve(event_id: int, note: str = typer.Option(..., "--note", help="what you found, kept with the event")) -> None:
+    """Close a needs_review or failed event without running it again."""
+    asyncio.run(_operate(_settings(), "resolve", event_id=event_id, note=note))
+
+
+@cli.command()
+def pause(note: str = typer.Option(None, "--note")) -> None:
+    """Stop processing (events are still accepted and kept), e.g. during a Moodle upgrade."""
+    asyncio.run(_operate(_settings(), "pause", note=note))
+
+
+@cli.command()
+def resume(note: str = typer.Option(None, "--note")) -> None:
+    """Start processing again."""
+    asyncio.run(_operate(_settings(), "resume", note=note))
+
+
+def _session(settings: Settings) -> Any:
+    from contextlib import asynccontextmanager
+
+    from app.db.engine import make_engine, make_session_factory
+
+    @asynccontextmanager
+    async def scope() -> Any:
+        engine = make_engine(settings.effective_database_url)
+        try:
+            async with make_session_factory(engine)() as session:
+                yield session
+        finally:
+            await engine.dispose()
+
+    return scope()
+
+
+async def _operate(settings: Settings, action: str, *, event_id: int | None = None, note: str | None = None) -> None:
+    import getpass
+
+    from app.sync import operations
+
+    actor = f"cli:{getpass.getuser()}"
+    async with _session(settings) as s:
+        try:
+            if action == "replay":
+                await operations.replay(s, event_id, actor=actor, note=note)  # type: ignore[arg-type]
+            elif action == "resolve":
+                await operations.resolve(s, event_id, actor=actor, note=note or "")  # type: ignore[arg-type]
+            elif action == "pause":
+                await operations.pause(s, actor=actor, note=note)
+            else:
+                await operations.resume(s, actor=actor, note=note)
+        except operations.OperationError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        await s.commit()
+    # A replayed event is queued by the sweeper within a minute; no Redis needed here.
+    console.print(f"{action} done" + (f" (event {event_id})" if event_id else ""))
 
 
 @cli.command()
@@ -208,3 +317,7 @@ def openapi() -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

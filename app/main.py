@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.api import compat, health, moodle_webhook, ops, runs, webhooks
+from app.api import compat, control, health, moodle_webhook, ops, runs, webhooks
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
 from app.runtime import Runtime, build_runtime
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Keeps a CourseSales account and a Moodle site in step.",
         lifespan=lifespan,
     )
-    for module in (webhooks, moodle_webhook, compat, ops, runs, health):
+    for module in (webhooks, moodle_webhook, compat, ops, control, runs, health):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -184,6 +184,10 @@ class AlertsSettings(BaseModel):
         return bool(self.smtp_host and self.sender and self.recipients)
 
 
+class RetentionSettings(BaseModel):
+    days: int = Field(90, ge=1, description="event payloads of finished events are purged after this many days")
+
+
 class WebhookSettings(BaseModel):
     """Inbound credentials, one set per source: reading one source's cannot forge the other's events."""
 
@@ -234,6 +238,7 @@ class Settings(BaseSettings):
     enrolments: EnrolmentsSettings = EnrolmentsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     alerts: AlertsSettings = AlertsSettings()
+    retention: RetentionSettings = RetentionSettings()
     completion: CompletionSettings = CompletionSettings()
     new_enrolments: NewEnrolmentsSettings = NewEnrolmentsSettings()
     webhooks: WebhookSettings = WebhookSettings()

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
 from app.db import inbox
 from app.db.models import Event, UserLink
+from app.metrics import EVENTS_RECEIVED
 from app.moodle import wire
 from app.settings import secret
 from app.sync.contacts import Contact, check_contact, password_failures
@@ -151,6 +152,7 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
     for (event, created), contact in zip(rows, contacts, strict=True):
         moodle_id = await _linked_id(session, event, contact)
         answer.append({"id": moodle_id, "username": contact.moodle_username})
+        EVENTS_RECEIVED.labels("compat", event.kind, "duplicate" if not created else "accepted").inc()
         log.info("compat.user.accepted", event_id=event.id, duplicate=not created)
     return answer, [e.id for e, _ in rows]  # type: ignore[misc]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.runtime import Runtime
 from app.settings import secret
+
+OPS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong ops bearer token (SYNC_API__TOKEN)"}
+}
 
 bearer = HTTPBearer(auto_error=False, scheme_name="OpsToken", description="`Authorization: Bearer <SYNC_API__TOKEN>`")
 

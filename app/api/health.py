@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select, text
 
 from app.api.deps import RuntimeDep
+from app.db.models import OPEN_STATUSES, Event, EventStatus
+from app.db.types import utcnow
+from app.metrics import EVENTS_BY_STATUS, OLDEST_OPEN_SECONDS, QUEUE_DEPTH, REGISTRY
 
 router = APIRouter(tags=["health"])
 
@@ -55,3 +60,23 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     checks["mode"] = s.mode
     ok = checks["database"]["ok"]
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(rt: RuntimeDep) -> PlainTextResponse:
+    """Counters of this process, plus the inbox and queue as they are now (read at scrape time)."""
+    async with rt.sessions() as s:
+        counts = dict((await s.execute(select(Event.status, func.count()).group_by(Event.status))).all())
+        oldest = (
+            await s.execute(select(func.min(Event.created_at)).where(Event.status.in_(list(OPEN_STATUSES))))
+        ).scalar_one_or_none()
+    for status_ in EventStatus:
+        EVENTS_BY_STATUS.labels(status_.value).set(counts.get(status_.value, 0))
+    OLDEST_OPEN_SECONDS.set((utcnow() - _aware(oldest)).total_seconds() if oldest else 0)
+    depth = await rt.queue.depth() if rt.queue is not None else None
+    QUEUE_DEPTH.set(depth if depth is not None else -1)
+    return PlainTextResponse(generate_latest(REGISTRY).decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

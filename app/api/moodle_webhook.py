@@ -14,6 +14,7 @@ from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db import inbox
 from app.db.inbox import Delivery
 from app.db.models import EventStatus
+from app.metrics import EVENTS_RECEIVED
 from app.moodle.events import (
     COURSE_COMPLETED,
     ENROLMENT_CREATED,
@@ -115,6 +116,8 @@ async def moodle_webhook(request: Request, rt: RuntimeDep, session: SessionDep) 
     for ev in events:
         row, created = await inbox.accept(session, _delivery(ev, kinds))
         answer.event_ids.append(row.id)  # type: ignore[arg-type]
+        outcome = "duplicate" if not created else ("ignored" if row.status == EventStatus.ignored else "accepted")
+        EVENTS_RECEIVED.labels("moodle", row.kind, outcome).inc()
         if not created:
             answer.duplicate += 1
         elif row.status == EventStatus.ignored:

@@ -7,13 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from app.api.deps import RuntimeDep, SessionDep, require_ops
-from app.api.schemas import AttemptOut, CourseLinkOut, EnrolmentLinkOut, EventDetail, EventOut, Page, UserLinkOut
+from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
+from app.api.schemas import (
+    AttemptOut,
+    CourseLinkOut,
+    EnrolmentLinkOut,
+    EventDetail,
+    EventOut,
+    NoteIn,
+    Page,
+    UserLinkOut,
+)
 from app.db import inbox
-from app.db.models import OPEN_STATUSES, Attempt, CourseLink, EnrolmentLink, Event, EventStatus, UserLink
-from app.db.types import utcnow
+from app.db.models import Attempt, CourseLink, EnrolmentLink, Event, EventStatus, UserLink
+from app.sync import operations
 
-router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)])
+router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, description="items to skip")]
@@ -60,16 +69,12 @@ async def get_event(event_id: int, session: SessionDep) -> EventDetail:
 
 
 @router.post("/events/{event_id}/replay", response_model=EventOut, summary="Run an event again")
-async def replay_event(event_id: int, rt: RuntimeDep, session: SessionDep) -> EventOut:
+async def replay_event(event_id: int, rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> EventOut:
     """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
-    event = await session.get(Event, event_id)
-    if event is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id}")
-    if event.status in OPEN_STATUSES and event.status != EventStatus.retrying:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"event {event_id} is {event.status}: it will run anyway")
-    event.status = EventStatus.accepted
-    event.next_attempt_at = None
-    event.updated_at = utcnow()
+    try:
+        event = await operations.replay(session, event_id, actor="api", note=body.note if body else None)
+    except operations.OperationError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     await session.commit()
     if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts, kind=event.kind):
         await inbox.mark_queued(session, [event_id])

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from app.api.deps import RuntimeDep, SessionDep, require_ops
+from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
 from app.db.models import Run
 from app.jobs.reconcile import create_run
 
-router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)])
+router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
 
 @router.post(

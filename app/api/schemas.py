@@ -243,3 +243,72 @@ class RunOut(BaseModel):
 
 class RunDetail(RunOut):
     plan: list[dict[str, Any]] | None
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "checked in CourseSales: the step ran"}}
+    )
+
+    note: str | None = Field(None, max_length=2000, description="why, for the audit trail")
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "checked in CourseSales: the step ran"}}
+    )
+
+    note: str = Field(..., min_length=1, max_length=2000, description="what the operator found (kept with the event)")
+
+
+class BulkReplayIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"status": "failed", "kind": "contact.upserted", "limit": 100}}
+    )
+
+    status: Literal["failed", "needs_review", "done", "ignored", "retrying"] = "failed"
+    source: str | None = Field(None, max_length=32)
+    kind: str | None = Field(None, max_length=64)
+    limit: int = Field(100, ge=1, le=5000)
+    note: str | None = Field(None, max_length=2000)
+
+
+class BulkReplayOut(BaseModel):
+    replayed: list[int]
+
+
+class PauseOut(BaseModel):
+    paused: bool
+    since: datetime | None = None
+    by: str | None = None
+
+
+class UserLinkIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"contact_id": 1234, "username": "jane.doe@example.com", "moodle_user_id": 42}},
+    )
+
+    contact_id: int | None = Field(None, ge=1)
+    username: str = Field(..., min_length=1, max_length=100)
+    moodle_user_id: int = Field(..., ge=1)
+    note: str | None = Field(None, max_length=2000)
+
+
+class CourseLinkIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"course_date_id": 26519, "moodle_course_id": 7}}
+    )
+
+    course_date_id: int = Field(..., ge=1)
+    moodle_course_id: int = Field(..., ge=1)
+    note: str | None = Field(None, max_length=2000)
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    note: str | None

@@ -13,6 +13,7 @@ from app.api.deps import RuntimeDep, SessionDep, read_body
 from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
+from app.metrics import EVENTS_RECEIVED
 from app.settings import secret
 from app.sync.contacts import check_contact
 from app.sync.intake import coursesales_delivery
@@ -101,6 +102,7 @@ async def coursesales_webhook(request: Request, rt: RuntimeDep, session: Session
         await inbox.mark_queued(session, [row.id])  # type: ignore[list-item]
         await session.commit()
         row.status = "queued"
+    EVENTS_RECEIVED.labels("coursesales", kind, "accepted" if created else "duplicate").inc()
     log.info("webhook.coursesales.accepted", event_id=row.id, kind=kind, duplicate=not created)
     return Accepted(event_id=row.id, status=row.status, duplicate=not created)  # type: ignore[arg-type]
 

@@ -213,3 +213,16 @@ class Completion(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """Every operator action: who, what, on what, why."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    actor: str = Field(max_length=64)  # "api" or "cli:<user>"
+    action: str = Field(max_length=32)
+    target: str | None = Field(default=None, max_length=128)
+    note: str | None = None

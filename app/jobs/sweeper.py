@@ -13,6 +13,7 @@ from app.db import inbox, leases
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
 from app.runtime import Runtime
+from app.sync import operations
 
 log = structlog.get_logger(__name__)
 LEASE = "sweeper"
@@ -29,7 +30,10 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         if not await leases.acquire(s, LEASE, owner, rt.settings.jobs.sweep_interval_seconds * 2):
             await s.rollback()
             return 0
+        purged = await operations.purge(s, days=rt.settings.retention.days)
         await s.commit()
+        if purged:
+            log.info("retention.purged", events=purged)
         rows = (
             await s.execute(
                 select(Event.id, Event.attempts, Event.kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -17,9 +18,11 @@ from app.db.inbox import Outcome
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.retry import next_attempt
+from app.metrics import EVENTS_FINISHED, JOB_SECONDS
 from app.moodle.errors import MoodleAuthError, MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime
+from app.sync import operations
 from app.sync.completions import CompletionSync
 from app.sync.course_sync import Catalogue, CourseProblem, CourseSync
 from app.sync.new_enrolments import NewEnrolmentSync
@@ -155,6 +158,10 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         # Kept in the inbox untouched: the sweeper queues it again once Moodle is configured.
         log.warning("jobs.waiting.moodle_not_configured", event_id=event_id)
         return "waiting: Moodle is not configured"
+    async with rt.sessions() as s:
+        if await operations.paused(s) is not None:
+            # Kept queued: the sweeper queues it again after a resume.
+            return "paused"
     runner = HANDLERS.get(kind)
     if runner is None:
         await _fail_unknown(rt, event_id, kind)
@@ -179,6 +186,7 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
             return 0
         ids = [e.id for e in claimed]
         log.info("jobs.batch.start", event_ids=ids)
+        started = time.perf_counter()
         try:
             outcomes = await runner(rt, s, claimed)
         except (MoodleError, CourseSalesError) as exc:
@@ -203,7 +211,9 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
                 select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
             )
         ).all()
+        JOB_SECONDS.labels(claimed[0].kind).observe(time.perf_counter() - started)
         for e in claimed:
+            EVENTS_FINISHED.labels(e.kind, e.status).inc()
             log.info("jobs.event.finished", event_id=e.id, status=e.status, error=e.last_error)
     if rt.queue is not None:
         for event_id, attempts, kind, at in follow:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from app.metrics import UPSTREAM_CALLS, UPSTREAM_ERRORS
 from app.moodle.errors import (
     MoodleAuthError,
     MoodleError,
@@ -98,19 +99,28 @@ class MoodleClient:
         data: Form = [("wstoken", self._token), ("wsfunction", function), *form]
         async with self._gate:
             self.calls += 1
+            UPSTREAM_CALLS.labels("moodle", function).inc()
             try:
-                resp = await self._http.post(
-                    self._endpoint,
-                    params={"moodlewsrestformat": "json"},
-                    content=urlencode(data).encode(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    timeout=timeout or self._timeout,
-                )
-            except httpx.TimeoutException as exc:
-                raise MoodleTransientError(f"timed out: {type(exc).__name__}", function=function) from None
-            except httpx.TransportError as exc:
-                raise MoodleTransientError(f"network error: {type(exc).__name__}", function=function) from None
-        return self._decode(function, resp)
+                return self._decode(function, await self._post(data, timeout))
+            except MoodleError as exc:
+                code = exc.errorcode if exc.errorcode and not exc.errorcode.startswith("<") else type(exc).__name__
+                UPSTREAM_ERRORS.labels("moodle", function, code[:64]).inc()
+                raise
+
+    async def _post(self, data: Form, timeout: float | None) -> httpx.Response:
+        function = dict(data).get("wsfunction", "")
+        try:
+            return await self._http.post(
+                self._endpoint,
+                params={"moodlewsrestformat": "json"},
+                content=urlencode(data).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=timeout or self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise MoodleTransientError(f"timed out: {type(exc).__name__}", function=function) from None
+        except httpx.TransportError as exc:
+            raise MoodleTransientError(f"network error: {type(exc).__name__}", function=function) from None
 
     @staticmethod
     def _decode(function: str, resp: httpx.Response) -> Any:

@@ -1,0 +1,154 @@
+"""Operator control: resolve, bulk replay, pause and resume, link and unlink, the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy import func, select
+
+from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
+from app.api.schemas import (
+    AuditOut,
+    BulkReplayIn,
+    BulkReplayOut,
+    CourseLinkIn,
+    CourseLinkOut,
+    EventOut,
+    NoteIn,
+    Page,
+    PauseOut,
+    ResolveIn,
+    UserLinkIn,
+    UserLinkOut,
+)
+from app.db import inbox
+from app.db.models import AuditEntry, Event
+from app.sync import operations
+
+router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
+
+
+def _http(exc: operations.OperationError) -> HTTPException:
+    return HTTPException(exc.status, str(exc))
+
+
+@router.post("/events/{event_id}/resolve", response_model=EventOut, summary="Close a needs_review or failed event")
+async def resolve_event(event_id: int, body: ResolveIn, session: SessionDep) -> EventOut:
+    """Closes the event without running it again (e.g. the operator checked CourseSales: the step ran)."""
+    try:
+        event = await operations.resolve(session, event_id, actor="api", note=body.note)
+    except operations.OperationError as exc:
+        raise _http(exc) from None
+    await session.commit()
+    return EventOut.model_validate(event, from_attributes=True)
+
+
+@router.post("/events/replay", response_model=BulkReplayOut, summary="Replay every event matching a filter")
+async def bulk_replay(body: BulkReplayIn, rt: RuntimeDep, session: SessionDep) -> BulkReplayOut:
+    where = [Event.status == body.status]
+    if body.source:
+        where.append(Event.source == body.source)
+    if body.kind:
+        where.append(Event.kind == body.kind)
+    rows = list((await session.execute(select(Event).where(*where).order_by(Event.id).limit(body.limit))).scalars())
+    for event in rows:
+        await operations.replay(session, event.id, actor="api", note=body.note or "bulk replay")  # type: ignore[arg-type]
+    await session.commit()
+    if rt.queue is not None:
+        queued = await rt.queue.enqueue_events([(e.id, e.attempts, e.kind) for e in rows])  # type: ignore[misc]
+        await inbox.mark_queued(session, queued)
+        await session.commit()
+    return BulkReplayOut(replayed=[e.id for e in rows])  # type: ignore[misc]
+
+
+@router.get("/pause", response_model=PauseOut, summary="Is processing paused?")
+async def pause_state(session: SessionDep) -> PauseOut:
+    lease = await operations.paused(session)
+    return PauseOut(paused=lease is not None, by=lease.owner if lease else None)
+
+
+@router.post("/pause", response_model=PauseOut, summary="Pause processing (events are still accepted and kept)")
+async def pause(session: SessionDep, body: NoteIn | None = None) -> PauseOut:
+    await operations.pause(session, actor="api", note=body.note if body else None)
+    await session.commit()
+    return PauseOut(paused=True, by="api")
+
+
+@router.post("/resume", response_model=PauseOut, summary="Resume processing")
+async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> PauseOut:
+    await operations.resume(session, actor="api", note=body.note if body else None)
+    await session.commit()
+    return PauseOut(paused=False)
+
+
+@router.post(
+    "/links/users",
+    response_model=UserLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Link a contact to a Moodle user",
+)
+async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
+    try:
+        link = await operations.link_user(
+            session,
+            contact_id=body.contact_id,
+            username=body.username,
+            moodle_user_id=body.moodle_user_id,
+            actor="api",
+            note=body.note,
+        )
+    except operations.OperationError as exc:
+        raise _http(exc) from None
+    await session.commit()
+    return UserLinkOut.model_validate(link, from_attributes=True)
+
+
+@router.delete("/links/users/{moodle_user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink a Moodle user")
+async def unlink_user(moodle_user_id: int, session: SessionDep) -> None:
+    try:
+        await operations.unlink_user(session, moodle_user_id, actor="api", note=None)
+    except operations.OperationError as exc:
+        raise _http(exc) from None
+    await session.commit()
+
+
+@router.post(
+    "/links/courses",
+    response_model=CourseLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Link a course date to a Moodle course",
+)
+async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
+    try:
+        link = await operations.link_course(
+            session,
+            course_date_id=body.course_date_id,
+            moodle_course_id=body.moodle_course_id,
+            actor="api",
+            note=body.note,
+        )
+    except operations.OperationError as exc:
+        raise _http(exc) from None
+    await session.commit()
+    return CourseLinkOut.model_validate(link, from_attributes=True)
+
+
+@router.delete(
+    "/links/courses/{course_date_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink a course date"
+)
+async def unlink_course(course_date_id: int, session: SessionDep) -> None:
+    try:
+        await operations.unlink_course(session, course_date_id, actor="api", note=None)
+    except operations.OperationError as exc:
+        raise _http(exc) from None
+    await session.commit()
+
+
+@router.get("/audit", response_model=Page[AuditOut], summary="Operator actions, newest first")
+async def audit_trail(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+) -> Page[AuditOut]:
+    total = (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
+    rows = await session.execute(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset))
+    return Page(items=[AuditOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

@@ -1,0 +1,176 @@
+"""What operators do to events and links (API and CLI alike), each action written to the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, null, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import (
+    OPEN_STATUSES,
+    AuditEntry,
+    Completion,
+    CourseLink,
+    Event,
+    EventStatus,
+    Lease,
+    UserLink,
+)
+from app.db.types import utcnow
+
+PAUSE = "pause"
+COMPLETION_KINDS = ("moodle.course_completed", "completion.pull")
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class OperationError(Exception):
+    """The action does not apply; ``status`` is the HTTP status that says why (404, 409)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def audit(
+    session: AsyncSession, *, actor: str, action: str, target: str | None = None, note: str | None = None
+) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target, note=note))
+
+
+async def _event(session: AsyncSession, event_id: int) -> Event:
+    event = await session.get(Event, event_id)
+    if event is None:
+        raise OperationError(404, f"no event {event_id}")
+    return event
+
+
+async def replay(session: AsyncSession, event_id: int, *, actor: str, note: str | None = None) -> Event:
+    """Run a finished event again; effects are idempotent, so a replay never doubles one.
+
+    Replaying a completion whose step call had an unknown outcome is the operator saying "it did not run".
+    """
+    event = await _event(session, event_id)
+    if event.status in OPEN_STATUSES and event.status != EventStatus.retrying:
+        raise OperationError(409, f"event {event_id} is {event.status}: it will run anyway")
+    if event.kind in COMPLETION_KINDS:
+        await session.execute(
+            update(Completion)
+            .where(Completion.event_id == event_id, Completion.status.in_(["needs_review", "sending"]))
+            .values(status="failed", error="replayed by an operator: the step did not run", updated_at=utcnow())
+        )
+    event.status, event.next_attempt_at, event.updated_at = EventStatus.accepted, None, utcnow()
+    if event.result and event.result.get("posting"):
+        event.result = None  # the operator checked: the registration was not posted
+    audit(session, actor=actor, action="replay", target=f"event:{event_id}", note=note)
+    return event
+
+
+async def resolve(session: AsyncSession, event_id: int, *, actor: str, note: str) -> Event:
+    """Close a needs_review or failed event without running it again, with the operator's note."""
+    event = await _event(session, event_id)
+    if event.status not in (EventStatus.needs_review, EventStatus.failed):
+        raise OperationError(
+            409, f"event {event_id} is {event.status}: only needs_review and failed events are resolved"
+        )
+    if event.kind in COMPLETION_KINDS:
+        await session.execute(
+            update(Completion)
+            .where(Completion.event_id == event_id, Completion.status.in_(["needs_review", "sending", "failed"]))
+            .values(status="done", error=f"resolved: {note}", updated_at=utcnow())
+        )
+    event.status, event.secret, event.updated_at = EventStatus.done, None, utcnow()
+    event.result = {**(event.result or {}), "resolved": note, "resolved_by": actor, "was": event.last_error}
+    audit(session, actor=actor, action="resolve", target=f"event:{event_id}", note=note)
+    return event
+
+
+async def paused(session: AsyncSession) -> Lease | None:
+    return await session.get(Lease, PAUSE)
+
+
+async def pause(session: AsyncSession, *, actor: str, note: str | None) -> None:
+    """Events are still accepted and kept, but not processed (e.g. during a Moodle upgrade)."""
+    if await paused(session) is None:
+        session.add(Lease(name=PAUSE, owner=actor[:64], expires_at=FAR_FUTURE))
+    audit(session, actor=actor, action="pause", note=note)
+
+
+async def resume(session: AsyncSession, *, actor: str, note: str | None) -> None:
+    await session.execute(delete(Lease).where(Lease.name == PAUSE))
+    audit(session, actor=actor, action="resume", note=note)
+
+
+async def unlink_user(session: AsyncSession, moodle_user_id: int, *, actor: str, note: str | None) -> None:
+    link = (
+        await session.execute(select(UserLink).where(UserLink.moodle_user_id == moodle_user_id))
+    ).scalar_one_or_none()
+    if link is None:
+        raise OperationError(404, f"no link to Moodle user {moodle_user_id}")
+    await session.delete(link)
+    audit(session, actor=actor, action="unlink.user", target=f"moodle_user:{moodle_user_id}", note=note)
+
+
+async def link_user(
+    session: AsyncSession, *, contact_id: int | None, username: str, moodle_user_id: int, actor: str, note: str | None
+) -> UserLink:
+    username = username.strip().lower()
+    clash = (
+        await session.execute(
+            select(UserLink).where(
+                (UserLink.moodle_user_id == moodle_user_id)
+                | (UserLink.username == username)
+                | ((UserLink.contact_id == contact_id) if contact_id else False)
+            )
+        )
+    ).scalar_one_or_none()
+    if clash is not None:
+        raise OperationError(
+            409, f"already linked: contact {clash.contact_id} / {clash.username} <-> Moodle user {clash.moodle_user_id}"
+        )
+    link = UserLink(contact_id=contact_id, username=username, moodle_user_id=moodle_user_id)
+    session.add(link)
+    audit(session, actor=actor, action="link.user", target=f"moodle_user:{moodle_user_id}", note=note)
+    return link
+
+
+async def unlink_course(session: AsyncSession, course_date_id: int, *, actor: str, note: str | None) -> None:
+    link = (
+        await session.execute(select(CourseLink).where(CourseLink.course_date_id == course_date_id))
+    ).scalar_one_or_none()
+    if link is None:
+        raise OperationError(404, f"no link for course date {course_date_id}")
+    await session.delete(link)
+    audit(session, actor=actor, action="unlink.course", target=f"course_date:{course_date_id}", note=note)
+
+
+async def link_course(
+    session: AsyncSession, *, course_date_id: int, moodle_course_id: int, actor: str, note: str | None
+) -> CourseLink:
+    clash = (
+        await session.execute(
+            select(CourseLink).where(
+                (CourseLink.course_date_id == course_date_id) | (CourseLink.moodle_course_id == moodle_course_id)
+            )
+        )
+    ).scalar_one_or_none()
+    if clash is not None:
+        raise OperationError(
+            409, f"already linked: course date {clash.course_date_id} <-> Moodle course {clash.moodle_course_id}"
+        )
+    link = CourseLink(course_date_id=course_date_id, moodle_course_id=moodle_course_id, created_by_sync=False)
+    session.add(link)
+    audit(session, actor=actor, action="link.course", target=f"course_date:{course_date_id}", note=note)
+    return link
+
+
+async def purge(session: AsyncSession, *, days: int) -> int:
+    """Drop the payloads (and any password) of events finished more than ``days`` ago; the rows stay."""
+    cutoff = utcnow() - timedelta(days=days)
+    result = await session.execute(
+        update(Event)
+        .where(Event.updated_at < cutoff, Event.status.not_in(list(OPEN_STATUSES)), Event.payload.is_not(None))
+        .values(payload=null(), secret=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
