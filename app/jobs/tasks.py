@@ -185,6 +185,7 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
         if not claimed:
             return 0
         ids = [e.id for e in claimed]
+        structlog.contextvars.bind_contextvars(event_ids=ids)
         log.info("jobs.batch.start", event_ids=ids)
         started = time.perf_counter()
         try:
@@ -215,6 +216,7 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
         for e in claimed:
             EVENTS_FINISHED.labels(e.kind, e.status).inc()
             log.info("jobs.event.finished", event_id=e.id, status=e.status, error=e.last_error)
+    structlog.contextvars.unbind_contextvars("event_ids")
     if rt.queue is not None:
         for event_id, attempts, kind, at in follow:
             await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
