@@ -15,7 +15,7 @@ from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleConflict, MoodlePermanentError
 from app.settings import CoursesSettings
-from app.sync.courses import Mapping_, eligibility, map_categories, plan_course
+from app.sync.courses import CategoryMapping, eligibility, map_categories, plan_course
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +41,9 @@ class Catalogue:
     def __init__(self, coursesales: Any, settings: CoursesSettings) -> None:
         self.coursesales = coursesales
         self.settings = settings
-        self._mapping: dict[int, Mapping_] | None = None
+        self._mapping: dict[int, CategoryMapping] | None = None
 
-    async def mapping(self) -> dict[int, Mapping_]:
+    async def mapping(self) -> dict[int, CategoryMapping]:
         if self._mapping is None:
             categories, forms = await self.coursesales.course_categories()
             self._mapping = map_categories(categories, forms, self.settings)

@@ -35,7 +35,7 @@ class CourseDateLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Mapping_:
+class CategoryMapping:
     """Where a CourseSales course category goes in Moodle, or why it cannot."""
 
     category_id: int
@@ -60,7 +60,7 @@ def field_id(
 
 def map_categories(
     categories: Sequence[CategoryLike], forms: Mapping[int, Mapping[int, FieldLike]], settings: CoursesSettings
-) -> dict[int, Mapping_]:
+) -> dict[int, CategoryMapping]:
     """Each CourseSales category -> its Moodle category (own field, else the nearest ancestor's) and template."""
     by_id = {c.id: c for c in categories}
 
@@ -68,7 +68,7 @@ def map_categories(
         fid = field_id(forms, c.form_id, explicit=explicit, name=name)
         return (c.fields.get(fid) or "").strip() if fid is not None else ""
 
-    out: dict[int, Mapping_] = {}
+    out: dict[int, CategoryMapping] = {}
     for c in categories:
         node: CategoryLike | None = c
         seen: set[int] = set()
@@ -85,15 +85,15 @@ def map_categories(
                 break
             node = by_id.get(node.parent_id) if node.parent_id else None
         if not moodle_value:
-            out[c.id] = Mapping_(c.id, c.name, template=template or None, problem=_unmapped(c, settings))
+            out[c.id] = CategoryMapping(c.id, c.name, template=template or None, problem=_unmapped(c, settings))
         elif not moodle_value.isdigit():
-            out[c.id] = Mapping_(
+            out[c.id] = CategoryMapping(
                 c.id,
                 c.name,
                 problem=f"category {c.name!r} ({c.id}): Moodle Category Id {moodle_value!r} is not a number",
             )
         else:
-            out[c.id] = Mapping_(
+            out[c.id] = CategoryMapping(
                 c.id, c.name, int(moodle_value), template or None, inherited_from=source if source != c.id else None
             )
     return out
@@ -147,7 +147,7 @@ class CoursePlan:
 
 def plan_course(
     cd: CourseDateLike,
-    mapping: Mapping_ | None,
+    mapping: CategoryMapping | None,
     existing: Mapping[str, Any] | None,
     *,
     linked: bool,
