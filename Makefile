@@ -25,11 +25,14 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
 
 openapi: install
 	$(BIN)/moodle-sync openapi > openapi/openapi.json
 
 clean:
 	rm -rf $(VENV) var
+
+bench: install
+	$(BIN)/python -m bench.run

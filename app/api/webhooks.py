@@ -13,6 +13,7 @@ from app.api.deps import RuntimeDep, SessionDep, read_body
 from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
+from app.db.models import EventStatus
 from app.metrics import EVENTS_RECEIVED
 from app.settings import secret
 from app.sync.contacts import check_contact
@@ -92,16 +93,18 @@ async def coursesales_webhook(request: Request, rt: RuntimeDep, session: Session
         contact=contact,
         subject=event_subject(event),  # type: ignore[attr-defined, arg-type]
     )
+    # Stored as queued straight away: one commit on the hot path; a failed enqueue turns it back to accepted.
+    delivery.status = EventStatus.queued if rt.queue is not None else EventStatus.accepted
     try:
         row, created = await inbox.accept(session, delivery)
     except inbox.BodyMismatch as exc:
         await session.rollback()
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"id: {exc}") from None
     await session.commit()
-    if created and rt.queue is not None and await rt.queue.enqueue_event(row.id, 0, kind=kind):  # type: ignore[arg-type]
-        await inbox.mark_queued(session, [row.id])  # type: ignore[list-item]
+    if created and rt.queue is not None and not await rt.queue.enqueue_event(row.id, 0, kind=kind):  # type: ignore[arg-type]
+        await inbox.unqueue(session, [row.id])  # type: ignore[list-item]
         await session.commit()
-        row.status = "queued"
+        row.status = EventStatus.accepted
     EVENTS_RECEIVED.labels("coursesales", kind, "accepted" if created else "duplicate").inc()
     log.info("webhook.coursesales.accepted", event_id=row.id, kind=kind, duplicate=not created)
     return Accepted(event_id=row.id, status=row.status, duplicate=not created)  # type: ignore[arg-type]

@@ -75,14 +75,11 @@ async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool
     }
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(Event)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-        .returning(Event.id)
+        insert(Event).values(**values).on_conflict_do_nothing(index_elements=["source", "dedupe_key"]).returning(Event)
     )
-    new_id = (await session.execute(stmt)).scalar_one_or_none()
-    if new_id is not None:
-        return await session.get_one(Event, new_id), True
+    made = (await session.scalars(stmt)).one_or_none()
+    if made is not None:
+        return made, True
     existing = (
         await session.execute(
             select(Event).where(Event.source == delivery.source, Event.dedupe_key == delivery.dedupe_key)
@@ -163,6 +160,17 @@ async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
         attempt.finished_at = now
         attempt.outcome = outcome.status
         attempt.error = outcome.error
+
+
+async def unqueue(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Events stored as queued whose enqueue failed (Redis down): the sweeper will queue them."""
+    if ids:
+        await session.execute(
+            update(Event)
+            .where(Event.id.in_(list(ids)), Event.status == EventStatus.queued)
+            .values(status=EventStatus.accepted, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:

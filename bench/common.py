@@ -1,0 +1,156 @@
+"""Shared pieces of the benchmarks: servers in subprocesses, a load generator, percentiles, the results table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("SYNC_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/test")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")  # a database of its own
+SECRET_KEY = "bench-secret-key-0123456789"
+TOKENS = {"api": "bench-api-token", "coursesales": "bench-cs-token", "moodle": "bench-moodle-token"}
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env.update(
+        SYNC_MODE="test",
+        SYNC_DATABASE_URL=PG_URL,
+        SYNC_REDIS_URL=REDIS_URL,
+        SYNC_SECRET_KEY=SECRET_KEY,
+        SYNC_API__TOKEN=TOKENS["api"],
+        SYNC_WEBHOOKS__COURSESALES_TOKEN=TOKENS["coursesales"],
+        SYNC_WEBHOOKS__COURSESALES_SECRET=WHSEC,
+        SYNC_WEBHOOKS__MOODLE_TOKEN=TOKENS["moodle"],
+        SYNC_LOG_LEVEL="WARNING",
+        SYNC_CONFIG=str(ROOT / "bench" / "no-config.toml"),
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], *, ready_url: str | None = None, log: Path | None = None) -> Any:
+    """Run a process for the length of a block; wait until ``ready_url`` answers."""
+    out = open(log or os.devnull, "w")
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+    try:
+        if ready_url:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(ready_url, timeout=1).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{args} exited early ({proc.returncode}); see {log}")
+                time.sleep(0.2)
+            else:
+                raise RuntimeError(f"{ready_url} not ready in 60 s")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.close()
+
+
+def uvicorn_args(app: str, port: int, *, factory: bool = False) -> list[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return [*args, "--factory"] if factory else args
+
+
+@dataclass
+class Load:
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        return (
+            statistics.quantiles(self.latencies, n=1000)[int(p * 10) - 1] * 1000
+            if len(self.latencies) > 1
+            else self.latencies[0] * 1000
+        )
+
+
+async def drive(make: Callable[[int], Awaitable[httpx.Response]], *, concurrency: int, seconds: float) -> Load:
+    """``concurrency`` loops calling ``make(n)`` with distinct n until ``seconds`` pass."""
+    load = Load()
+    counter = iter(range(10**9))
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < stop:
+            n = next(counter)
+            t0 = time.perf_counter()
+            try:
+                r = await make(n)
+                ok = r.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+            dt = time.perf_counter() - t0
+            if ok:
+                load.ok += 1
+                load.latencies.append(dt)
+            else:
+                load.errors += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    load.seconds = time.monotonic() - started
+    return load
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in cols]
+    line = " | ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True))
+    sep = "-|-".join("-" * w for w in widths)
+    body = "\n".join(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in rows)
+    return f"| {line} |\n|-{sep}-|\n" + "\n".join(f"| {b} |" for b in body.splitlines())
