@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api import compat, control, health, moodle_webhook, ops, runs, webhooks
+from app.api.guard import RequestGuard
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
 from app.runtime import Runtime, build_runtime
@@ -79,4 +80,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    def current_settings() -> Settings:
+        rt = getattr(app.state, "runtime", None)
+        return rt.settings if rt is not None else (settings or get_settings())
+
+    app.add_middleware(RequestGuard, settings=current_settings)
     return app

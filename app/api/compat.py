@@ -84,7 +84,13 @@ _DOC = {
             }
         },
     },
-    "responses": {200: {"description": "Moodle's answer: a list of {id, username}, or a Moodle error body"}},
+    "responses": {
+        200: {
+            "description": "Moodle's answer: a list of {id, username}, or a Moodle error body (`invalidtoken` for a bad "
+            "wstoken); JSON with moodlewsrestformat=json, else XML",
+            "content": {"application/json": {}, "application/xml": {}},
+        }
+    },
 }
 
 
@@ -92,10 +98,16 @@ async def moodle_rest(request: Request, rt: RuntimeDep, session: SessionDep) -> 
     body = await read_body(request, rt.settings.api.max_body_bytes) if request.method == "POST" else b""
     items = parse_qsl(request.url.query, keep_blank_values=True)
     try:
-        items += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return _answer(_invalid("the request body is not UTF-8").body, json_format=True)
+        text = None
+    # The token is checked before anything else is judged, as Moodle does.
+    items += parse_qsl(text if text is not None else body.decode("utf-8", "replace"), keep_blank_values=True)
     form = wire.decode_form(items)
+    if text is None and tokens_equal(form.get("wstoken"), secret(rt.settings.compat.wstoken)):
+        return _answer(
+            _invalid("the request body is not UTF-8").body, json_format=form.get("moodlewsrestformat") == "json"
+        )
     json_format = form.get("moodlewsrestformat") == "json"
     try:
         result, event_ids = await _handle(rt, session, form)
@@ -130,6 +142,8 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
     function = form.get("wsfunction")
     if not function:
         raise _invalid("Missing function name")
+    if not isinstance(function, str):
+        raise _invalid("wsfunction: a function name is a string")
     if function not in FUNCTIONS:
         raise MoodleFault(
             "webservice_access_exception", "accessexception", "Access control exception",
@@ -170,6 +184,8 @@ async def _linked_id(session: SessionDep, event: Event, contact: Contact) -> int
 def _fields(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise _invalid("users => Invalid parameter value detected (Only arrays accepted.)")
+    if any("\x00" in str(v) for v in raw.values()):
+        raise _invalid("users => Invalid parameter value detected (NUL characters are not accepted)")
     unexpected = sorted(set(raw) - USER_KEYS)
     if unexpected:
         raise _invalid(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
+from app.api.deps import CONFLICT, MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import (
     AuditOut,
     BulkReplayIn,
@@ -33,8 +33,13 @@ def _http(exc: operations.OperationError) -> HTTPException:
     return HTTPException(exc.status, str(exc))
 
 
-@router.post("/events/{event_id}/resolve", response_model=EventOut, summary="Close a needs_review or failed event")
-async def resolve_event(event_id: int, body: ResolveIn, session: SessionDep) -> EventOut:
+@router.post(
+    "/events/{event_id}/resolve",
+    response_model=EventOut,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Close a needs_review or failed event",
+)
+async def resolve_event(event_id: IdPath, body: ResolveIn, session: SessionDep) -> EventOut:
     """Closes the event without running it again (e.g. the operator checked CourseSales: the step ran)."""
     try:
         event = await operations.resolve(session, event_id, actor="api", note=body.note)
@@ -85,6 +90,7 @@ async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None
 @router.post(
     "/links/users",
     response_model=UserLinkOut,
+    responses=CONFLICT,
     status_code=status.HTTP_201_CREATED,
     summary="Link a contact to a Moodle user",
 )
@@ -104,8 +110,13 @@ async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
     return UserLinkOut.model_validate(link, from_attributes=True)
 
 
-@router.delete("/links/users/{moodle_user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink a Moodle user")
-async def unlink_user(moodle_user_id: int, session: SessionDep) -> None:
+@router.delete(
+    "/links/users/{moodle_user_id}",
+    responses=NOT_FOUND,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Unlink a Moodle user",
+)
+async def unlink_user(moodle_user_id: IdPath, session: SessionDep) -> None:
     try:
         await operations.unlink_user(session, moodle_user_id, actor="api", note=None)
     except operations.OperationError as exc:
@@ -116,6 +127,7 @@ async def unlink_user(moodle_user_id: int, session: SessionDep) -> None:
 @router.post(
     "/links/courses",
     response_model=CourseLinkOut,
+    responses=CONFLICT,
     status_code=status.HTTP_201_CREATED,
     summary="Link a course date to a Moodle course",
 )
@@ -135,9 +147,12 @@ async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
 
 
 @router.delete(
-    "/links/courses/{course_date_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink a course date"
+    "/links/courses/{course_date_id}",
+    responses=NOT_FOUND,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Unlink a course date",
 )
-async def unlink_course(course_date_id: int, session: SessionDep) -> None:
+async def unlink_course(course_date_id: IdPath, session: SessionDep) -> None:
     try:
         await operations.unlink_course(session, course_date_id, actor="api", note=None)
     except operations.OperationError as exc:
@@ -147,7 +162,9 @@ async def unlink_course(course_date_id: int, session: SessionDep) -> None:
 
 @router.get("/audit", response_model=Page[AuditOut], summary="Operator actions, newest first")
 async def audit_trail(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[AuditOut]:
     total = (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
     rows = await session.execute(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset))

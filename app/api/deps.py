@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,8 +15,17 @@ from app.runtime import Runtime
 from app.settings import secret
 
 OPS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong ops bearer token (SYNC_API__TOKEN)"}
+    401: {"description": "missing or wrong ops bearer token (SYNC_API__TOKEN)"},
+    400: {"description": "malformed request (e.g. NUL characters)"},
 }
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such item"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the action does not apply in the item's current state"}
+}
+# Ids and offsets are bounded so that what the database cannot hold is a 422, not a 500.
+MAX_ID = 2_147_483_647
+MAX_OFFSET = 1_000_000_000
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 bearer = HTTPBearer(auto_error=False, scheme_name="OpsToken", description="`Authorization: Bearer <SYNC_API__TOKEN>`")
 
@@ -36,9 +46,9 @@ async def get_session(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def tokens_equal(given: str | None, expected: str | None) -> bool:
-    """Constant-time comparison; an unset expected token matches nothing."""
-    if not given or not expected:
+def tokens_equal(given: Any, expected: str | None) -> bool:
+    """Constant-time comparison; an unset expected token matches nothing, nor does anything but a string."""
+    if not isinstance(given, str) or not given or not expected:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
 
@@ -48,6 +58,16 @@ async def require_ops(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredenti
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a valid ops bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+NUL = re.compile(rb"\x00|\\u0000", re.IGNORECASE)  # in a body: raw, or escaped in JSON
+NUL_QUERY = re.compile(rb"\x00|%00")
+
+
+def refuse_nul(body: bytes) -> None:
+    """PostgreSQL cannot store NUL characters in text: refuse them with a 400 (called after authentication)."""
+    if NUL.search(body):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "NUL characters are not accepted")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

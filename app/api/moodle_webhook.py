@@ -8,7 +8,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
-from app.api.deps import RuntimeDep, SessionDep, read_body
+from app.api.deps import RuntimeDep, SessionDep, read_body, refuse_nul
 from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db import inbox
@@ -106,6 +106,7 @@ async def moodle_webhook(request: Request, rt: RuntimeDep, session: SessionDep) 
         token=secret(settings.webhooks.moodle_token),
         body_token=body_token,
     )
+    refuse_nul(body)
     try:
         events = [normalise(i) for i in (items if items is not None else parse_body(body))]
     except (BadEvent, UnicodeDecodeError) as exc:

@@ -7,7 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
+from app.api.deps import (
+    CONFLICT,
+    MAX_ID,
+    MAX_OFFSET,
+    NOT_FOUND,
+    OPS_RESPONSES,
+    IdPath,
+    RuntimeDep,
+    SessionDep,
+    require_ops,
+)
 from app.api.schemas import (
     AttemptOut,
     CourseLinkOut,
@@ -25,7 +35,7 @@ from app.sync import operations
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 
 
 def _event_out(e: Event) -> EventOut:
@@ -53,8 +63,10 @@ async def list_events(
     return Page(items=[_event_out(e) for e in rows.scalars()], total=total)
 
 
-@router.get("/events/{event_id}", response_model=EventDetail, summary="One event with its attempts")
-async def get_event(event_id: int, session: SessionDep) -> EventDetail:
+@router.get(
+    "/events/{event_id}", response_model=EventDetail, responses=NOT_FOUND, summary="One event with its attempts"
+)
+async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
     event = await session.get(Event, event_id)
     if event is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id}")
@@ -68,8 +80,13 @@ async def get_event(event_id: int, session: SessionDep) -> EventDetail:
     )
 
 
-@router.post("/events/{event_id}/replay", response_model=EventOut, summary="Run an event again")
-async def replay_event(event_id: int, rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> EventOut:
+@router.post(
+    "/events/{event_id}/replay",
+    response_model=EventOut,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Run an event again",
+)
+async def replay_event(event_id: IdPath, rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> EventOut:
     """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
     try:
         event = await operations.replay(session, event_id, actor="api", note=body.note if body else None)
@@ -99,7 +116,7 @@ async def list_user_links(
 @router.get("/links/courses", response_model=Page[CourseLinkOut], summary="Course dates linked to Moodle courses")
 async def list_course_links(
     session: SessionDep,
-    course_date_id: Annotated[int | None, Query(ge=1)] = None,
+    course_date_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[CourseLinkOut]:
@@ -112,8 +129,8 @@ async def list_course_links(
 @router.get("/links/enrolments", response_model=Page[EnrolmentLinkOut], summary="Enrolments this service made")
 async def list_enrolment_links(
     session: SessionDep,
-    course_date_id: Annotated[int | None, Query(ge=1)] = None,
-    moodle_user_id: Annotated[int | None, Query(ge=1)] = None,
+    course_date_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    moodle_user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EnrolmentLinkOut]:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from app.api.deps import OPS_RESPONSES, RuntimeDep, SessionDep, require_ops
+from app.api.deps import MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
 from app.db.models import Run
 from app.jobs.reconcile import create_run
@@ -35,15 +35,22 @@ async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: Sessi
 
 @router.get("/runs", response_model=Page[RunOut], summary="Reconcile runs, newest first")
 async def list_runs(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20, offset: Annotated[int, Query(ge=0)] = 0
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[RunOut]:
     total = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
     rows = await session.execute(select(Run).order_by(Run.id.desc()).limit(limit).offset(offset))
     return Page(items=[RunOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail, summary="One run with its progress, counts and plan")
-async def get_run(run_id: int, session: SessionDep) -> RunDetail:
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunDetail,
+    responses=NOT_FOUND,
+    summary="One run with its progress, counts and plan",
+)
+async def get_run(run_id: IdPath, session: SessionDep) -> RunDetail:
     run = await session.get(Run, run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")

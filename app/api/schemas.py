@@ -40,7 +40,7 @@ class Registered(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_external_id: str = Field(..., min_length=1, max_length=128, description="The Document's external id")
-    course_date_id: int = Field(..., ge=1)
+    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
     contact: Contact
 
 
@@ -67,8 +67,8 @@ class Cancelled(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_external_id: str = Field(..., min_length=1, max_length=128)
-    course_date_id: int = Field(..., ge=1)
-    contact_id: int = Field(..., ge=1)
+    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
+    contact_id: int = Field(..., ge=1, le=2_147_483_647)
 
 
 class RegistrationCancelled(BaseModel):
@@ -100,7 +100,7 @@ class CourseDateChanged(BaseModel):
 
     type: Literal["course_date.changed"]
     id: str = Field(..., min_length=1, max_length=128)
-    course_date_id: int = Field(..., ge=1)
+    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
 
 
 # type -> model: the published event schema.
@@ -289,9 +289,9 @@ class UserLinkIn(BaseModel):
         json_schema_extra={"example": {"contact_id": 1234, "username": "jane.doe@example.com", "moodle_user_id": 42}},
     )
 
-    contact_id: int | None = Field(None, ge=1)
+    contact_id: int | None = Field(None, ge=1, le=2_147_483_647)
     username: str = Field(..., min_length=1, max_length=100)
-    moodle_user_id: int = Field(..., ge=1)
+    moodle_user_id: int = Field(..., ge=1, le=2_147_483_647)
     note: str | None = Field(None, max_length=2000)
 
 
@@ -300,8 +300,8 @@ class CourseLinkIn(BaseModel):
         extra="forbid", json_schema_extra={"example": {"course_date_id": 26519, "moodle_course_id": 7}}
     )
 
-    course_date_id: int = Field(..., ge=1)
-    moodle_course_id: int = Field(..., ge=1)
+    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
+    moodle_course_id: int = Field(..., ge=1, le=2_147_483_647)
     note: str | None = Field(None, max_length=2000)
 
 

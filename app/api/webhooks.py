@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
 
-from app.api.deps import RuntimeDep, SessionDep, read_body
+from app.api.deps import RuntimeDep, SessionDep, read_body, refuse_nul
 from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
@@ -67,6 +67,7 @@ async def coursesales_webhook(request: Request, rt: RuntimeDep, session: Session
         secret=secret(settings.webhooks.coursesales_secret),
         token=secret(settings.webhooks.coursesales_token),
     )
+    refuse_nul(body)
     data = _parse_json(body)
     kind = data.get("type")
     model = COURSESALES_EVENTS.get(kind) if isinstance(kind, str) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -94,13 +95,18 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
 async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
     """Completions from Moodle's events and from the reconcile's pull, each through the same once-only guard."""
     sync = CompletionSync(sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=rt.settings)
-    outcomes: dict[int, Outcome] = {}
-    for event in events:
-        try:
-            outcomes[event.id] = await sync.handle(event)  # type: ignore[index]
-        except (MoodleError, CourseSalesError) as exc:
-            outcomes[event.id] = _outcome_for(rt, event, exc)  # type: ignore[index]
-    return outcomes
+    gate = asyncio.Semaphore(rt.settings.moodle.max_in_flight * 2)
+
+    async def one(event: Event) -> Outcome:
+        # Each completion has its own guard row and sessions, so they run side by side (latency matters).
+        async with gate:
+            try:
+                return await sync.handle(event)
+            except (MoodleError, CourseSalesError) as exc:
+                return _outcome_for(rt, event, exc)
+
+    results = await asyncio.gather(*(one(e) for e in events))
+    return {e.id: o for e, o in zip(events, results, strict=True)}  # type: ignore[misc]
 
 
 async def _run_new_enrolments(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:

@@ -7,6 +7,7 @@ whatever its Content-Type says, and the token may travel inside the body. Everyt
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl
 COURSE_COMPLETED = "\\core\\event\\course_completed"
 ENROLMENT_CREATED = "\\core\\event\\user_enrolment_created"
 
+_DIGITS = re.compile(r"-?[0-9]{1,18}")
 INT_FIELDS = ("objectid", "courseid", "relateduserid", "userid", "contextinstanceid", "contextid", "timecreated")
 # Keys a plugin adds that are not event data (local_webhooks: host, token, extra; local_trigger: user, course).
 TRANSPORT_KEYS = frozenset({"token", "host", "extra", "user", "course"})
@@ -68,6 +70,8 @@ def body_tokens(items: list[dict[str, Any]]) -> list[str | None]:
 
 def normalise(item: dict[str, Any]) -> MoodleEvent:
     """One item -> a MoodleEvent with integer ids and ``other`` as an object; transport keys dropped."""
+    if any("\x00" in str(v) for v in item.values()):
+        raise BadEvent("NUL characters are not accepted")
     name = str(item.get("eventname") or "").strip()
     if not name:
         raise BadEvent("eventname: missing")
@@ -107,6 +111,6 @@ def _int(value: Any, name: str) -> int | None:
     if isinstance(value, int):
         return value
     text = str(value).strip()
-    if text.lstrip("-").isdigit():
+    if _DIGITS.fullmatch(text):  # ASCII only: str.isdigit() also takes "²" and "①"
         return int(text)
     raise BadEvent(f"{name}: {value!r} is not a number")

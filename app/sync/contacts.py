@@ -29,7 +29,7 @@ class Contact(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    contact_id: int | None = Field(None, ge=1, description="CourseSales internal contact id")
+    contact_id: int | None = Field(None, ge=1, le=2_147_483_647, description="CourseSales internal contact id")
     username: str = Field(..., min_length=1, max_length=255, description="Default Contact Id; lower-cased for Moodle")
     firstname: str = Field(..., min_length=1, max_length=100)
     lastname: str = Field(..., min_length=1, max_length=100)

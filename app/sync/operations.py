@@ -116,14 +116,18 @@ async def link_user(
 ) -> UserLink:
     username = username.strip().lower()
     clash = (
-        await session.execute(
-            select(UserLink).where(
-                (UserLink.moodle_user_id == moodle_user_id)
-                | (UserLink.username == username)
-                | ((UserLink.contact_id == contact_id) if contact_id else False)
+        (
+            await session.execute(
+                select(UserLink).where(
+                    (UserLink.moodle_user_id == moodle_user_id)
+                    | (UserLink.username == username)
+                    | ((UserLink.contact_id == contact_id) if contact_id else False)
+                )
             )
         )
-    ).scalar_one_or_none()
+        .scalars()
+        .first()
+    )
     if clash is not None:
         raise OperationError(
             409, f"already linked: contact {clash.contact_id} / {clash.username} <-> Moodle user {clash.moodle_user_id}"
@@ -148,12 +152,16 @@ async def link_course(
     session: AsyncSession, *, course_date_id: int, moodle_course_id: int, actor: str, note: str | None
 ) -> CourseLink:
     clash = (
-        await session.execute(
-            select(CourseLink).where(
-                (CourseLink.course_date_id == course_date_id) | (CourseLink.moodle_course_id == moodle_course_id)
+        (
+            await session.execute(
+                select(CourseLink).where(
+                    (CourseLink.course_date_id == course_date_id) | (CourseLink.moodle_course_id == moodle_course_id)
+                )
             )
         )
-    ).scalar_one_or_none()
+        .scalars()
+        .first()
+    )
     if clash is not None:
         raise OperationError(
             409, f"already linked: course date {clash.course_date_id} <-> Moodle course {clash.moodle_course_id}"

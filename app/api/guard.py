@@ -1,0 +1,100 @@
+"""An ASGI guard in front of every route: ops auth before any parsing, body size, and NUL characters.
+
+FastAPI parses a JSON body before it runs dependencies, so without this an unauthenticated caller could
+tell a malformed body (422) from a well-formed one; PostgreSQL refuses NUL characters in text, so they are
+refused here with a 400 rather than reaching the database as a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.api.deps import NUL, NUL_QUERY, tokens_equal
+from app.settings import Settings, secret
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class RequestGuard:
+    def __init__(self, app: Any, settings: Callable[[], Settings]) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings()
+        headers = dict(scope.get("headers") or [])
+        if scope["path"].startswith("/api/") and not _ops_token_ok(headers, settings):
+            await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
+            return
+        limit = settings.api.max_body_bytes
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _reply(send, 413, f"body larger than {limit} bytes")
+            return
+        # Only the ops API is checked for NUL here (its caller is authenticated by now); webhooks check after their
+        # own authentication, and the Moodle-compatible endpoint answers as Moodle would (HTTP 200, an error body).
+        check_nul = scope["path"].startswith("/api/")
+        if check_nul and NUL_QUERY.search(scope.get("query_string") or b""):
+            await _reply(send, 400, "NUL characters are not accepted")
+            return
+        body, more_messages = b"", True
+        while more_messages:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay_then(message, receive), send)
+                return
+            body += message.get("body", b"")
+            more_messages = message.get("more_body", False)
+            if len(body) > limit:
+                await _reply(send, 413, f"body larger than {limit} bytes")
+                return
+        if check_nul and NUL.search(body):
+            await _reply(send, 400, "NUL characters are not accepted")
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return scheme.lower() == "bearer" and tokens_equal(token.strip(), secret(settings.api.token))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _replay_then(first: dict[str, Any], receive: Receive) -> Receive:
+    sent = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return again
+
+
+async def _reply(send: Send, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
