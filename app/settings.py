@@ -132,8 +132,6 @@ class EnrolmentsSettings(BaseModel):
 
 class ReconcileSettings(BaseModel):
     interval_minutes: int = Field(60, ge=0, description="0 switches the periodic reconcile off")
-    # Stop and alert instead of acting when a run would suspend more than this share of active enrolments.
-    max_suspend_share: float = Field(0.2, ge=0, le=1)
 
 
 class CompletionSettings(BaseModel):

@@ -197,3 +197,10 @@ async def test_wrong_moodle_token_fails_with_reason(
     await process_all(runtime)
     (event,) = await events(runtime)
     assert event.status == "failed" and "moodle-sync check" in event.last_error and "invalidtoken" in event.last_error
+    from sqlalchemy import select
+
+    from app.db.models import Alert
+
+    async with runtime.sessions() as s:
+        (alert,) = (await s.execute(select(Alert))).scalars()
+    assert alert.cause == "moodle.token" and alert.event_id == event.id and "SYNC_MOODLE__TOKEN" in alert.fix

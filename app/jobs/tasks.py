@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.coursesales.errors import CourseSalesError
+from app.coursesales.errors import CourseSalesAuthError, CourseSalesError
 from app.db import inbox, leases
 from app.db.inbox import Outcome
 from app.db.models import Event, EventStatus
@@ -251,7 +251,19 @@ def _outcome_for(rt: Runtime, event: Event, exc: Exception) -> Outcome:
             return Outcome(EventStatus.retrying, f"{upstream} unavailable, will retry: {exc}", next_attempt_at=at)
         return Outcome(EventStatus.failed, f"gave up after {event.attempts} attempts: {exc}")
     if isinstance(exc, MoodleAuthError):
-        return Outcome(EventStatus.failed, f"Moodle refused our token or function ({exc}); run `moodle-sync check`")
+        return Outcome(
+            EventStatus.failed,
+            f"Moodle refused our token or function ({exc}); run `moodle-sync check`",
+            alert="moodle.token",
+            fix="check SYNC_MOODLE__TOKEN and the functions of its external service (`moodle-sync check`), then replay",
+        )
+    if isinstance(exc, CourseSalesAuthError):
+        return Outcome(
+            EventStatus.failed,
+            f"CourseSales refused our login ({exc})",
+            alert="coursesales.login",
+            fix="check SYNC_COURSESALES__USERNAME / __PASSWORD (an active Soap login with a password), then replay",
+        )
     return Outcome(EventStatus.failed, f"{upstream} refused the call: {exc}")
 
 
