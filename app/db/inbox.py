@@ -12,8 +12,9 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.db.models import Attempt, Event, EventStatus
+from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
 
 
@@ -107,9 +108,20 @@ async def claim(
     so a row another worker took in the meantime is skipped, not taken twice.
     """
     now = utcnow()
-    pick = select(Event.id).where(Event.kind.in_(kinds), _ready(now)).order_by(Event.id).limit(limit)
+    older = aliased(Event)
+    # Events of one subject (one contact, one course date) run one at a time, oldest first: a newer one waits
+    # while an older one is open, so a retried old update can never overwrite a newer one.
+    waits = (
+        select(older.id)
+        .where(older.subject == Event.subject, older.id < Event.id, older.status.in_(list(OPEN_STATUSES)))
+        .exists()
+    )
+    pick = select(Event.id).where(Event.kind.in_(kinds), _ready(now), ~waits).order_by(Event.id).limit(limit)
     if ids is not None:
         pick = pick.where(Event.id.in_(list(ids)))
+    if session.bind.dialect.name == "postgresql":
+        # Concurrent claimers skip each other's rows instead of deadlocking on them.
+        pick = pick.with_for_update(skip_locked=True, of=Event)
     stmt = (
         update(Event)
         .where(Event.id.in_(pick.scalar_subquery()), _ready(now))
@@ -186,8 +198,6 @@ async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:
 
 async def request_internal(session: AsyncSession, *, kind: str, subject: str, payload: dict[str, Any]) -> Event | None:
     """Add work of our own (e.g. "make this course") unless the same kind is already open for the subject."""
-    from app.db.models import OPEN_STATUSES
-
     open_one = (
         await session.execute(
             select(Event.id).where(Event.subject == subject, Event.kind == kind, Event.status.in_(OPEN_STATUSES))

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.coursesales.errors import CourseSalesAuthError, CourseSalesError
@@ -174,10 +175,12 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         return "unknown-kind"
     kinds = [k for k, r in HANDLERS.items() if r is runner]
     total = 0
+    # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
+    budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
     for _ in range(MAX_ROUNDS):
         n = await _round(rt, runner, kinds)
         total += n
-        if n == 0:
+        if n == 0 or time.monotonic() > budget:
             break
     return f"processed {total}"
 
@@ -200,6 +203,14 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
             await s.rollback()
             claimed = await _reload(s, ids)  # type: ignore[arg-type]
             outcomes = {e.id: _outcome_for(rt, e, exc) for e in claimed}  # type: ignore[misc]
+        except IntegrityError as exc:
+            # Another job recorded the same link a moment ago: run the batch again shortly, against the new state.
+            await s.rollback()
+            claimed = await _reload(s, ids)  # type: ignore[arg-type]
+            why = f"a concurrent job changed the same records ({type(exc.orig).__name__}); retrying"
+            outcomes = {
+                e.id: Outcome(EventStatus.retrying, why, next_attempt_at=utcnow() + COURSE_WAIT) for e in claimed
+            }  # type: ignore[misc]
         for e in claimed:
             outcome = outcomes[e.id]  # type: ignore[index]
             await inbox.finish(s, e, outcome)

@@ -64,6 +64,10 @@ def make_worker(
         max_tries=1000,
         job_timeout=settings.moodle.duplicate_timeout_seconds + 60 if slow else settings.jobs.lease_seconds,
         max_jobs=2 if slow else 10,
+        # SIGTERM: stop taking jobs and let the running ones finish (up to their timeout) before exiting.
+        job_completion_wait=int(
+            settings.moodle.duplicate_timeout_seconds + 60 if slow else settings.jobs.lease_seconds
+        ),
         handle_signals=handle_signals,
         **kw,
     )

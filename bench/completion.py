@@ -1,0 +1,133 @@
+"""Benchmark 4, completion latency: 1,000 course completions posted at 50 per second; from the Moodle event
+accepted (our 200) to the CourseSales process step executed, p50 and p99. Real PostgreSQL and Redis, an API
+and a worker process, the Moodle and CourseSales fakes on loopback (completion verified with Moodle first)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import PG_URL, ROOT, TOKENS, free_port, process, service_env  # noqa: E402
+from bench.fakes import Served, StepClock  # noqa: E402
+
+N = int(os.environ.get("BENCH_COMPLETIONS", "1000"))
+RATE = float(os.environ.get("BENCH_COMPLETION_RATE", "50"))
+COURSE, CD, STEP = 50, 777, 77
+
+
+def moodle_fake() -> Any:
+    from tests.fakes.moodle import MoodleFake
+    from tests.fakes.moodle_state import new_course, new_user
+
+    fake = MoodleFake("5.0", token="bench-moodle")  # noqa: S106
+    fake.courses[COURSE] = new_course(COURSE, "Bench course", "BENCH-1", 2, idnumber=str(CD), criteria=[1])
+    for i in range(N):
+        uid = 1000 + i
+        fake.users[uid] = new_user(uid, f"learner{i}", "Bench", f"Learner {i}", f"learner{i}@example.com")
+        fake.enrolments[(uid, COURSE)] = {"status": 0, "timestart": 0, "timeend": 0, "roles": [5], "timecreated": 0}
+        fake.mark_complete(uid, COURSE)
+    return fake
+
+
+async def seed() -> None:
+    from sqlalchemy import text
+
+    from app.db.engine import make_engine, make_session_factory
+    from app.db.models import CourseLink, Registration, UserLink
+
+    engine = make_engine(PG_URL)
+    async with engine.begin() as conn:
+        for table in ("attempts", "events", "completions", "registrations", "enrolment_links", "course_links", "user_links", "leases"):
+            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
+    async with make_session_factory(engine)() as s:
+        s.add(CourseLink(course_date_id=CD, moodle_course_id=COURSE))
+        for i in range(N):
+            s.add(UserLink(contact_id=i + 1, username=f"learner{i}", moodle_user_id=1000 + i))
+            s.add(Registration(document_external_id=f"D-{i}", course_date_id=CD, contact_key=f"contact:{i + 1}"))
+        await s.commit()
+    await engine.dispose()
+
+
+async def post_all(base: str) -> dict[str, float]:
+    accepted: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKENS['moodle']}"}) as client:
+
+        async def one(i: int) -> None:
+            event = {
+                "eventname": "\\core\\event\\course_completed",
+                "objectid": str(i + 1),
+                "courseid": str(COURSE),
+                "relateduserid": str(1000 + i),
+                "userid": "2",
+                "contextinstanceid": str(COURSE),
+                "other": {"relateduserid": str(1000 + i)},
+                "timecreated": int(time.time()),
+            }
+            r = await client.post("/webhooks/moodle", json=event)
+            r.raise_for_status()
+            accepted[f"D-{i}"] = time.time()
+
+        tasks = []
+        start = time.monotonic()
+        for i in range(N):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return accepted
+
+
+def run() -> list[dict[str, Any]]:
+    env_base = service_env()
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env_base, cwd=ROOT, check=True, capture_output=True)  # noqa: S603
+    asyncio.run(seed())
+    from tests.fakes.coursesales import CourseSalesFake
+
+    clock = StepClock(CourseSalesFake("BENCH", "bench-pass"))
+    with Served(moodle_fake()) as moodle, Served(clock) as cs:
+        env = service_env(
+            SYNC_MOODLE__URL=moodle.url,
+            SYNC_MOODLE__TOKEN="bench-moodle",  # noqa: S106
+            SYNC_COURSESALES__URL=cs.url,
+            SYNC_COURSESALES__USERNAME="BENCH",
+            SYNC_COURSESALES__PASSWORD="bench-pass",  # noqa: S106
+            SYNC_COMPLETION__PROCESS_STEP_ID=str(STEP),
+            SYNC_RECONCILE__INTERVAL_MINUTES="0",
+        )
+        port = free_port()
+        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
+        worker = [sys.executable, "-m", "app.cli", "worker", "--queue", "default"]
+        with (
+            process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-completion-api.log"),
+            process(worker, env, log=ROOT / "var" / "bench-completion-worker.log"),
+        ):
+            accepted = asyncio.run(post_all(f"http://127.0.0.1:{port}"))
+            deadline = time.monotonic() + 120
+            while len(clock.times) < N and time.monotonic() < deadline:
+                time.sleep(0.1)
+    latencies = sorted(clock.times[d] - accepted[d] for d in accepted if d in clock.times)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return [
+        {
+            "benchmark": "completion latency",
+            "case": f"{N} completions at {RATE:.0f}/s, accepted -> step executed",
+            "req/s": f"{RATE:.0f}",
+            "p50 ms": f"{q[49] * 1000:.0f}",
+            "p99 ms": f"{q[98] * 1000:.0f}",
+            "errors": f"{len(latencies)} of {N} steps, {len(clock.app.steps)} step calls",
+        }
+    ]
+
+
+if __name__ == "__main__":
+    from bench.common import table
+
+    print(table(run()))
