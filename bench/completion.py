@@ -16,8 +16,8 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, TOKENS, free_port, process, service_env  # noqa: E402
-from bench.fakes import Served, StepClock  # noqa: E402
+from bench.common import PG_URL, ROOT, TOKENS, free_port, process, service_env
+from bench.fakes import Served, StepClock
 
 N = int(os.environ.get("BENCH_COMPLETIONS", "1000"))
 RATE = float(os.environ.get("BENCH_COMPLETION_RATE", "50"))
@@ -28,7 +28,7 @@ def moodle_fake() -> Any:
     from tests.fakes.moodle import MoodleFake
     from tests.fakes.moodle_state import new_course, new_user
 
-    fake = MoodleFake("5.0", token="bench-moodle")  # noqa: S106
+    fake = MoodleFake("5.0", token="bench-moodle")
     fake.courses[COURSE] = new_course(COURSE, "Bench course", "BENCH-1", 2, idnumber=str(CD), criteria=[1])
     for i in range(N):
         uid = 1000 + i
@@ -46,7 +46,16 @@ async def seed() -> None:
 
     engine = make_engine(PG_URL)
     async with engine.begin() as conn:
-        for table in ("attempts", "events", "completions", "registrations", "enrolment_links", "course_links", "user_links", "leases"):
+        for table in (
+            "attempts",
+            "events",
+            "completions",
+            "registrations",
+            "enrolment_links",
+            "course_links",
+            "user_links",
+            "leases",
+        ):
             await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
     async with make_session_factory(engine)() as s:
         s.add(CourseLink(course_date_id=CD, moodle_course_id=COURSE))
@@ -59,7 +68,9 @@ async def seed() -> None:
 
 async def post_all(base: str) -> dict[str, float]:
     accepted: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKENS['moodle']}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKENS['moodle']}"}
+    ) as client:
 
         async def one(i: int) -> None:
             event = {
@@ -87,7 +98,9 @@ async def post_all(base: str) -> dict[str, float]:
 
 def run() -> list[dict[str, Any]]:
     env_base = service_env()
-    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env_base, cwd=ROOT, check=True, capture_output=True)  # noqa: S603
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"], env=env_base, cwd=ROOT, check=True, capture_output=True
+    )
     asyncio.run(seed())
     from tests.fakes.coursesales import CourseSalesFake
 
@@ -95,10 +108,10 @@ def run() -> list[dict[str, Any]]:
     with Served(moodle_fake()) as moodle, Served(clock) as cs:
         env = service_env(
             SYNC_MOODLE__URL=moodle.url,
-            SYNC_MOODLE__TOKEN="bench-moodle",  # noqa: S106
+            SYNC_MOODLE__TOKEN="bench-moodle",
             SYNC_COURSESALES__URL=cs.url,
             SYNC_COURSESALES__USERNAME="BENCH",
-            SYNC_COURSESALES__PASSWORD="bench-pass",  # noqa: S106
+            SYNC_COURSESALES__PASSWORD="bench-pass",
             SYNC_COMPLETION__PROCESS_STEP_ID=str(STEP),
             SYNC_RECONCILE__INTERVAL_MINUTES="0",
         )
@@ -106,7 +119,9 @@ def run() -> list[dict[str, Any]]:
         api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
         worker = [sys.executable, "-m", "app.cli", "worker", "--queue", "default"]
         with (
-            process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-completion-api.log"),
+            process(
+                api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-completion-api.log"
+            ),
             process(worker, env, log=ROOT / "var" / "bench-completion-worker.log"),
         ):
             accepted = asyncio.run(post_all(f"http://127.0.0.1:{port}"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bench import ingest
+from bench import completion, ingest
 from bench.common import table
 
 
 def main() -> None:
-    rows = ingest.run()
+    rows = ingest.run() + completion.run()
     print(table(rows))
 
 

@@ -140,3 +140,15 @@ async def test_api_reconcile_and_runs(
     assert (await client.post("/api/reconcile", json={"dry_run": "maybe"}, headers=bearer("api"))).status_code == 422
     assert (await client.post("/api/reconcile", json={})).status_code == 401
     assert writes(moodle_fake) == []
+
+
+async def test_reconcile_refused_until_configured_and_upstream_failure_recorded(
+    client: httpx.AsyncClient, runtime: Runtime, coursesales_fake: Any
+) -> None:
+    runtime.settings.coursesales.url = ""
+    r = await client.post("/api/reconcile", json={"dry_run": True}, headers=bearer("api"))
+    assert r.status_code == 409 and "CourseSales not configured" in r.text
+    runtime.settings.coursesales.url = "http://coursesales.test"
+    coursesales_fake.password = "changed"  # CourseSales refuses our login
+    run = await reconcile(runtime, dry_run=True)
+    assert run.status == "failed" and "SOAP_PASSWORD" not in run.error and run.error

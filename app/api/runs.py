@@ -20,10 +20,22 @@ router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(requ
     response_model=RunOut,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a reconcile",
-    responses={503: {"description": "the queue (Redis) is unavailable; nothing was started"}},
+    responses={
+        503: {"description": "the queue (Redis) is unavailable; nothing was started"},
+        409: {"description": "Moodle or CourseSales is not configured yet"},
+    },
 )
 async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: SessionDep) -> RunOut:
     """Compare CourseSales, our links and Moodle, and queue only the differences; a dry run returns the plan."""
+    missing = [
+        name
+        for name, ok in (("Moodle", rt.settings.moodle.configured), ("CourseSales", rt.settings.coursesales.configured))
+        if not ok
+    ]
+    if missing:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{' and '.join(missing)} not configured yet: nothing to reconcile"
+        )
     run = await create_run(rt, dry_run=body.dry_run, trigger="api")
     if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):  # type: ignore[arg-type]
         row = await session.get_one(Run, run.id)

@@ -9,9 +9,11 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
+from app.coursesales.errors import CourseSalesError
 from app.db import inbox, leases
 from app.db.models import Event, EventStatus, Run
 from app.db.types import utcnow
+from app.moodle.errors import MoodleError
 from app.runtime import Runtime
 from app.sync.reconcile import Progress, Reconciler
 
@@ -60,6 +62,9 @@ async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None)
     try:
         report = await reconciler.run(dry_run=run.dry_run)
         status, error = report.status, report.error
+    except (MoodleError, CourseSalesError) as exc:  # an upstream refused or is away: the reason, no traceback
+        log.warning("reconcile.upstream_failed", run_id=run_id, error=str(exc))
+        report, status, error = reconciler.report, "failed", str(exc)
     except Exception as exc:  # a failed run is recorded with its reason, then the lease is freed
         log.exception("reconcile.failed", run_id=run_id)
         report, status, error = reconciler.report, "failed", f"{type(exc).__name__}: {exc}"
