@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -353,6 +354,10 @@ async def load_workers(runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.M
             await rt.close()
 
 
+@pytest.mark.skipif(
+    not os.environ.get("SYNC_DATABASE_URL", "").startswith("postgresql"),
+    reason="ten concurrent jobs writing at once is a PostgreSQL load: SQLite serialises its writers (CI runs this)",
+)
 async def test_upstream_faults_under_load(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, load_workers: LoadRig
 ) -> None:
