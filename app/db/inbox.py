@@ -174,26 +174,24 @@ async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
         attempt.error = outcome.error
 
 
-async def unqueue(session: AsyncSession, ids: Sequence[int]) -> None:
-    """Events stored as queued whose enqueue failed (Redis down): the sweeper will queue them."""
+async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:
     if ids:
         await session.execute(
             update(Event)
-            .where(Event.id.in_(list(ids)), Event.status == EventStatus.queued)
-            .values(status=EventStatus.accepted, updated_at=utcnow())
+            .where(Event.id.in_(list(ids)), Event.status == frm)
+            .values(status=to, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+
+
+async def unqueue(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Events stored as queued whose enqueue failed (Redis down): the sweeper will queue them."""
+    await _move(session, ids, EventStatus.queued, EventStatus.accepted)
 
 
 async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:
     """Accepted events whose job is now in the queue."""
-    if ids:
-        await session.execute(
-            update(Event)
-            .where(Event.id.in_(list(ids)), Event.status == EventStatus.accepted)
-            .values(status=EventStatus.queued, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+    await _move(session, ids, EventStatus.accepted, EventStatus.queued)
 
 
 async def request_internal(session: AsyncSession, *, kind: str, subject: str, payload: dict[str, Any]) -> Event | None:

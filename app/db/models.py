@@ -91,6 +91,11 @@ class UserLink(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
+    @property
+    def contact_key(self) -> str:
+        """The key events and registrations use for this contact (as Contact.key)."""
+        return f"contact:{self.contact_id}" if self.contact_id else f"username:{self.username}"
+
 
 class Lease(SQLModel, table=True):
     """A named lease: one holder at a time across every worker (cron jobs, the sweeper)."""

@@ -7,12 +7,12 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 
 from app.coursesales.errors import CourseSalesError
-from app.db import inbox, leases
-from app.db.models import Event, EventStatus, Run
+from app.db import leases
+from app.db.models import Run
 from app.db.types import utcnow
+from app.jobs.tasks import enqueue_internal
 from app.moodle.errors import MoodleError
 from app.runtime import Runtime
 from app.sync.reconcile import Progress, Reconciler
@@ -74,26 +74,9 @@ async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None)
         run.counts, run.plan = dict(report.counts), report.plan
         await leases.release(s, LEASE, owner)
         await s.commit()
-    await _enqueue_new(rt)
+    await enqueue_internal(rt)
     log.info("reconcile.finished", run_id=run_id, status=status, counts=dict(report.counts))
     return run
-
-
-async def _enqueue_new(rt: Runtime) -> None:
-    """Queue the internal events the run asked for (the sweeper would, later)."""
-    if rt.queue is None:
-        return
-    async with rt.sessions() as s:
-        rows = (
-            await s.execute(
-                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
-            )
-        ).all()
-    queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in rows])
-    if queued:
-        async with rt.sessions() as s:
-            await inbox.mark_queued(s, queued)
-            await s.commit()
 
 
 async def reconcile_job(ctx: dict[str, Any], run_id: int) -> str:

@@ -224,11 +224,6 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
                 )
         await s.commit()
         follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
-        new = (
-            await s.execute(
-                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
-            )
-        ).all()
         JOB_SECONDS.labels(claimed[0].kind).observe(time.perf_counter() - started)
         for e in claimed:
             EVENTS_FINISHED.labels(e.kind, e.status).inc()
@@ -237,12 +232,25 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
     if rt.queue is not None:
         for event_id, attempts, kind, at in follow:
             await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
-        queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in new])
-        if queued:
-            async with rt.sessions() as s:
-                await inbox.mark_queued(s, queued)
-                await s.commit()
+    await enqueue_internal(rt)
     return len(ids)
+
+
+async def enqueue_internal(rt: Runtime) -> None:
+    """Queue the internal events a job asked for (a course to make, a completion found); else the sweeper will."""
+    if rt.queue is None:
+        return
+    async with rt.sessions() as s:
+        rows = (
+            await s.execute(
+                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
+            )
+        ).all()
+    queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in rows])
+    if queued:
+        async with rt.sessions() as s:
+            await inbox.mark_queued(s, queued)
+            await s.commit()
 
 
 async def _reload(s: AsyncSession, ids: list[int]) -> list[Event]:

@@ -94,7 +94,7 @@ class CompletionSync:
                 return None, f"Moodle user {user_id} is not linked to a CourseSales contact"
             if course is None:
                 return None, f"Moodle course {course_id} is not linked to a course date"
-            key = f"contact:{user.contact_id}" if user.contact_id else f"username:{user.username}"
+            key = user.contact_key
             reg = (
                 await s.execute(
                     select(Registration)

@@ -35,6 +35,18 @@ class CourseResult:
     reason: str = ""
 
 
+async def remember_course_date(session: AsyncSession, cd: Any) -> CourseDateRow:
+    """Keep what CourseSales said about a course date (webhooks carry only its id); the caller commits."""
+    row = await session.get(CourseDateRow, cd.id)
+    if row is None:
+        row = CourseDateRow(id=cd.id)
+        session.add(row)
+    row.category_id, row.category_name = cd.category_id, cd.category_name
+    row.start, row.end, row.status_id, row.visibility = cd.start, cd.end, cd.status_id, cd.visibility
+    row.fetched_at = utcnow()
+    return row
+
+
 class Catalogue:
     """CourseSales' course categories and their Moodle mapping, read once per job."""
 
@@ -80,14 +92,7 @@ class CourseSync:
         return row  # missing from the answer is not a cancellation: keep what we knew
 
     async def remember(self, cd: Any) -> CourseDateRow:
-        row = await self.session.get(CourseDateRow, cd.id)
-        if row is None:
-            row = CourseDateRow(id=cd.id)
-            self.session.add(row)
-        row.category_id, row.category_name = cd.category_id, cd.category_name
-        row.start, row.end, row.status_id, row.visibility = cd.start, cd.end, cd.status_id, cd.visibility
-        row.fetched_at = utcnow()
-        return row
+        return await remember_course_date(self.session, cd)
 
     async def link_of(self, course_date_id: int) -> CourseLink | None:
         return (

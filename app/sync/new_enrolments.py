@@ -151,7 +151,7 @@ class NewEnrolmentSync:
         if link is None:
             link = UserLink(contact_id=None, username=str(user["username"]), moodle_user_id=uid)
             self.session.add(link)
-        return f"contact:{link.contact_id}" if link.contact_id else f"username:{link.username}"
+        return link.contact_key
 
 
 def _fields(cfg: Any, user: dict[str, Any]) -> dict[int, str]:

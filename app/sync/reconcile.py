@@ -22,7 +22,7 @@ from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, 
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.settings import Settings
-from app.sync.course_sync import Catalogue
+from app.sync.course_sync import Catalogue, remember_course_date
 from app.sync.courses import course_times, eligibility, plan_course
 
 log = structlog.get_logger(__name__)
@@ -91,7 +91,7 @@ class Reconciler:
         async with self.sessions() as s:
             async for cd in self.coursesales.iter_course_dates():
                 seen += 1
-                await self._remember(s, cd)
+                await remember_course_date(s, cd)
                 link = links.get(cd.id)
                 if link is None and eligibility(cd, courses) is not None:
                     continue  # neither ours nor due in Moodle
@@ -135,15 +135,6 @@ class Reconciler:
             for c in await self.moodle.get_courses_by_field("ids", ",".join(map(str, chunk))):
                 out[int(c["id"])] = c
         return out
-
-    async def _remember(self, s: Any, cd: Any) -> None:
-        row = await s.get(CourseDateRow, cd.id)
-        if row is None:
-            row = CourseDateRow(id=cd.id)
-            s.add(row)
-        row.category_id, row.category_name = cd.category_id, cd.category_name
-        row.start, row.end, row.status_id, row.visibility = cd.start, cd.end, cd.status_id, cd.visibility
-        row.fetched_at = utcnow()
 
     # -- enrolments ------------------------------------------------------------------------
 
@@ -269,8 +260,7 @@ class Reconciler:
     async def _user_links(self, s: Any) -> dict[str, UserLink]:
         out: dict[str, UserLink] = {}
         for link in (await s.execute(select(UserLink))).scalars():
-            if link.contact_id:
-                out[f"contact:{link.contact_id}"] = link
+            out[link.contact_key] = link
             out[f"username:{link.username}"] = link
         return out
 
