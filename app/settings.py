@@ -211,6 +211,8 @@ class JobsSettings(BaseModel):
     retry_horizon_hours: float = 24.0
     sweep_interval_seconds: int = 60
     lease_seconds: int = 300
+    # How often an idle worker looks for new jobs: the floor of the latency from an event to its work.
+    poll_delay_seconds: float = Field(0.05, gt=0, le=10)
 
 
 class Settings(BaseSettings):

@@ -50,6 +50,7 @@ def make_worker(
         if runtime is None and "runtime" in ctx:
             await ctx["runtime"].close()
 
+    kw.setdefault("poll_delay", settings.jobs.poll_delay_seconds)
     return Worker(
         functions=[process_event, reconcile.reconcile_job],
         queue_name=queue,

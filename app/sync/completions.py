@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select
+from sqlalchemy import desc, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
@@ -52,7 +52,7 @@ class CompletionSync:
             return self._fail(
                 event, "config.completion", "completion.process_step_id is not set", "set completion.process_step_id"
             )
-        target, why = await self._target(user_id, course_id)
+        target, guard, why = await self._target(user_id, course_id)
         if target is None:
             if utcnow() - event.created_at < timedelta(seconds=self.settings.completion.unmapped_retry_seconds):
                 return Outcome(
@@ -66,8 +66,6 @@ class CompletionSync:
                 f"completion of Moodle user {user_id} in course {course_id}: {why}",
                 "link the user and the course (or replay once CourseSales has sent them)",
             )
-        async with self.sessions() as s:
-            guard = await _guard(s, target)
         if guard is not None and guard.status == "done":
             return Outcome(
                 EventStatus.done,
@@ -84,20 +82,28 @@ class CompletionSync:
                 return Outcome(EventStatus.done, result={"step": "not run", "why": incomplete})
         return await self._execute(event, target, step, guard)
 
-    async def _target(self, user_id: int, course_id: int) -> tuple[Target | None, str]:
+    async def _target(self, user_id: int, course_id: int) -> tuple[Target | None, Completion | None, str]:
+        """The learner's Document for this course and its guard row, in two queries (latency matters here)."""
         async with self.sessions() as s:
-            user = (await s.execute(select(UserLink).where(UserLink.moodle_user_id == user_id))).scalar_one_or_none()
-            course = (
-                await s.execute(select(CourseLink).where(CourseLink.moodle_course_id == course_id))
-            ).scalar_one_or_none()
-            if user is None:
-                return None, f"Moodle user {user_id} is not linked to a CourseSales contact"
-            if course is None:
-                return None, f"Moodle course {course_id} is not linked to a course date"
-            key = user.contact_key
-            reg = (
+            pair = (
                 await s.execute(
-                    select(Registration)
+                    select(UserLink, CourseLink).where(
+                        UserLink.moodle_user_id == user_id, CourseLink.moodle_course_id == course_id
+                    )
+                )
+            ).first()
+            if pair is None:
+                return None, None, await _unlinked(s, user_id, course_id)
+            user, course = pair
+            key = user.contact_key
+            row = (
+                await s.execute(
+                    select(Registration.document_external_id, Completion)
+                    .outerjoin(
+                        Completion,
+                        (Completion.contact_key == Registration.contact_key)
+                        & (Completion.course_date_id == Registration.course_date_id),
+                    )
                     .where(
                         Registration.contact_key == key,
                         Registration.course_date_id == course.course_date_id,
@@ -106,10 +112,11 @@ class CompletionSync:
                     .order_by(desc(Registration.id))
                     .limit(1)
                 )
-            ).scalar_one_or_none()
-            if reg is None:
-                return None, f"no active registration of {user.username} for course date {course.course_date_id}"
-            return Target(key, course.course_date_id, reg.document_external_id), ""
+            ).first()
+            if row is None:
+                why = f"no active registration of {user.username} for course date {course.course_date_id}"
+                return None, None, why
+            return Target(key, course.course_date_id, row[0]), row[1], ""
 
     async def _not_complete(self, user_id: int, course_id: int) -> str | None:
         """Why Moodle does not confirm the completion (events can describe a change Moodle rolled back)."""
@@ -166,8 +173,12 @@ class CompletionSync:
 
     async def _mark(self, guard_id: int | None, status: str, error: str | None) -> None:
         async with self.sessions() as s:
-            row = await s.get_one(Completion, guard_id)
-            row.status, row.error, row.updated_at = status, error, utcnow()
+            await s.execute(
+                update(Completion)
+                .where(Completion.id == guard_id)
+                .values(status=status, error=error, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
             await s.commit()
 
     async def _drop(self, guard_id: int | None) -> None:
@@ -179,14 +190,12 @@ class CompletionSync:
         return Outcome(EventStatus.failed, message, alert=cause, fix=fix)
 
 
-async def _guard(s: Any, target: Target) -> Completion | None:
-    return (
-        await s.execute(
-            select(Completion).where(
-                Completion.contact_key == target.contact_key, Completion.course_date_id == target.course_date_id
-            )
-        )
-    ).scalar_one_or_none()
+async def _unlinked(s: Any, user_id: int, course_id: int) -> str:
+    """Which of the two links is missing (the rare path: only after the joined lookup found nothing)."""
+    user = (await s.execute(select(UserLink.id).where(UserLink.moodle_user_id == user_id))).first()
+    if user is None:
+        return f"Moodle user {user_id} is not linked to a CourseSales contact"
+    return f"Moodle course {course_id} is not linked to a course date"
 
 
 def _short(answer: Any) -> Any:
