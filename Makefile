@@ -34,5 +34,7 @@ openapi: install
 clean:
 	rm -rf $(VENV) var
 
+# Benchmark 1's load comes from wrk (a compiled HTTP load generator); installed here when it is missing.
 bench: install
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +67,54 @@ def run_migrations(url: str, revision: str = "head", *, downgrade: bool = False)
     (command.downgrade if downgrade else command.upgrade)(cfg, revision)
 
 
+def run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Long-running commands run on uvloop when it is installed (as uvicorn's own CLI does), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 @cli.command()
 def serve(host: str = HostOpt, port: int = PortOpt) -> None:
     """API and worker in one process (the small-install default)."""
     settings = _settings()
     _announce(settings)
-    asyncio.run(_serve(settings, host, port, with_worker=True))
+    run_fast(_serve(settings, host, port, with_worker=True))
 
 
 @cli.command()
-def api(host: str = HostOpt, port: int = PortOpt) -> None:
+def api(
+    host: str = HostOpt,
+    port: int = PortOpt,
+    processes: int = typer.Option(1, "--workers", min=1, max=64, help="API processes sharing the port"),
+) -> None:
     """The HTTP API only (run workers elsewhere)."""
     settings = _settings()
     _announce(settings)
-    asyncio.run(_serve(settings, host, port, with_worker=False))
+    if processes == 1:
+        run_fast(_serve(settings, host, port, with_worker=False))
+        return
+    import uvicorn
+
+    uvicorn.run("app.cli:api_app", factory=True, host=host, port=port, workers=processes, log_config=None)
+
+
+def api_app() -> Any:
+    """The API of one of the processes `moodle-sync api --workers N` starts."""
+    from app.main import create_app
+
+    return create_app(_settings())
 
 
 @cli.command()
 def worker(queue: str = typer.Option("all", "--queue", help="default, slow (course creation) or all")) -> None:
     """Workers only (no HTTP)."""
     settings = _settings()
-    asyncio.run(_workers(settings, queue))
+    run_fast(_workers(settings, queue))
 
 
 async def _workers(settings: Settings, which: str) -> None:

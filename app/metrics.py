@@ -28,6 +28,10 @@ UPSTREAM_ERRORS = Counter(
     ["upstream", "function", "errorcode"],
     registry=REGISTRY,
 )
+INTAKE_BATCH = Histogram(
+    "sync_intake_batch_size", "Deliveries committed together (group commit)", registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+)  # fmt: skip
 QUEUE_DEPTH = Gauge("sync_queue_depth", "Jobs waiting in the queues", registry=REGISTRY)
 OLDEST_OPEN_SECONDS = Gauge(
     "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", registry=REGISTRY

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.coursesales.client import CourseSalesClient
 from app.crypto import Vault
 from app.db.engine import SessionFactory, make_engine, make_session_factory
+from app.db.group_commit import GroupCommit
 from app.moodle.client import MoodleClient
 from app.settings import Settings
 
@@ -27,8 +28,21 @@ class Runtime:
     coursesales: CourseSalesClient
     queue: Any = None  # app.jobs.queue.Queue, set once Redis is wired
     extra: dict[str, Any] = field(default_factory=dict)
+    _intake: GroupCommit | None = field(default=None, repr=False)
+
+    @property
+    def intake(self) -> GroupCommit:
+        """Where webhooks put their deliveries: committed in groups, their jobs queued in one round trip."""
+        if self._intake is None:
+            self._intake = GroupCommit(self.sessions, self._enqueue_new)
+        return self._intake
+
+    async def _enqueue_new(self, items: list[tuple[int, str]]) -> bool:
+        return self.queue is not None and await self.queue.enqueue_new(items)
 
     async def close(self) -> None:
+        if self._intake is not None:
+            await self._intake.close()
         if self.queue is not None:
             await self.queue.close()
         await self.moodle_http.aclose()

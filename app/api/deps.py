@@ -30,7 +30,8 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 bearer = HTTPBearer(auto_error=False, scheme_name="OpsToken", description="`Authorization: Bearer <SYNC_API__TOKEN>`")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: a plain def dependency would cost a thread-pool hop on every request
     return request.app.state.runtime
 
 

@@ -54,13 +54,8 @@ class Delivery:
     result: dict[str, Any] | None = field(default=None)
 
 
-async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool]:
-    """Insert the delivery unless (source, dedupe_key) exists; return the row and whether this call made it.
-
-    The caller commits. A repeat with another body raises BodyMismatch.
-    """
-    now = utcnow()
-    values = {
+def _row(delivery: Delivery, now: datetime) -> dict[str, Any]:
+    return {
         "source": delivery.source,
         "kind": delivery.kind,
         "dedupe_key": delivery.dedupe_key,
@@ -74,9 +69,23 @@ async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _insert(session: AsyncSession) -> Any:
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return insert(Event)
+
+
+async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool]:
+    """Insert the delivery unless (source, dedupe_key) exists; return the row and whether this call made it.
+
+    The caller commits. A repeat with another body raises BodyMismatch.
+    """
     stmt = (
-        insert(Event).values(**values).on_conflict_do_nothing(index_elements=["source", "dedupe_key"]).returning(Event)
+        _insert(session)
+        .values(**_row(delivery, utcnow()))
+        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+        .returning(Event)
     )
     made = (await session.scalars(stmt)).one_or_none()
     if made is not None:
@@ -89,6 +98,62 @@ async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool
     if existing.body_hash != delivery.body_hash:
         raise BodyMismatch(existing)
     return existing, False
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where one delivery of a batch ended up: its event, and whether this batch made it."""
+
+    event_id: int
+    status: EventStatus
+    created: bool
+
+
+async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> list[Stored | BodyMismatch]:
+    """``accept`` for many deliveries in two statements: one multi-row insert, one look-up of the repeats.
+
+    Answers in the order given. A delivery id twice in one batch: the first makes the event, the second is its
+    repeat (or a BodyMismatch). The caller commits.
+    """
+    now = utcnow()
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    made = (
+        await session.execute(
+            insert(Event.__table__)  # Core, not the ORM's bulk insert: nothing here needs objects
+            .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+            .returning(Event.id, Event.source, Event.dedupe_key, Event.status),
+            [_row(d, now) for d in deliveries],
+        )
+    ).all()
+    fresh = {(r.source, r.dedupe_key): r for r in made}
+    firsts: set[tuple[str, str]] = set()
+    repeats: list[Delivery] = []
+    for d in deliveries:
+        key = (d.source, d.dedupe_key)
+        if key in fresh and key not in firsts:
+            firsts.add(key)
+        else:
+            repeats.append(d)
+    existing = await _existing(session, repeats) if repeats else {}
+    out: list[Stored | BodyMismatch] = []
+    for d in deliveries:
+        key = (d.source, d.dedupe_key)
+        row = fresh.pop(key, None)
+        if row is not None:
+            out.append(Stored(row.id, row.status, True))
+            continue
+        event = existing[key]
+        mismatch = event.body_hash != d.body_hash
+        out.append(BodyMismatch(event) if mismatch else Stored(event.id, event.status, False))  # type: ignore[arg-type]
+    return out
+
+
+async def _existing(session: AsyncSession, deliveries: Sequence[Delivery]) -> dict[tuple[str, str], Event]:
+    by_source: dict[str, set[str]] = {}
+    for d in deliveries:
+        by_source.setdefault(d.source, set()).add(d.dedupe_key)
+    where = or_(*(and_(Event.source == src, Event.dedupe_key.in_(sorted(keys))) for src, keys in by_source.items()))
+    return {(e.source, e.dedupe_key): e for e in (await session.execute(select(Event).where(where))).scalars()}
 
 
 def _ready(now: datetime) -> Any:

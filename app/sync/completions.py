@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select, update
+from sqlalchemy import desc, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
@@ -87,9 +87,9 @@ class CompletionSync:
         async with self.sessions() as s:
             pair = (
                 await s.execute(
-                    select(UserLink, CourseLink).where(
-                        UserLink.moodle_user_id == user_id, CourseLink.moodle_course_id == course_id
-                    )
+                    select(UserLink, CourseLink)
+                    .join_from(UserLink, CourseLink, true())  # two single-row look-ups in one round trip
+                    .where(UserLink.moodle_user_id == user_id, CourseLink.moodle_course_id == course_id)
                 )
             ).first()
             if pair is None:

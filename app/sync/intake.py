@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from app.crypto import Vault
@@ -23,10 +22,12 @@ def coursesales_delivery(
     subject: str | None = None,
 ) -> Delivery:
     """A delivery of our own event schema: deduped on the sender's id, compared on a keyed hash of the body."""
-    payload = json.loads(json.dumps(body))  # a deep copy: the password is removed from it below
+    payload = dict(body)  # the contact is replaced below by a copy without the password; body stays as posted
     secret = None
     if contact is not None:
-        holder = payload["registration"] if "registration" in payload else payload
+        holder = payload
+        if "registration" in payload:
+            holder = payload["registration"] = dict(payload["registration"])
         holder["contact"] = contact.model_dump(exclude={"password"})
         secret = vault.encrypt(contact.password) if contact.password else None
     return Delivery(
