@@ -132,12 +132,13 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect
     from app.jobs.redis import redis_settings
     from app.jobs.worker import make_worker
-    from app.main import create_app
+    from app.main import create_app, settle_heap
     from app.runtime import build_runtime
 
     rt = build_runtime(settings)
     rt.queue = Queue(connect(redis_settings(settings)))
     server = uvicorn.Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
+    settle_heap()
     tasks = [asyncio.create_task(server.serve())]
     workers = (
         [make_worker(settings, runtime=rt, queue=q, handle_signals=False) for q in (DEFAULT_QUEUE, SLOW_QUEUE)]

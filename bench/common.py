@@ -81,6 +81,21 @@ def process(args: list[str], env: dict[str, str], *, ready_url: str | None = Non
         out.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and its children (uvicorn's worker processes)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def uvicorn_args(app: str, port: int, *, factory: bool = False) -> list[str]:
     args = [
         sys.executable,

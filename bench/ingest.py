@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, WHSEC, free_port, process, service_env
+from bench.common import PG_URL, ROOT, WHSEC, cpu_seconds, free_port, process, service_env
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -105,7 +105,7 @@ def wrk(port: int, requests: Path, seconds: int) -> dict[str, Any]:
     return stats
 
 
-def hammer(port: int, tag: str) -> dict[str, Any]:
+def hammer(port: int, tag: str, pid: int) -> dict[str, Any]:
     """A short warm-up, then the measured run, each with requests of its own."""
     work = ROOT / "var" / "bench"
     work.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,9 @@ def hammer(port: int, tag: str) -> dict[str, Any]:
     signed_requests(measured, tag, REQUESTS, port)
     try:
         wrk(port, warm, WARMUP_SECONDS)
+        cpu = cpu_seconds(pid)
         stats = wrk(port, measured, SECONDS)
+        stats["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1000 / max(stats["requests"], 1)
     finally:
         warm.unlink()
         measured.unlink()
@@ -156,8 +158,8 @@ def run() -> list[dict[str, Any]]:
     env = service_env()
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     port = free_port()
-    with process(uvicorn("bench.bare_app:app", port), env, ready_url=f"http://127.0.0.1:{port}/healthz"):
-        bare = hammer(port, "bare")
+    with process(uvicorn("bench.bare_app:app", port), env, ready_url=f"http://127.0.0.1:{port}/healthz") as proc:
+        bare = hammer(port, "bare", proc.pid)
     port = free_port()
     tag = f"ingest{int(datetime.now(UTC).timestamp())}"
     with process(
@@ -165,8 +167,8 @@ def run() -> list[dict[str, Any]]:
         env,
         ready_url=f"http://127.0.0.1:{port}/healthz",
         log=ROOT / "var" / "bench-ingest.log",
-    ):
-        ours = hammer(port, tag)
+    ) as proc:
+        ours = hammer(port, tag, proc.pid)
     stored = asyncio.run(committed(tag))
     ratio = ours["rate"] / bare["rate"] if bare["rate"] else 0.0
     durable = (
@@ -176,8 +178,14 @@ def run() -> list[dict[str, Any]]:
     )
     served = f"uvicorn, {PROCESSES} process(es), wrk {CONCURRENCY} connections, {SECONDS} s"
     return [
-        row("bare FastAPI echo (baseline)", bare, f"{served}; {bare['non2xx']} non-2xx"),
-        row("signed POST /webhooks/coursesales", ours, f"{ours['non2xx']} non-2xx; {durable}"),
+        row(
+            "bare FastAPI echo (baseline)", bare, f"{served}; {bare['non2xx']} non-2xx; {bare['cpu_ms']:.2f} ms CPU/req"
+        ),
+        row(
+            "signed POST /webhooks/coursesales",
+            ours,
+            f"{ours['non2xx']} non-2xx; {durable}; {ours['cpu_ms']:.2f} ms CPU/req",
+        ),
         {
             "benchmark": "ingest",
             "case": "ratio ours / baseline",
