@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from bench import completion, ingest
+import time
+
+from bench import completion, ingest, reconcile
 from bench.common import table
 
 
 def main() -> None:
-    rows = ingest.run() + completion.run()
+    started = time.monotonic()
+    rows = ingest.run() + reconcile.run() + completion.run()
     print(table(rows))
+    print(f"\nall benchmarks: {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,26 @@
 """The reconcile: compare CourseSales, our links and Moodle; plan only what differs; act unless it is a dry run.
 
-It streams CourseSales course dates page by page (memory stays flat), reads Moodle in array calls, and
-repairs what webhooks missed: courses to make or bring in step, enrolments removed or suspended by hand,
-linked users deleted in Moodle.
+It streams: CourseSales course dates page by page, our course links and user links in keyset pages, and
+registrations one course date (or one page of learners) at a time, so memory stays flat however many there are.
+It reads Moodle in array calls, a few courses at a time, and repairs what webhooks missed: courses to make or bring
+in step, enrolments removed or suspended by hand, linked users deleted in Moodle.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select
+from sqlalchemy import desc, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.coursesales.schemas import CourseDate
 from app.db import inbox
 from app.db.engine import SessionFactory
 from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, Event, Registration, UserLink
@@ -23,11 +28,13 @@ from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.settings import Settings
 from app.sync.course_sync import Catalogue, remember_course_date
-from app.sync.courses import course_times, eligibility, plan_course
+from app.sync.courses import CategoryMapping, course_times, eligibility, plan_course
+from app.sync.paging import bounded, chunks, keyset_pages
 
 log = structlog.get_logger(__name__)
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 PAGE = 200
+USERS_PAGE = 1000  # learners per completion pull query
 
 
 class Stop(Exception):
@@ -40,6 +47,16 @@ class Report:
     plan: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error: str | None = None
+
+
+@dataclass
+class CourseCheck:
+    """One linked course date read against Moodle: its registrations checked, the learners to enrol again."""
+
+    link: CourseLink
+    checked: int
+    missing: list[tuple[Registration, UserLink]]
+    present: set[int]
 
 
 class Reconciler:
@@ -82,51 +99,60 @@ class Reconciler:
     # -- courses ---------------------------------------------------------------------------
 
     async def _courses(self, *, dry_run: bool) -> None:
-        courses = self.settings.courses
-        mapping = await Catalogue(self.coursesales, courses).mapping()
-        async with self.sessions() as s:
-            links = {link.course_date_id: link for link in (await s.execute(select(CourseLink))).scalars()}
-        moodle_by_id = await self._moodle_courses([link.moodle_course_id for link in links.values()])
+        mapping = await Catalogue(self.coursesales, self.settings.courses).mapping()
         seen = 0
         async with self.sessions() as s:
-            async for cd in self.coursesales.iter_course_dates():
-                seen += 1
-                await remember_course_date(s, cd)
-                link = links.get(cd.id)
-                if link is None and eligibility(cd, courses) is not None:
-                    continue  # neither ours nor due in Moodle
-                existing = moodle_by_id.get(link.moodle_course_id) if link else None
-                if existing is None:
-                    found = await self.moodle.get_courses_by_field("idnumber", str(cd.id))
-                    existing = found[0] if found else None
-                plan = plan_course(
-                    cd,
-                    mapping.get(cd.category_id or -1),
-                    existing,
-                    linked=link is not None and existing is not None,
-                    settings=courses,
-                )
-                if plan.action == "skip":
-                    self._plan("report", plan.reason, course_date_id=cd.id)
-                elif plan.action != "none":
-                    self._plan(
-                        f"course.{plan.action}",
-                        plan.reason or "differs from CourseSales",
-                        course_date_id=cd.id,
-                        changes=plan.course,
-                    )
-                    if not dry_run:
-                        await inbox.request_internal(
-                            s, kind="course.sync", subject=f"course_date:{cd.id}", payload={"course_date_id": cd.id}
-                        )
-                if seen % PAGE == 0:
-                    await s.commit()
-                    await self._tick("courses", seen=seen)
-            if seen == 0 and links:
-                raise Stop(f"CourseSales returned no course dates while {len(links)} are linked: nothing was changed")
-            await s.commit()
+            async for page in chunks(self.coursesales.iter_course_dates(), PAGE):
+                await self._course_page(s, page, mapping, dry_run=dry_run)
+                seen += len(page)
+                await s.commit()
+                await self._tick("courses", seen=seen)
+            if seen == 0 and (linked := await s.scalar(select(func.count()).select_from(CourseLink))):
+                raise Stop(f"CourseSales returned no course dates while {linked} are linked: nothing was changed")
         self.report.counts["course_dates_seen"] = seen
         await self._tick("courses", seen=seen)
+
+    async def _course_page(
+        self, s: AsyncSession, page: list[CourseDate], mapping: dict[int, CategoryMapping], *, dry_run: bool
+    ) -> None:
+        courses = self.settings.courses
+        ids = [cd.id for cd in page]
+        links = {
+            link.course_date_id: link
+            for link in (await s.execute(select(CourseLink).where(CourseLink.course_date_id.in_(ids)))).scalars()
+        }
+        moodle_by_id = await self._moodle_courses([link.moodle_course_id for link in links.values()])
+        # Held for the page: remember_course_date then finds each row in the session, not by a query of its own.
+        _rows = (await s.execute(select(CourseDateRow).where(CourseDateRow.id.in_(ids)))).scalars().all()
+        for cd in page:
+            await remember_course_date(s, cd)
+            link = links.get(cd.id)
+            if link is None and eligibility(cd, courses) is not None:
+                continue  # neither ours nor due in Moodle
+            existing = moodle_by_id.get(link.moodle_course_id) if link else None
+            if existing is None:
+                found = await self.moodle.get_courses_by_field("idnumber", str(cd.id))
+                existing = found[0] if found else None
+            plan = plan_course(
+                cd,
+                mapping.get(cd.category_id or -1),
+                existing,
+                linked=link is not None and existing is not None,
+                settings=courses,
+            )
+            if plan.action == "skip":
+                self._plan("report", plan.reason, course_date_id=cd.id)
+            elif plan.action != "none":
+                self._plan(
+                    f"course.{plan.action}",
+                    plan.reason or "differs from CourseSales",
+                    course_date_id=cd.id,
+                    changes=plan.course,
+                )
+                if not dry_run:
+                    await inbox.request_internal(
+                        s, kind="course.sync", subject=f"course_date:{cd.id}", payload={"course_date_id": cd.id}
+                    )
 
     async def _moodle_courses(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
@@ -139,68 +165,111 @@ class Reconciler:
     # -- enrolments ------------------------------------------------------------------------
 
     async def _enrolments(self, *, dry_run: bool) -> None:
-        async with self.sessions() as s:
-            links = {link.course_date_id: link for link in (await s.execute(select(CourseLink))).scalars()}
-            regs = list((await s.execute(select(Registration).where(Registration.status == "registered"))).scalars())
-            users_by_key = await self._user_links(s)
-        by_course: dict[int, list[Registration]] = defaultdict(list)
-        for r in regs:
-            if r.course_date_id in links:
-                by_course[r.course_date_id].append(r)
+        """Course date by course date, a few read at once; acted on one at a time, in course date order."""
         now = int(utcnow().timestamp())
-        for cdid, course_regs in sorted(by_course.items()):
-            course_id = links[cdid].moodle_course_id
-            everyone = {int(u["id"]) for u in await self._enrolled(course_id, active_only=False)}
-            active = {int(u["id"]) for u in await self._enrolled(course_id, active_only=True)}
-            async with self.sessions() as s:
-                windows = {
-                    e.moodle_user_id: (e.timestart, e.timeend)
-                    for e in (
-                        await s.execute(select(EnrolmentLink).where(EnrolmentLink.moodle_course_id == course_id))
-                    ).scalars()
-                }
-            missing: list[tuple[Registration, UserLink]] = []
-            for r in course_regs:
-                u = users_by_key.get(r.contact_key)
-                if u is None:
-                    continue
-                start, end = windows.get(u.moodle_user_id, (0, 0))
-                # Moodle counts an enrolment outside its dates as not active: only then can we not tell it apart.
-                in_window = start <= now and (not end or now <= end)
-                if u.moodle_user_id not in everyone or (u.moodle_user_id not in active and in_window):
-                    missing.append((r, u))
-            self.report.counts["enrolments_checked"] += len(course_regs)
-            if not missing:
-                continue
-            present = {
-                int(u["id"]) for u in await self.moodle.get_users_by_field("id", [u.moodle_user_id for _, u in missing])
-            }
-            for r, u in missing:
-                if u.moodle_user_id not in present:
-                    self._plan(
-                        "user.recreate",
-                        "the linked Moodle user was deleted",
-                        username=u.username,
-                        document=r.document_external_id,
+        limit = self.settings.moodle.max_in_flight
+        async for links in keyset_pages(self.sessions, CourseLink.course_date_id, PAGE):
+            checks = await bounded([partial(self._check_course, link, now) for link in links], limit)
+            recreated = self.report.counts.get("users_recreated", 0)
+            for link, check in zip(links, checks, strict=True):
+                if self.report.counts.get("users_recreated", 0) != recreated:
+                    check = await self._check_course(link, now)  # read before a learner was re-created: again
+                if check is not None:
+                    await self._act(check, dry_run=dry_run)
+
+    async def _check_course(self, link: CourseLink, now: int) -> CourseCheck | None:
+        """Who of the course date's learners Moodle lacks (None: no one is registered)."""
+        course_id = link.moodle_course_id
+        async with self.sessions() as s:
+            regs = list(
+                (
+                    await s.execute(
+                        select(Registration)
+                        .where(Registration.course_date_id == link.course_date_id, Registration.status == "registered")
+                        .order_by(Registration.id)
                     )
+                ).scalars()
+            )
+            if not regs:
+                return None
+            users_by_key = await user_links(s, {r.contact_key for r in regs})
+            enrolments = await s.execute(
+                select(EnrolmentLink.moodle_user_id, EnrolmentLink.timestart, EnrolmentLink.timeend).where(
+                    EnrolmentLink.moodle_course_id == course_id
+                )
+            )
+            windows = {user_id: (start, end) for user_id, start, end in enrolments}
+        answers = await asyncio.gather(
+            self._enrolled(course_id, active_only=False), self._enrolled(course_id, active_only=True)
+        )
+        everyone, active = ({int(u["id"]) for u in users} for users in answers)
+        missing: list[tuple[Registration, UserLink]] = []
+        for r in regs:
+            u = users_by_key.get(r.contact_key)
+            if u is None:
+                continue
+            start, end = windows.get(u.moodle_user_id, (0, 0))
+            # Moodle counts an enrolment outside its dates as not active: only then can we not tell it apart.
+            in_window = start <= now and (not end or now <= end)
+            if u.moodle_user_id not in everyone or (u.moodle_user_id not in active and in_window):
+                missing.append((r, u))
+        present: set[int] = set()
+        if missing:
+            found = await self.moodle.get_users_by_field("id", [u.moodle_user_id for _, u in missing])
+            present = {int(u["id"]) for u in found}
+        return CourseCheck(link, len(regs), missing, present)
+
+    async def _act(self, check: CourseCheck, *, dry_run: bool) -> None:
+        cdid, course_id = check.link.course_date_id, check.link.moodle_course_id
+        self.report.counts["enrolments_checked"] += check.checked
+        if not check.missing:
+            return
+        for r, u in check.missing:
+            if u.moodle_user_id not in check.present:
                 self._plan(
-                    "enrol",
-                    "enrolment missing or suspended in Moodle",
-                    course_date_id=cdid,
-                    moodle_course_id=course_id,
+                    "user.recreate",
+                    "the linked Moodle user was deleted",
                     username=u.username,
                     document=r.document_external_id,
                 )
-            if not dry_run:
-                await self._repair(cdid, course_id, missing, present)
-            await self._tick("enrolments", course_date_id=cdid)
+            self._plan(
+                "enrol",
+                "enrolment missing or suspended in Moodle",
+                course_date_id=cdid,
+                moodle_course_id=course_id,
+                username=u.username,
+                document=r.document_external_id,
+            )
+        if not dry_run:
+            await self._repair(cdid, course_id, check.missing, check.present)
+        await self._tick("enrolments", course_date_id=cdid)
+
+    # -- completions -----------------------------------------------------------------------
 
     async def _completions(self, *, dry_run: bool) -> None:
         """Pull completions no webhook reported (local_webhooks sends once and never retries)."""
         if not self.settings.completion.process_step_id:
             return
+        users = 0
+        async for page in keyset_pages(self.sessions, UserLink.moodle_user_id, USERS_PAGE):
+            wanted = await self._pull_candidates(page)
+            pulled = [link.moodle_user_id for link in page if link.moodle_user_id in wanted]
+            answers = await bounded(
+                [partial(self.moodle.users_courses, user_id) for user_id in pulled], self.settings.moodle.max_in_flight
+            )
+            for user_id, courses in zip(pulled, answers, strict=True):
+                self.report.counts["moodle_calls.completion_pull"] += 1
+                completed = {int(c["id"]) for c in courses if c.get("completed")}
+                await self._pull(user_id, wanted[user_id], completed, dry_run=dry_run)
+            users += len(pulled)
+        await self._tick("completions", users=users)
+
+    async def _pull_candidates(self, page: list[UserLink]) -> dict[int, list[tuple[Registration, int]]]:
+        """{Moodle user id: [(registration, Moodle course id)]} of a page of learners: registrations of course dates
+        running or recently ended with no completion recorded yet."""
         today = utcnow().date()
         oldest = today - timedelta(days=self.settings.completion.pull_window_days)
+        by_key = {key: link for link in page for key in (link.contact_key, f"username:{link.username}")}
         async with self.sessions() as s:
             rows = (
                 await s.execute(
@@ -213,41 +282,41 @@ class Reconciler:
                         & (Completion.course_date_id == Registration.course_date_id),
                     )
                     .where(
+                        Registration.contact_key.in_(by_key),
                         Registration.status == "registered",
                         Completion.id.is_(None),
                         CourseDateRow.start <= today,
                         (CourseDateRow.end.is_(None)) | (CourseDateRow.end >= oldest),
                     )
+                    .order_by(Registration.id)
                 )
             ).all()
-            users = await self._user_links(s)
-        by_user: dict[int, list[tuple[Registration, int]]] = defaultdict(list)
+        out: dict[int, list[tuple[Registration, int]]] = defaultdict(list)
         for reg, course_id in rows:
-            link = users.get(reg.contact_key)
-            if link is not None:
-                by_user[link.moodle_user_id].append((reg, course_id))
-        for user_id, wanted in sorted(by_user.items()):
-            self.report.counts["moodle_calls.completion_pull"] += 1
-            completed = {int(c["id"]) for c in await self.moodle.users_courses(user_id) if c.get("completed")}
-            for reg, course_id in wanted:
-                if course_id not in completed:
-                    continue
-                self._plan(
-                    "completion",
-                    "completed in Moodle, no step run yet",
-                    document=reg.document_external_id,
-                    course_date_id=reg.course_date_id,
-                )
-                if not dry_run:
-                    async with self.sessions() as s:
-                        await inbox.request_internal(
-                            s,
-                            kind="completion.pull",
-                            subject=f"completion:{reg.contact_key}:{reg.course_date_id}",
-                            payload={"relateduserid": user_id, "courseid": course_id},
-                        )
-                        await s.commit()
-        await self._tick("completions", users=len(by_user))
+            out[by_key[reg.contact_key].moodle_user_id].append((reg, course_id))
+        return out
+
+    async def _pull(
+        self, user_id: int, wanted: list[tuple[Registration, int]], completed: set[int], *, dry_run: bool
+    ) -> None:
+        for reg, course_id in wanted:
+            if course_id not in completed:
+                continue
+            self._plan(
+                "completion",
+                "completed in Moodle, no step run yet",
+                document=reg.document_external_id,
+                course_date_id=reg.course_date_id,
+            )
+            if not dry_run:
+                async with self.sessions() as s:
+                    await inbox.request_internal(
+                        s,
+                        kind="completion.pull",
+                        subject=f"completion:{reg.contact_key}:{reg.course_date_id}",
+                        payload={"relateduserid": user_id, "courseid": course_id},
+                    )
+                    await s.commit()
 
     async def _enrolled(self, course_id: int, *, active_only: bool) -> list[dict[str, Any]]:
         options: list[dict[str, Any]] = [{"name": "userfields", "value": "id"}]
@@ -256,13 +325,6 @@ class Reconciler:
         return list(
             await self.moodle.call("core_enrol_get_enrolled_users", {"courseid": course_id, "options": options}) or []
         )
-
-    async def _user_links(self, s: Any) -> dict[str, UserLink]:
-        out: dict[str, UserLink] = {}
-        for link in (await s.execute(select(UserLink))).scalars():
-            out[link.contact_key] = link
-            out[f"username:{link.username}"] = link
-        return out
 
     async def _repair(
         self, cdid: int, course_id: int, missing: list[tuple[Registration, Any]], present: set[int]
@@ -349,3 +411,32 @@ async def latest_contact(s: Any, contact_key: str) -> dict[str, Any] | None:
     if not payload:
         return None
     return payload.get("contact") or payload.get("registration", {}).get("contact")
+
+
+async def user_links(s: AsyncSession, contact_keys: Iterable[str]) -> dict[str, UserLink]:
+    """The user links these contact keys name, by key: "contact:<id>" or "username:<username>"."""
+    contact_ids: set[int] = set()
+    usernames: set[str] = set()
+    for key in contact_keys:
+        kind, _, value = key.partition(":")
+        if kind == "username":
+            usernames.add(value)
+        elif kind == "contact" and (number := _contact_id(value)) is not None:
+            contact_ids.add(number)
+    found = await s.execute(
+        select(UserLink).where(or_(UserLink.contact_id.in_(contact_ids), UserLink.username.in_(usernames)))
+    )
+    out: dict[str, UserLink] = {}
+    for link in found.scalars():
+        out[link.contact_key] = link
+        out[f"username:{link.username}"] = link
+    return out
+
+
+def _contact_id(text: str) -> int | None:
+    """The number a contact key carries, if user_links.contact_id (a 32-bit integer) can hold it."""
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if -(2**31) <= number < 2**31 else None
