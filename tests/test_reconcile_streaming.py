@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Registration, UserLink
@@ -125,3 +126,20 @@ async def test_learner_deleted_in_moodle_is_recreated_once_for_all_courses(
     courses = [c["id"] for c in moodle_fake.courses.values() if c.get("idnumber") in (str(RUNNING), str(RUNNING + 1))]
     assert len(courses) == 2
     assert all(moodle_fake.enrolments[(new["id"], c)]["status"] == 0 for c in courses)  # type: ignore[index]
+
+
+async def test_active_list_asked_only_when_someone_is_inside_their_dates(runtime: Runtime, moodle_fake: Any) -> None:
+    """Outside its dates Moodle reports every enrolment inactive: the active list would tell nothing."""
+    await seed(runtime, moodle_fake)
+    soon = int((datetime.now(UTC) + timedelta(days=10)).timestamp())
+    async with runtime.sessions() as s:
+        for link in (await s.execute(sa.select(EnrolmentLink))).scalars():
+            link.timestart = soon if link.moodle_course_id != FIRST_COURSE else 0  # only the first course is running
+        await s.commit()
+    reconciler = Reconciler(
+        sessions=runtime.sessions, moodle=runtime.moodle, coursesales=runtime.coursesales, settings=runtime.settings
+    )
+    report = await reconciler.run(dry_run=True)
+    assert report.status == "done" and not [p for p in report.plan if p["action"] in ("enrol", "user.recreate")]
+    reads = [c for c in moodle_fake.calls if c[0] == "core_enrol_get_enrolled_users"]
+    assert len(reads) == COURSES + 1, "every course once, and the active list of the running one"

@@ -8,7 +8,6 @@ in step, enrolments removed or suspended by hand, linked users deleted in Moodle
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -199,20 +198,21 @@ class Reconciler:
                 )
             )
             windows = {user_id: (start, end) for user_id, start, end in enrolments}
-        answers = await asyncio.gather(
-            self._enrolled(course_id, active_only=False), self._enrolled(course_id, active_only=True)
-        )
-        everyone, active = ({int(u["id"]) for u in users} for users in answers)
-        missing: list[tuple[Registration, UserLink]] = []
-        for r in regs:
-            u = users_by_key.get(r.contact_key)
-            if u is None:
-                continue
-            start, end = windows.get(u.moodle_user_id, (0, 0))
-            # Moodle counts an enrolment outside its dates as not active: only then can we not tell it apart.
-            in_window = start <= now and (not end or now <= end)
-            if u.moodle_user_id not in everyone or (u.moodle_user_id not in active and in_window):
-                missing.append((r, u))
+        everyone = {int(u["id"]) for u in await self._enrolled(course_id, active_only=False)}
+        learners = [(r, u) for r in regs if (u := users_by_key.get(r.contact_key)) is not None]
+        # Moodle counts an enrolment outside its dates as not active: only inside them can a suspension be told
+        # apart, so Moodle's active list is asked for only when someone enrolled is inside their dates.
+        in_window = {
+            u.moodle_user_id
+            for _, u in learners
+            if u.moodle_user_id in everyone and _inside(windows.get(u.moodle_user_id, (0, 0)), now)
+        }
+        active = {int(u["id"]) for u in await self._enrolled(course_id, active_only=True)} if in_window else set()
+        missing = [
+            (r, u)
+            for r, u in learners
+            if u.moodle_user_id not in everyone or (u.moodle_user_id in in_window and u.moodle_user_id not in active)
+        ]
         present: set[int] = set()
         if missing:
             found = await self.moodle.get_users_by_field("id", [u.moodle_user_id for _, u in missing])
@@ -397,6 +397,11 @@ class Reconciler:
         link.moodle_user_id = db_link.moodle_user_id
         await s.flush()
         self.report.counts["users_recreated"] += 1
+
+
+def _inside(window: tuple[int, int], now: int) -> bool:
+    start, end = window
+    return start <= now and (not end or now <= end)
 
 
 async def latest_contact(s: Any, contact_key: str) -> dict[str, Any] | None:
