@@ -30,11 +30,21 @@ class Runtime:
     extra: dict[str, Any] = field(default_factory=dict)
     _intake: GroupCommit | None = field(default=None, repr=False)
 
+    _intake_engine: AsyncEngine | None = field(default=None, repr=False)
+
     @property
     def intake(self) -> GroupCommit:
         """Where webhooks put their deliveries: committed in groups, their jobs queued in one round trip."""
         if self._intake is None:
-            self._intake = GroupCommit(self.sessions, self._enqueue_new)
+            sessions = self.sessions
+            if self.engine.dialect.name == "postgresql":
+                # A small pool of its own without the ping before each use (a round trip per batch on the hot
+                # path): the group commit retries once on a fresh connection instead.
+                self._intake_engine = make_engine(
+                    self.settings.effective_database_url, pool_size=2, max_overflow=2, pool_pre_ping=False
+                )
+                sessions = make_session_factory(self._intake_engine)
+            self._intake = GroupCommit(sessions, self._enqueue_new)
         return self._intake
 
     async def _enqueue_new(self, items: list[tuple[int, str]]) -> bool:
@@ -43,6 +53,8 @@ class Runtime:
     async def close(self) -> None:
         if self._intake is not None:
             await self._intake.close()
+        if self._intake_engine is not None:
+            await self._intake_engine.dispose()
         if self.queue is not None:
             await self.queue.close()
         await self.moodle_http.aclose()

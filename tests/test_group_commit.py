@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.db.group_commit import GroupCommit
 from app.db.inbox import BodyMismatch, Delivery, Stored
@@ -117,3 +118,22 @@ async def test_enqueue_new_is_idempotent(runtime: Runtime) -> None:
     assert await runtime.queue.enqueue_new(items)
     assert await runtime.queue.redis.zcard(DEFAULT_QUEUE) == 1
     assert await runtime.queue.redis.zcard("sync:slow") == 1
+
+
+async def test_a_connection_the_database_closed_is_replaced_not_answered_with_an_error(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The intake's pool skips the ping before each use; a restarted database costs one retry, not a 500."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("terminating a server connection needs PostgreSQL")
+    assert (await post_contact(client, "gc-before", contact_id=1)).status_code == 202  # the pool holds a connection
+    async with runtime.engine.connect() as conn:
+        await conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+            )
+        )
+    after = await post_contact(client, "gc-after", contact_id=2)
+    assert after.status_code == 202 and after.json()["duplicate"] is False
+    assert [e.dedupe_key for e in await events(runtime)] == ["gc-before", "gc-after"]

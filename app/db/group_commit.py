@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from app.db import inbox
 from app.db.engine import SessionFactory
@@ -80,6 +81,17 @@ class GroupCommit:
             _settle(future, result)
 
     async def _commit(self, deliveries: Sequence[Delivery]) -> list[Stored | BodyMismatch]:
+        try:
+            return await self._commit_once(deliveries)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A pooled connection the database closed (a restart): once more, on a fresh one. Had the insert
+            # committed before the line dropped, its rows now answer as repeats and the sweeper queues them.
+            log.warning("intake.reconnect", error=type(exc.orig).__name__)
+            return await self._commit_once(deliveries)
+
+    async def _commit_once(self, deliveries: Sequence[Delivery]) -> list[Stored | BodyMismatch]:
         async with self._sessions() as s:
             # The insert is one statement: run on its own (autocommit) it is durable when it returns, without the
             # round trips of BEGIN and COMMIT; the look-up of repeats after it reads committed rows.
