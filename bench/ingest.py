@@ -30,7 +30,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP_SECONDS = 2
 THREADS = 2
 # More signed requests than the fastest run can send, so that none is sent twice.
-REQUESTS = int(os.environ.get("BENCH_INGEST_REQUESTS", "80000"))
+REQUESTS = int(os.environ.get("BENCH_INGEST_REQUESTS", "150000"))
 PROCESSES = int(os.environ.get("BENCH_INGEST_PROCESSES", "1"))
 SCRIPT = ROOT / "bench" / "wrk_replay.lua"
 
@@ -100,7 +100,6 @@ def wrk(port: int, requests: Path, seconds: int) -> dict[str, Any]:
     if found is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
     stats = json.loads(found.group(1))
-    stats["accepted"] = stats["requests"] - stats["non2xx"]
     stats["rate"] = stats["accepted"] / (stats["duration_us"] / 1e6)
     return stats
 
@@ -120,7 +119,7 @@ def hammer(port: int, tag: str, pid: int) -> dict[str, Any]:
     finally:
         warm.unlink()
         measured.unlink()
-    stats["wrapped"] = stats["requests"] > REQUESTS
+    stats["ran_out"] = stats["requests"] >= REQUESTS  # then the rate is a floor: raise BENCH_INGEST_REQUESTS
     return stats
 
 
@@ -142,6 +141,8 @@ def uvicorn(app: str, port: int) -> list[str]:
 
 
 def row(case: str, stats: dict[str, Any], note: str) -> dict[str, Any]:
+    if stats["ran_out"]:
+        note += f"; sent all {REQUESTS} signed requests before the end: the rate is a floor"
     return {
         "benchmark": "ingest",
         "case": case,

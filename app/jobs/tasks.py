@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from app.notify.alerts import raise_alert
 from app.runtime import Runtime
 from app.sync import operations
 from app.sync.completions import CompletionSync
-from app.sync.course_sync import Catalogue, CourseProblem, CourseSync
+from app.sync.course_sync import Catalogue, CourseProblem, CourseResult, CourseSync
 from app.sync.new_enrolments import NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
@@ -42,55 +42,85 @@ Runner = Callable[[Runtime, AsyncSession, list[Event]], Awaitable[dict[int, Outc
 
 
 async def _run_people(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
-    """Contacts, registrations and cancellations of one batch: users first, then enrolments in array calls."""
-    with_contacts = [e for e in events if e.kind in ("contact.upserted", "registration.registered")]
-    users = UserSync(session=session, moodle=rt.moodle, vault=rt.vault, rules=rt.settings.users)
-    outcomes = await users.run(with_contacts) if with_contacts else {}
+    """Contacts, registrations and cancellations of one batch: courses checked, users settled, then enrolments in
+    array calls. A registration whose course is not there yet waits without touching Moodle."""
     regs = RegistrationSync(session=session, moodle=rt.moodle, settings=rt.settings)
-    ready = [e for e in events if e.kind == "registration.registered" and outcomes[e.id].status == EventStatus.done]  # type: ignore[index]
-    user_ids = {e.id: int(outcomes[e.id].result["moodle_user_id"]) for e in ready}  # type: ignore[index]
-    outcomes.update(await regs.registered(ready, user_ids))  # type: ignore[arg-type]
+    registered = [e for e in events if e.kind == "registration.registered"]
+    outcomes = await regs.hold(registered)
+    with_contacts = [
+        e
+        for e in events
+        if e.kind == "contact.upserted" or (e.kind == "registration.registered" and e.id not in outcomes)
+    ]
+    users = UserSync(session=session, moodle=rt.moodle, vault=rt.vault, rules=rt.settings.users)
+    if with_contacts:
+        outcomes.update(await users.run(with_contacts))
+    user_ids = {e.id: uid for e in registered if (uid := _moodle_user_id(outcomes[e.id])) is not None}  # type: ignore[index]
+    ready = [e for e in registered if e.id in user_ids]
+    outcomes.update(await regs.registered(ready, user_ids, unverified=users.unverified))  # type: ignore[arg-type]
     outcomes.update(await regs.cancelled([e for e in events if e.kind == "registration.cancelled"]))
     for cdid in sorted(regs.pending.course_dates):
         await request_course(session, cdid)
     for outcome in outcomes.values():
         if outcome.status == EventStatus.retrying and outcome.next_attempt_at is None:
             outcome.next_attempt_at = utcnow() + COURSE_WAIT
-    return outcomes  # type: ignore[return-value]
+    return outcomes
+
+
+def _moodle_user_id(outcome: Outcome) -> int | None:
+    """The Moodle user a settled contact has (none when it was skipped, failed or is held back)."""
+    if outcome.status != EventStatus.done or "moodle_user_id" not in (outcome.result or {}):
+        return None
+    return int(outcome.result["moodle_user_id"])  # type: ignore[index]
 
 
 async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
-    """One course date at a time under its lease: never two creations or duplications for one course date."""
+    """The batch's course dates under their leases (never two creations or duplications for one course date),
+    ensured together: one CourseSales read, new courses in one array call."""
     outcomes: dict[int, Outcome] = {}
-    catalogue = Catalogue(rt.coursesales, rt.settings.courses)
-    owner = uuid.uuid4().hex
+    by_date: dict[int, list[Event]] = {}
     for event in events:
-        cdid = int((event.payload or {})["course_date_id"])
-        name = f"course_date:{cdid}"
-        if not await leases.acquire(session, name, owner, rt.settings.moodle.duplicate_timeout_seconds + 60):
-            outcomes[event.id] = Outcome(
-                EventStatus.retrying, f"course date {cdid} is being worked on", next_attempt_at=utcnow() + COURSE_WAIT
-            )  # type: ignore[index]
+        by_date.setdefault(int((event.payload or {})["course_date_id"]), []).append(event)
+    owner = uuid.uuid4().hex
+    ttl = rt.settings.moodle.duplicate_timeout_seconds + 60
+    wanted: dict[int, bool] = {}
+    for cdid in sorted(by_date):  # one order for every job: two jobs never wait on each other's leases in a cycle
+        if await leases.acquire(session, _course_lease(cdid), owner, ttl):
+            wanted[cdid] = any(e.kind == "course_date.changed" for e in by_date[cdid])
             continue
-        sync = CourseSync(
-            session=session,
-            moodle=rt.moodle,
-            coursesales=rt.coursesales,
-            settings=rt.settings.courses,
-            catalogue=catalogue,
-        )
-        try:
-            result = await sync.ensure(cdid, refresh=event.kind == "course_date.changed")
-        except CourseProblem as exc:
-            outcomes[event.id] = Outcome(EventStatus.failed, str(exc), alert=exc.cause)  # type: ignore[index]
-        else:
+        for event in by_date[cdid]:
             outcomes[event.id] = Outcome(  # type: ignore[index]
-                EventStatus.done,
-                result={"moodle_course_id": result.moodle_course_id, "action": result.action, "note": result.reason},
+                EventStatus.retrying, f"course date {cdid} is being worked on", next_attempt_at=utcnow() + COURSE_WAIT
             )
-        finally:
-            await leases.release(session, name, owner)
+    sync = CourseSync(
+        session=session,
+        moodle=rt.moodle,
+        coursesales=rt.coursesales,
+        settings=rt.settings.courses,
+        catalogue=Catalogue(rt.coursesales, rt.settings.courses),
+    )
+    try:
+        results = await sync.ensure_many(wanted) if wanted else {}
+    finally:
+        for cdid in wanted:
+            await leases.release(session, _course_lease(cdid), owner)
+    for cdid, result in results.items():
+        for event in by_date[cdid]:
+            outcomes[event.id] = _course_outcome(result)  # type: ignore[index]
     return outcomes
+
+
+def _course_lease(course_date_id: int) -> str:
+    return f"course_date:{course_date_id}"
+
+
+def _course_outcome(result: CourseResult | CourseProblem) -> Outcome:
+    if isinstance(result, CourseProblem):
+        return Outcome(EventStatus.failed, str(result), alert=result.cause)
+    return Outcome(
+        EventStatus.done,
+        result={"moodle_course_id": result.moodle_course_id, "action": result.action, "note": result.reason},
+    )
 
 
 async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
@@ -128,6 +158,12 @@ async def _run_new_enrolments(rt: Runtime, session: AsyncSession, events: list[E
             outcomes[event.id] = _outcome_for(rt, event, exc)  # type: ignore[index]
     return outcomes
 
+
+# Runners whose Moodle calls take arrays: a round waits (up to LINGER, in LINGER_STEP steps) while a burst still
+# arrives, so that one array call carries a full batch rather than whatever came in the last few milliseconds.
+GATHERED: frozenset[Runner] = frozenset({_run_people, _run_courses})
+LINGER = 1.0
+LINGER_STEP = 0.1
 
 # kind -> runner; kinds sharing a runner are claimed together and batched.
 HANDLERS: dict[str, Runner] = {
@@ -187,10 +223,7 @@ async def run_event(rt: Runtime, event_id: int) -> str:
 
 async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
     async with rt.sessions() as s:
-        claimed = await inbox.claim(
-            s, kinds=kinds, limit=rt.settings.moodle.max_batch, lease_seconds=rt.settings.jobs.lease_seconds
-        )
-        await s.commit()
+        claimed = await _claim(rt, s, runner, kinds)
         if not claimed:
             return 0
         ids = [e.id for e in claimed]
@@ -211,17 +244,7 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
             outcomes = {
                 e.id: Outcome(EventStatus.retrying, why, next_attempt_at=utcnow() + COURSE_WAIT) for e in claimed
             }  # type: ignore[misc]
-        for e in claimed:
-            outcome = outcomes[e.id]  # type: ignore[index]
-            await inbox.finish(s, e, outcome)
-            if outcome.status in (EventStatus.failed, EventStatus.needs_review):
-                await raise_alert(
-                    s,
-                    cause=outcome.alert or f"event.{outcome.status}",
-                    message=f"event {e.id} ({e.kind}): {outcome.error}",
-                    fix=outcome.fix or f"see GET /api/events/{e.id}; fix the cause, then replay or resolve it",
-                    event_id=e.id,
-                )
+        await _record_outcomes(s, claimed, outcomes)
         await s.commit()
         follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
         JOB_SECONDS.labels(claimed[0].kind).observe(time.perf_counter() - started)
@@ -234,6 +257,62 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
             await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
     await enqueue_internal(rt)
     return len(ids)
+
+
+async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict[int, Outcome]) -> None:
+    """Finish each event and alert on what a person must fix; the caller commits."""
+    # No flush per event (each finish reads its attempt): the batch's updates go out together at the commit.
+    with s.no_autoflush:
+        for e in claimed:
+            outcome = outcomes[e.id]  # type: ignore[index]
+            await inbox.finish(s, e, outcome)
+            if outcome.status in (EventStatus.failed, EventStatus.needs_review):
+                await raise_alert(
+                    s,
+                    cause=outcome.alert or f"event.{outcome.status}",
+                    message=f"event {e.id} ({e.kind}): {outcome.error}",
+                    fix=outcome.fix or f"see GET /api/events/{e.id}; fix the cause, then replay or resolve it",
+                    event_id=e.id,
+                )
+
+
+async def _claim(rt: Runtime, s: AsyncSession, runner: Runner, kinds: list[str]) -> list[Event]:
+    """Claim (and commit) a batch. For runners whose Moodle calls take arrays, one round per process at a time
+    gathers its batch, and waits for a burst still arriving to fill it: concurrent rounds would split it."""
+    limit = rt.settings.moodle.max_batch
+    if runner not in GATHERED:
+        return await _claim_now(rt, s, kinds, limit)
+    async with rt.extra.setdefault(f"gathering:{runner.__name__}", asyncio.Lock()):
+        await _await_batch(s, kinds, limit)
+        return await _claim_now(rt, s, kinds, limit)
+
+
+async def _claim_now(rt: Runtime, s: AsyncSession, kinds: list[str], limit: int) -> list[Event]:
+    claimed = await inbox.claim(s, kinds=kinds, limit=limit, lease_seconds=rt.settings.jobs.lease_seconds)
+    await s.commit()
+    return claimed
+
+
+async def _await_batch(s: AsyncSession, kinds: list[str], limit: int) -> None:
+    """Return at once when nothing or a full batch waits; else as soon as a step brings nothing new, or at LINGER."""
+    deadline = time.monotonic() + LINGER
+    seen = await _arrived(s, kinds, limit)
+    while 0 < seen < limit and time.monotonic() < deadline:
+        await asyncio.sleep(LINGER_STEP)
+        before, seen = seen, await _arrived(s, kinds, limit)
+        if seen <= before:
+            return
+
+
+async def _arrived(s: AsyncSession, kinds: list[str], limit: int) -> int:
+    """Events of these kinds waiting for their first run, counted up to ``limit``."""
+    waiting = (
+        select(Event.id)
+        .where(Event.kind.in_(kinds), Event.status.in_([EventStatus.accepted, EventStatus.queued]))
+        .limit(limit)
+        .subquery()
+    )
+    return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
 
 
 async def enqueue_internal(rt: Runtime) -> None:

@@ -1,7 +1,8 @@
-"""Bringing one course date into Moodle: read CourseSales, find or make the course, keep it in step."""
+"""Bringing course dates into Moodle: read CourseSales, find or make their courses, keep them in step."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleConflict, MoodlePermanentError
 from app.settings import CoursesSettings
-from app.sync.courses import CategoryMapping, eligibility, map_categories, plan_course
+from app.sync.courses import CategoryMapping, CoursePlan, eligibility, map_categories, plan_course
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +64,7 @@ class Catalogue:
 
 
 class CourseSync:
-    """Finds, creates, duplicates or updates the Moodle course of a course date. The caller commits."""
+    """Finds, creates, duplicates or updates the Moodle courses of course dates. The caller commits."""
 
     def __init__(
         self,
@@ -80,71 +81,133 @@ class CourseSync:
         self.settings = settings
         self.catalogue = catalogue or Catalogue(coursesales, settings)
 
-    async def course_date(self, course_date_id: int, *, refresh: bool = False) -> CourseDateRow | None:
-        """The course date as CourseSales last described it; read again when stale or asked to."""
-        row = await self.session.get(CourseDateRow, course_date_id)
-        fresh = row is not None and utcnow() - row.fetched_at < timedelta(seconds=self.settings.cache_seconds)
-        if fresh and not refresh:
-            return row
-        async for cd in self.coursesales.iter_course_dates():
-            if cd.id == course_date_id:
-                return await self.remember(cd)
-        return row  # missing from the answer is not a cancellation: keep what we knew
+    async def course_dates(self, wanted: dict[int, bool]) -> dict[int, CourseDateRow]:
+        """The course dates (id -> refresh) as CourseSales last described them; one read for the stale or asked.
 
-    async def remember(self, cd: Any) -> CourseDateRow:
-        return await remember_course_date(self.session, cd)
+        A course date missing from CourseSales' answer keeps what we knew: that is not a cancellation.
+        """
+        rows = {
+            row.id: row
+            for row in (
+                await self.session.execute(select(CourseDateRow).where(CourseDateRow.id.in_(list(wanted))))
+            ).scalars()
+        }
+        stale = utcnow() - timedelta(seconds=self.settings.cache_seconds)
+        need = {
+            cdid for cdid, refresh in wanted.items() if refresh or cdid not in rows or rows[cdid].fetched_at < stale
+        }
+        if need:
+            async for cd in self.coursesales.iter_course_dates():
+                if cd.id in need:
+                    rows[cd.id] = await remember_course_date(self.session, cd)
+                    need.discard(cd.id)
+                    if not need:
+                        break
+        return rows
 
-    async def link_of(self, course_date_id: int) -> CourseLink | None:
-        return (
-            await self.session.execute(select(CourseLink).where(CourseLink.course_date_id == course_date_id))
-        ).scalar_one_or_none()
+    async def ensure_many(self, wanted: dict[int, bool]) -> dict[int, CourseResult | CourseProblem]:
+        """Make the Moodle courses match the course dates (id -> refresh from CourseSales): one CourseSales read,
+        Moodle read side by side, new courses made in one array call. A CourseProblem (a person must act) is
+        answered per course date, not raised."""
+        rows = await self.course_dates(wanted)
+        links = await self._links(set(wanted))
+        results = {cdid: _not_listed(cdid, links.get(cdid)) for cdid in wanted if cdid not in rows}
+        known = [cdid for cdid in wanted if cdid in rows]
+        if not known:
+            return results
+        existing = await self._existing(known, links)
+        mapping = await self.catalogue.mapping()
+        creates: list[tuple[int, CoursePlan]] = []
+        for cdid in known:
+            cd, link = rows[cdid], links.get(cdid)
+            plan = plan_course(
+                cd,
+                mapping.get(cd.category_id or -1),
+                existing.get(cdid),
+                linked=link is not None,
+                settings=self.settings,
+            )
+            if plan.action == "create":
+                creates.append((cdid, plan))
+            else:
+                results[cdid] = await self._settle(cdid, cd, plan, link)
+        results.update(await self._create(creates))
+        return results
 
-    async def ensure(self, course_date_id: int, *, refresh: bool = False, dry_run: bool = False) -> CourseResult:
-        """Make the Moodle course match the course date; raises CourseProblem when a person must act."""
-        cd = await self.course_date(course_date_id, refresh=refresh)
-        link = await self.link_of(course_date_id)
-        if cd is None:
-            if link is not None:
-                return CourseResult(link.moodle_course_id, "none", "not in CourseSales' list: left as it is")
-            raise CourseProblem(f"course date {course_date_id} is not in CourseSales' list of Moodle course dates")
-        existing, link = await self._existing(course_date_id, link)
-        mapping = (await self.catalogue.mapping()).get(cd.category_id or -1)
-        plan = plan_course(cd, mapping, existing, linked=link is not None, settings=self.settings)
+    async def _settle(
+        self, course_date_id: int, cd: CourseDateRow, plan: CoursePlan, link: CourseLink | None
+    ) -> CourseResult | CourseProblem:
+        """Carry out a plan other than "create" (those go together in one call)."""
         if plan.action == "skip":
             if eligibility(cd, self.settings) is None and self.settings.auto_create:
-                raise CourseProblem(plan.reason, cause="category.unmapped")
+                return CourseProblem(plan.reason, cause="category.unmapped")
             return CourseResult(None, "skip", plan.reason)  # not due in Moodle: nothing to fix
-        if dry_run or plan.action == "none":
+        if plan.action == "none":
             return CourseResult(plan.moodle_course_id, plan.action, plan.reason)
-        if plan.action in ("create", "duplicate"):
-            course_id = await self._make(plan)
-        else:
-            course_id = int(plan.moodle_course_id)  # type: ignore[arg-type]
-            if plan.course:
-                await self._update(course_id, plan.course)
-        self._link(course_date_id, course_id, link, created=plan.action in ("create", "duplicate"))
+        try:
+            if plan.action == "duplicate":
+                course_id = await self._make(plan)
+            else:
+                course_id = int(plan.moodle_course_id)  # type: ignore[arg-type]
+                if plan.course:
+                    await self._update(course_id, plan.course)
+        except CourseProblem as exc:
+            return exc
+        self._link(course_date_id, course_id, link, created=plan.action == "duplicate")
         log.info("moodle.course." + plan.action, course_date_id=course_date_id, moodle_course_id=course_id)
         return CourseResult(course_id, plan.action, plan.reason)
 
-    async def _existing(
-        self, course_date_id: int, link: CourseLink | None
-    ) -> tuple[dict[str, Any] | None, CourseLink | None]:
-        if link is not None:
-            found = await self.moodle.get_courses_by_field("id", link.moodle_course_id)
-            if found:
-                return found[0], link
-            await self.session.delete(link)  # deleted in Moodle: look it up afresh
-            await self.session.flush()
-        found = await self.moodle.get_courses_by_field("idnumber", str(course_date_id))
-        return (found[0] if found else None), None
+    async def _create(self, creates: list[tuple[int, CoursePlan]]) -> dict[int, CourseResult | CourseProblem]:
+        """New courses in all-or-nothing array calls; a refused one is isolated and explained."""
+        if not creates:
+            return {}
+        answers = await self.moodle.create_courses([{**plan.course, "enablecompletion": 1} for _, plan in creates])
+        results: dict[int, CourseResult | CourseProblem] = {}
+        for (cdid, plan), res in zip(creates, answers, strict=True):
+            if not res.ok:
+                results[cdid] = CourseProblem(await self._explain(res.error, plan.course))
+                continue
+            course_id = int(res.value["id"])  # type: ignore[index]
+            self._link(cdid, course_id, None, created=True)
+            log.info("moodle.course.create", course_date_id=cdid, moodle_course_id=course_id)
+            results[cdid] = CourseResult(course_id, plan.action, plan.reason)
+        return results
 
-    async def _make(self, plan: Any) -> int:
+    async def _links(self, course_dates: set[int]) -> dict[int, CourseLink]:
+        rows = await self.session.execute(select(CourseLink).where(CourseLink.course_date_id.in_(list(course_dates))))
+        return {link.course_date_id: link for link in rows.scalars()}
+
+    async def _existing(self, course_dates: list[int], links: dict[int, CourseLink]) -> dict[int, dict[str, Any]]:
+        """Moodle's course of each course date, read side by side: by its link, else by idnumber.
+
+        A link whose course was deleted in Moodle is dropped (``links`` loses it) and the idnumber looked up afresh.
+        """
+        linked = [cdid for cdid in course_dates if cdid in links]
+        found = dict(
+            zip(
+                linked,
+                await asyncio.gather(*(self._course("id", links[c].moodle_course_id) for c in linked)),
+                strict=True,
+            )
+        )
+        lost = [cdid for cdid in linked if found[cdid] is None]
+        for cdid in lost:
+            await self.session.delete(links.pop(cdid))  # deleted in Moodle: look it up afresh
+        if lost:
+            await self.session.flush()
+        unlinked = [cdid for cdid in course_dates if cdid not in links]
+        found.update(
+            zip(unlinked, await asyncio.gather(*(self._course("idnumber", str(c)) for c in unlinked)), strict=True)
+        )
+        return {cdid: course for cdid, course in found.items() if course is not None}
+
+    async def _course(self, field: str, value: str | int) -> dict[str, Any] | None:
+        found = await self.moodle.get_courses_by_field(field, value)
+        return found[0] if found else None
+
+    async def _make(self, plan: CoursePlan) -> int:
+        """A copy of the plan's template course, with the course date's idnumber and dates set on it."""
         course = plan.course
-        if plan.action == "create":
-            (res,) = await self.moodle.create_courses([{**course, "enablecompletion": 1}])
-            if res.ok:
-                return int(res.value["id"])
-            raise CourseProblem(await self._explain(res.error, course))
         template = await self._template_id(plan.template)
         try:
             copy = await self.moodle.duplicate_course(
@@ -200,3 +263,10 @@ class CourseSync:
                 self.session.add(link)
             link.moodle_course_id = course_id
         link.updated_at = utcnow()
+
+
+def _not_listed(course_date_id: int, link: CourseLink | None) -> CourseResult | CourseProblem:
+    """A course date CourseSales does not list (and never did, for us): keep its course, or say so."""
+    if link is not None:
+        return CourseResult(link.moodle_course_id, "none", "not in CourseSales' list: left as it is")
+    return CourseProblem(f"course date {course_date_id} is not in CourseSales' list of Moodle course dates")

@@ -1,12 +1,14 @@
 """Contacts -> Moodle users: create, adopt, rename, update under the field policy, suspend.
 
 One call handles a batch of contact events: it reads Moodle in a few array calls, creates the new users
-in all-or-nothing batches (split to isolate a refused one) and updates the rest per user.
+in all-or-nothing batches (split to isolate a refused one) and updates the rest per user. A registration whose
+contact brings nothing new, for a user confirmed in Moodle moments ago, is answered from its link without a read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 # Contact attribute -> Moodle user field.
 FIELD_MAP = {"firstname": "firstname", "lastname": "lastname", "email": "email", "phone1": "phone"}
+# A link written this recently (a Moodle read or write confirmed the user) is trusted for a registration as it is.
+CONFIRMED_FOR = timedelta(minutes=5)
+# Set in an event's result to have its next attempt read the user from Moodle (its enrolment was refused).
+VERIFY_USER = "verify_user"
 
 
 @dataclass
@@ -70,16 +76,24 @@ class UserSync:
         self.moodle = moodle
         self.vault = vault
         self.rules = rules
+        # Events answered from their link without a Moodle read (see _settled).
+        self.unverified: set[int] = set()
 
     async def run(self, events: list[Event]) -> dict[int, Outcome]:
         """Outcome per event id. Transient Moodle errors propagate: the whole batch is retried."""
         works = collapse(events, self.vault)
         outcomes: dict[int, Outcome] = {}
         await self._load_links(works)
-        await self._load_moodle_users(works)
+        checked: list[Work] = []
+        for work in works:
+            if self._settled(work):
+                outcomes[work.event.id] = self._from_link(work)  # type: ignore[index]
+            else:
+                checked.append(work)
+        await self._load_moodle_users(checked)
         creates: list[Work] = []
         updates: list[tuple[Work, dict[str, Any]]] = []
-        for work in works:
+        for work in checked:
             decided = self._decide(work, creates, updates)
             if decided is not None:
                 outcomes[work.event.id] = decided  # type: ignore[index]
@@ -139,6 +153,26 @@ class UserSync:
             w.moodle_user = by_name.get(w.contact.moodle_username)
 
     # -- deciding --------------------------------------------------------------------------
+
+    def _settled(self, w: Work) -> bool:
+        """Registrations only, bringing nothing new, for a user confirmed moments ago: the enrolment needs no read.
+
+        A contact event always reads Moodle (it is how a person repairs a user); so does a registration whose
+        enrolment was refused (VERIFY_USER).
+        """
+        link = w.link
+        if link is None or link.data_digest is None or utcnow() - link.updated_at > CONFIRMED_FOR:
+            return False
+        for event in (w.event, *w.superseded):
+            if event.kind != "registration.registered" or (event.result or {}).get(VERIFY_USER):
+                return False
+        same_password = w.password is None or link.password_digest == self._digest(w.password)
+        return same_password and link.data_digest == self._data_digest(w.contact)
+
+    def _from_link(self, w: Work) -> Outcome:
+        self.unverified.update(e.id for e in (w.event, *w.superseded))  # type: ignore[misc]
+        moodle_user_id = w.link.moodle_user_id  # type: ignore[union-attr]
+        return Outcome(EventStatus.done, result={"moodle_user_id": moodle_user_id, "action": "unchanged"})
 
     def _decide(self, w: Work, creates: list[Work], updates: list[tuple[Work, dict[str, Any]]]) -> Outcome | None:
         c = w.contact

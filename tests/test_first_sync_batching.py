@@ -1,0 +1,152 @@
+"""A first sync in few Moodle calls: registrations waiting for their course cost no call, users confirmed moments
+ago are not read again, course dates of a batch are made in one array call, a burst still arriving fills a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from app.jobs import tasks
+from app.jobs.tasks import run_event
+from app.runtime import Runtime
+from app.sync.registrations import RegistrationSync
+from tests.helpers import events, make_due, moodle_user, post_contact, post_event, register, settle
+
+CD = 9101
+
+
+def calls(fake: Any, function: str) -> list[dict[str, Any]]:
+    return [p for f, p in fake.calls if f == function]
+
+
+def user_calls(fake: Any) -> list[str]:
+    return [f for f, _ in fake.calls if f.startswith("core_user_")]
+
+
+def learner(n: int) -> dict[str, Any]:
+    return {"contact_id": n, "username": f"learner{n}", "email": f"l{n}@example.com"}
+
+
+async def event_of(rt: Runtime, kind: str) -> Any:
+    return next(e for e in await events(rt) if e.kind == kind)
+
+
+@pytest.fixture
+def catalogue(coursesales_fake: Any) -> Any:
+    """A category mapped to Moodle category 2, no template (blank courses), and three course dates on it."""
+    coursesales_fake.add_category(500, "First Aid", moodle_category_id="2")
+    for i in range(3):
+        coursesales_fake.add_course_date(CD + i, "2026-12-01", "2026-12-03", 500)
+    return coursesales_fake
+
+
+async def test_registration_waiting_for_its_course_makes_no_moodle_call(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    await register(client, "d-1", "D-1", CD)
+    reg = await event_of(runtime, "registration.registered")
+    await run_event(runtime, reg.id)  # people only: the course job (slow queue) has not run
+    await make_due(runtime)
+    await run_event(runtime, reg.id)
+    reg = await event_of(runtime, "registration.registered")
+    assert reg.status == "retrying" and "waiting for the Moodle course" in reg.last_error and reg.attempts == 2
+    assert moodle_fake.calls == [], "neither the first attempt nor the retry touches Moodle while the course is missing"
+
+    await settle(runtime)
+    reg = await event_of(runtime, "registration.registered")
+    assert reg.status == "done", reg.last_error
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user is not None and len(calls(moodle_fake, "enrol_manual_enrol_users")) == 1
+
+
+async def test_course_job_finishing_while_a_registration_looks_does_not_fail_it(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client, "d-1", "D-1", CD)
+    reg = await event_of(runtime, "registration.registered")
+    await run_event(runtime, reg.id)  # asks for the course
+    course_job = await event_of(runtime, "course.sync")
+    original = RegistrationSync._finished_course_jobs
+
+    async def course_made_meanwhile(self: RegistrationSync, *args: Any) -> Any:
+        found = await original(self, *args)
+        await run_event(runtime, course_job.id)  # commits the course and its link between the registration's reads
+        return found
+
+    monkeypatch.setattr(RegistrationSync, "_finished_course_jobs", course_made_meanwhile)
+    await make_due(runtime)
+    await run_event(runtime, reg.id)
+    reg = await event_of(runtime, "registration.registered")
+    assert reg.status == "done", f"a course made a moment ago is not 'no course': {reg.last_error}"
+
+
+async def test_registrations_of_users_confirmed_moments_ago_make_no_user_reads(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    await post_event(client, {"type": "course_date.changed", "id": "cd-1", "course_date_id": CD})
+    for n in range(1, 4):
+        await post_contact(client, f"c-{n}", **learner(n))
+    await settle(runtime)
+    before = len(user_calls(moodle_fake))
+    for n in range(1, 4):
+        await register(client, f"r-{n}", f"D-{n}", CD, **learner(n))
+    await settle(runtime)
+    assert all(e.status == "done" for e in await events(runtime))
+    assert len(user_calls(moodle_fake)) == before, "the contacts bring nothing new: their links answer"
+    (enrol,) = calls(moodle_fake, "enrol_manual_enrol_users")
+    assert len(enrol["enrolments"]) == 3
+
+
+async def test_refused_enrolment_of_an_unread_user_reads_the_user_again(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    await post_event(client, {"type": "course_date.changed", "id": "cd-1", "course_date_id": CD})
+    await post_contact(client, "c-1")
+    await settle(runtime)
+    gone = moodle_user(moodle_fake, "jane.doe@example.com")
+    moodle_fake.delete_user(gone["id"])  # type: ignore[index]
+    await register(client, "r-1", "D-1", CD)
+    reg = await event_of(runtime, "registration.registered")
+    await run_event(runtime, reg.id)
+    reg = await event_of(runtime, "registration.registered")
+    assert reg.status == "retrying" and "read from Moodle again" in reg.last_error
+    await settle(runtime)
+    reg = await event_of(runtime, "registration.registered")
+    again = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert reg.status == "done" and again is not None and again["id"] != gone["id"]  # type: ignore[index]
+    course_id = reg.result["moodle_course_id"]
+    assert moodle_fake.enrolments[(again["id"], course_id)]["status"] == 0  # type: ignore[index]
+
+
+async def test_course_dates_of_one_batch_are_made_in_one_array_call(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    for i in range(3):
+        await post_event(client, {"type": "course_date.changed", "id": f"cd-{i}", "course_date_id": CD + i})
+    catalogue.requests.clear()
+    await settle(runtime)
+    assert all(e.status == "done" for e in await events(runtime))
+    (create,) = calls(moodle_fake, "core_course_create_courses")
+    assert sorted(c["idnumber"] for c in create["courses"]) == [str(CD + i) for i in range(3)]
+    assert len([r for r in catalogue.requests if "Course Dates" in r]) == 1, "CourseSales' course dates read once"
+
+
+async def test_a_round_waits_while_a_burst_is_still_arriving(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Wide enough that a busy test machine still sees each step bring an arrival.
+    monkeypatch.setattr(tasks, "LINGER_STEP", 0.3)
+    monkeypatch.setattr(tasks, "LINGER", 10.0)
+    await post_contact(client, "c-1", **learner(1))
+    first = (await events(runtime))[0]
+    job = asyncio.create_task(run_event(runtime, first.id))
+    for n in range(2, 11):
+        await asyncio.sleep(0.02)
+        await post_contact(client, f"c-{n}", **learner(n))
+    await job
+    assert all(e.status == "done" for e in await events(runtime))
+    (create,) = calls(moodle_fake, "core_user_create_users")
+    assert len(create["users"]) == 10, "the batch waited for the burst rather than taking the first arrival alone"
