@@ -215,28 +215,35 @@ async def claim(
 
 async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
     """Record the outcome on the event and its open attempt; drop the password once it cannot be needed."""
+    await finish_all(session, [(event, outcome)])
+
+
+async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome]]) -> None:
+    """``finish`` for a batch: the open attempts of all its events are read in one query."""
+    if not items:
+        return
     now = utcnow()
-    event.status = outcome.status
-    event.last_error = outcome.error
-    if outcome.result is not None:
-        event.result = outcome.result
-    event.next_attempt_at = outcome.next_attempt_at
-    event.lease_until = None
-    event.updated_at = now
-    if outcome.status in (EventStatus.done, EventStatus.ignored):
-        event.secret = None
-    attempt = (
-        await session.execute(
-            select(Attempt)
-            .where(Attempt.event_id == event.id, Attempt.finished_at.is_(None))
-            .order_by(Attempt.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if attempt is not None:
-        attempt.finished_at = now
-        attempt.outcome = outcome.status
-        attempt.error = outcome.error
+    rows = await session.execute(
+        select(Attempt)
+        .where(Attempt.event_id.in_([e.id for e, _ in items]), Attempt.finished_at.is_(None))
+        .order_by(Attempt.id)
+    )
+    open_attempts = {a.event_id: a for a in rows.scalars()}  # the newest open attempt of each event wins
+    for event, outcome in items:
+        event.status = outcome.status
+        event.last_error = outcome.error
+        if outcome.result is not None:
+            event.result = outcome.result
+        event.next_attempt_at = outcome.next_attempt_at
+        event.lease_until = None
+        event.updated_at = now
+        if outcome.status in (EventStatus.done, EventStatus.ignored):
+            event.secret = None
+        attempt = open_attempts.get(event.id)  # type: ignore[arg-type]
+        if attempt is not None:
+            attempt.finished_at = now
+            attempt.outcome = outcome.status
+            attempt.error = outcome.error
 
 
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:

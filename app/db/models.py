@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.db.types import UTCDateTime, utcnow
@@ -24,6 +24,7 @@ class EventStatus(StrEnum):
 
 
 OPEN_STATUSES = (EventStatus.accepted, EventStatus.queued, EventStatus.running, EventStatus.retrying)
+OPEN_WHERE = text("status IN ('accepted', 'queued', 'running', 'retrying')")
 
 
 def _ts(**kw: Any) -> Any:
@@ -38,6 +39,8 @@ class Event(SQLModel, table=True):
         UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
         Index("ix_events_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_events_subject", "subject"),
+        # The claim's "an older event of this subject is still open" probe: a small index of open events only.
+        Index("ix_events_open_subject", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE),
     )
 
     id: int | None = Field(default=None, primary_key=True)

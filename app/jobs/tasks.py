@@ -260,20 +260,18 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
 
 
 async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict[int, Outcome]) -> None:
-    """Finish each event and alert on what a person must fix; the caller commits."""
-    # No flush per event (each finish reads its attempt): the batch's updates go out together at the commit.
-    with s.no_autoflush:
-        for e in claimed:
-            outcome = outcomes[e.id]  # type: ignore[index]
-            await inbox.finish(s, e, outcome)
-            if outcome.status in (EventStatus.failed, EventStatus.needs_review):
-                await raise_alert(
-                    s,
-                    cause=outcome.alert or f"event.{outcome.status}",
-                    message=f"event {e.id} ({e.kind}): {outcome.error}",
-                    fix=outcome.fix or f"see GET /api/events/{e.id}; fix the cause, then replay or resolve it",
-                    event_id=e.id,
-                )
+    """Finish the events (their attempts read in one query) and alert on what a person must fix; the caller commits."""
+    await inbox.finish_all(s, [(e, outcomes[e.id]) for e in claimed])  # type: ignore[index]
+    for e in claimed:
+        outcome = outcomes[e.id]  # type: ignore[index]
+        if outcome.status in (EventStatus.failed, EventStatus.needs_review):
+            await raise_alert(
+                s,
+                cause=outcome.alert or f"event.{outcome.status}",
+                message=f"event {e.id} ({e.kind}): {outcome.error}",
+                fix=outcome.fix or f"see GET /api/events/{e.id}; fix the cause, then replay or resolve it",
+                event_id=e.id,
+            )
 
 
 async def _claim(rt: Runtime, s: AsyncSession, runner: Runner, kinds: list[str]) -> list[Event]:
