@@ -81,6 +81,27 @@ def process(args: list[str], env: dict[str, str], *, ready_url: str | None = Non
         out.close()
 
 
+async def fresh_stores() -> None:
+    """Empty the benchmark's database and Redis database, as a fresh install: TRUNCATE, not DELETE, so that no dead
+    rows are left behind, and fresh planner statistics (a benchmark must not time a stale query plan)."""
+    from redis.asyncio import Redis
+    from sqlalchemy import text
+    from sqlmodel import SQLModel
+
+    import app.db.models  # noqa: F401 (registers the tables)
+    from app.db.engine import make_engine
+
+    engine = make_engine(PG_URL)
+    names = ", ".join(table.name for table in SQLModel.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await conn.execute(text(f"ANALYZE {names}"))
+    await engine.dispose()
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process and its children (uvicorn's worker processes)."""
     import psutil

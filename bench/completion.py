@@ -16,7 +16,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, TOKENS, free_port, process, service_env
+from bench.common import PG_URL, ROOT, TOKENS, free_port, fresh_stores, process, service_env
 from bench.fakes import Served, StepClock
 
 N = int(os.environ.get("BENCH_COMPLETIONS", "1000"))
@@ -46,25 +46,16 @@ async def seed() -> None:
     from app.db.engine import make_engine, make_session_factory
     from app.db.models import CourseLink, Registration, UserLink
 
+    await fresh_stores()
     engine = make_engine(PG_URL)
-    async with engine.begin() as conn:
-        for table in (
-            "attempts",
-            "events",
-            "completions",
-            "registrations",
-            "enrolment_links",
-            "course_links",
-            "user_links",
-            "leases",
-        ):
-            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
     async with make_session_factory(engine)() as s:
         s.add(CourseLink(course_date_id=CD, moodle_course_id=COURSE))
         for i in range(N + WARM):
             s.add(UserLink(contact_id=i + 1, username=f"learner{i}", moodle_user_id=1000 + i))
             s.add(Registration(document_external_id=f"D-{i}", course_date_id=CD, contact_key=f"contact:{i + 1}"))
         await s.commit()
+    async with engine.begin() as conn:
+        await conn.execute(text("ANALYZE user_links, registrations, course_links"))  # as autovacuum would
     await engine.dispose()
 
 

@@ -34,7 +34,7 @@ from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, REDIS_URL, ROOT, WHSEC, cpu_seconds, free_port, process, service_env
+from bench.common import PG_URL, ROOT, WHSEC, cpu_seconds, free_port, fresh_stores, process, service_env
 from bench.fakes import Served
 
 # BENCH_FIRST_SYNC_SCALE=0.1 runs a tenth of the load (a quick look); the issue's figures are at 1.
@@ -267,25 +267,6 @@ async def first_sync(port: int, moodle: Any, size: Size) -> tuple[Delivered, Wat
 # -- set-up and figures -----------------------------------------------------------------------------------------
 
 
-async def empty_stores() -> None:
-    """Empty the benchmark's own database and Redis database: a fresh install (TRUNCATE leaves no dead rows behind
-    to mislead the planner, as DELETE would)."""
-    from redis.asyncio import Redis
-    from sqlmodel import SQLModel
-
-    import app.db.models  # noqa: F401 (registers the tables)
-    from app.db.engine import make_engine
-
-    engine = make_engine(PG_URL)
-    names = ", ".join(table.name for table in SQLModel.metadata.sorted_tables)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
-    redis = Redis.from_url(REDIS_URL)
-    await redis.flushdb()
-    await redis.aclose()
-
-
 def sync_env(moodle_url: str, coursesales_url: str) -> dict[str, str]:
     return service_env(
         SYNC_MOODLE__URL=moodle_url,
@@ -406,7 +387,7 @@ def migrate() -> None:
 
 
 def run_once(size: Size) -> list[dict[str, Any]]:
-    asyncio.run(empty_stores())
+    asyncio.run(fresh_stores())
     moodle = moodle_fake()
     with Served(moodle) as moodle_served, Served(coursesales_fake(size)) as cs:
         env = sync_env(moodle_served.url, cs.url)
