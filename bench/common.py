@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -10,9 +11,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,29 @@ def process(args: list[str], env: dict[str, str], *, ready_url: str | None = Non
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         out.close()
+
+
+def write_signed_requests(path: Path, deliveries: Iterable[dict[str, Any]], port: int) -> None:
+    """Each delivery as a raw HTTP/1.1 POST /webhooks/coursesales signed now (Standard Webhooks, the delivery's id),
+    preceded by its length in bytes on a line of its own: what wrk_replay.lua sends."""
+    from standardwebhooks.webhooks import Webhook
+
+    hook = Webhook(WHSEC)
+    now = datetime.now(UTC)
+    with path.open("wb") as out:
+        for delivery in deliveries:
+            raw = json.dumps(delivery)
+            head = (
+                "POST /webhooks/coursesales HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(raw.encode())}\r\n"
+                f"webhook-id: {delivery['id']}\r\n"
+                f"webhook-timestamp: {int(now.timestamp())}\r\n"
+                f"webhook-signature: {hook.sign(delivery['id'], now, raw)}\r\n\r\n"
+            )
+            request = (head + raw).encode()
+            out.write(f"{len(request)}\n".encode() + request)
 
 
 async def fresh_stores() -> None:

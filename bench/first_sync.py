@@ -25,16 +25,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, WHSEC, cpu_seconds, free_port, fresh_stores, process, service_env
+from bench.common import PG_URL, ROOT, cpu_seconds, free_port, fresh_stores, process, service_env, write_signed_requests
 from bench.fakes import Served
 
 # BENCH_FIRST_SYNC_SCALE=0.1 runs a tenth of the load (a quick look); the issue's figures are at 1.
@@ -122,26 +121,6 @@ class Delivered:
         return self.accepted / (self.last_accepted - self.first_sent) if self.last_accepted else float("nan")
 
 
-def signed_requests(path: Path, size: Size, port: int) -> None:
-    """Every delivery as a raw signed HTTP/1.1 request, each preceded by its length: what wrk_replay.lua sends."""
-    hook = Webhook(WHSEC)
-    now = datetime.now(UTC)
-    with path.open("wb") as out:
-        for body in deliveries(size):
-            raw = json.dumps(body)
-            head = (
-                "POST /webhooks/coursesales HTTP/1.1\r\n"
-                f"Host: 127.0.0.1:{port}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(raw.encode())}\r\n"
-                f"webhook-id: {body['id']}\r\n"
-                f"webhook-timestamp: {int(now.timestamp())}\r\n"
-                f"webhook-signature: {hook.sign(body['id'], now, raw)}\r\n\r\n"
-            )
-            request = (head + raw).encode()
-            out.write(f"{len(request)}\n".encode() + request)
-
-
 async def stored(engine: Any) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM events WHERE source = 'coursesales'"))).scalar_one())
@@ -154,7 +133,7 @@ async def deliver_all(port: int, size: Size, deadline: float) -> Delivered:
 
     path = ROOT / "var" / "bench" / "first-sync.req"
     path.parent.mkdir(parents=True, exist_ok=True)
-    signed_requests(path, size, port)
+    write_signed_requests(path, deliveries(size), port)
     engine = make_engine(PG_URL)
     args = [f"-t{THREADS}", f"-c{CONCURRENCY}", f"-d{int(DEADLINE_SECONDS)}s", "--timeout", "30s", "-s", str(SCRIPT)]
     first_sent = time.monotonic()

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, WHSEC, cpu_seconds, free_port, fresh_stores, process, service_env
+from bench.common import PG_URL, ROOT, cpu_seconds, free_port, fresh_stores, process, service_env, write_signed_requests
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -35,45 +34,21 @@ PROCESSES = int(os.environ.get("BENCH_INGEST_PROCESSES", "1"))
 SCRIPT = ROOT / "bench" / "wrk_replay.lua"
 
 
-def body(n: int, run: str) -> str:
-    return json.dumps(
-        {
-            "type": "contact.upserted",
-            "id": f"{run}-{n}",
-            "contact": {
-                "contact_id": n + 1,
-                "username": f"learner{n}@example.com",
-                "firstname": "Bench",
-                "lastname": f"Learner {n}",
-                "email": f"learner{n}@example.com",
-                "password": "S3cret!pass",
-                "phone": "0400000000",
-                "active": True,
-            },
-        }
-    )
-
-
-def signed_requests(path: Path, run: str, count: int, port: int) -> None:
-    """Raw HTTP/1.1 requests, each preceded by its length: what wrk_replay.lua sends."""
-    hook = Webhook(WHSEC)
-    now = datetime.now(UTC)
-    stamp = str(int(now.timestamp()))
-    with path.open("wb") as out:
-        for n in range(count):
-            raw = body(n, run)
-            delivery = f"{run}-{n}"
-            head = (
-                "POST /webhooks/coursesales HTTP/1.1\r\n"
-                f"Host: 127.0.0.1:{port}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(raw.encode())}\r\n"
-                f"webhook-id: {delivery}\r\n"
-                f"webhook-timestamp: {stamp}\r\n"
-                f"webhook-signature: {hook.sign(delivery, now, raw)}\r\n\r\n"
-            )
-            request = (head + raw).encode()
-            out.write(f"{len(request)}\n".encode() + request)
+def body(n: int, run: str) -> dict[str, Any]:
+    return {
+        "type": "contact.upserted",
+        "id": f"{run}-{n}",
+        "contact": {
+            "contact_id": n + 1,
+            "username": f"learner{n}@example.com",
+            "firstname": "Bench",
+            "lastname": f"Learner {n}",
+            "email": f"learner{n}@example.com",
+            "password": "S3cret!pass",
+            "phone": "0400000000",
+            "active": True,
+        },
+    }
 
 
 def wrk(port: int, requests: Path, seconds: int) -> dict[str, Any]:
@@ -109,8 +84,8 @@ def hammer(port: int, tag: str, pid: int) -> dict[str, Any]:
     work = ROOT / "var" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     warm, measured = work / f"{tag}-warm.req", work / f"{tag}.req"
-    signed_requests(warm, f"{tag}w", REQUESTS // 4, port)
-    signed_requests(measured, tag, REQUESTS, port)
+    write_signed_requests(warm, (body(n, f"{tag}w") for n in range(REQUESTS // 4)), port)
+    write_signed_requests(measured, (body(n, tag) for n in range(REQUESTS)), port)
     try:
         wrk(port, warm, WARMUP_SECONDS)
         cpu = cpu_seconds(pid)
