@@ -123,7 +123,11 @@ async def _workers(settings: Settings, which: str) -> None:
 
     names = {"default": [DEFAULT_QUEUE], "slow": [SLOW_QUEUE], "all": [DEFAULT_QUEUE, SLOW_QUEUE]}[which]
     workers = [make_worker(settings, queue=name) for name in names]
-    await asyncio.gather(*(w.async_run() for w in workers))
+    try:
+        await asyncio.gather(*(w.async_run() for w in workers))
+    except asyncio.CancelledError:
+        # SIGTERM: arq let the running jobs finish, then stopped its loop by cancelling it. A clean stop, exit 0.
+        console.print("worker stopped")
 
 
 async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:

@@ -181,9 +181,10 @@ async def test_sigterm_lets_the_running_job_finish(
 
     worker = start_worker(lease_seconds=30, sweep_interval_seconds=1)
     await wait_for(called(moodle_fake, "core_user_get_users_by_field"), timeout=30)
-    await asyncio.to_thread(worker.terminate, 30)  # raises if the process outlives the deadline
+    code = await asyncio.to_thread(worker.terminate, 30)  # raises if the process outlives the deadline
 
     assert await statuses(rt) == ["done"], f"the job was not let finish\n--- worker:\n{worker.log_tail()}"
+    assert code == 0 and "Traceback" not in worker.log_tail(), f"not a clean stop ({code}):\n{worker.log_tail()}"
     assert moodle_user(moodle_fake, USERNAME) is not None
 
 
