@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -209,7 +209,11 @@ async def claim(
             )
         ).scalars()
     )
-    session.add_all(Attempt(event_id=e.id, number=e.attempts, started_at=now) for e in events)  # type: ignore[arg-type]
+    # Rows, not objects: one executemany, without building (and flushing) an ORM object an event.
+    await session.execute(
+        insert(Attempt.__table__),  # type: ignore[attr-defined]
+        [{"event_id": e.id, "number": e.attempts, "started_at": now, "outcome": "running"} for e in events],
+    )
     return events
 
 
