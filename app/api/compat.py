@@ -7,6 +7,7 @@ while the user is still being made. ``X-Sync-Event-Id`` names the inbox events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,8 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
-from app.db import inbox
-from app.db.models import Event, UserLink
+from app.db.models import Event, EventStatus, UserLink
 from app.metrics import EVENTS_RECEIVED
 from app.moodle import wire
 from app.settings import secret
@@ -155,26 +155,33 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
     pairs = [(_fields(raw_users[k]), k) for k in sorted(raw_users, key=lambda k: int(k) if str(k).isdigit() else 0)]
     contacts = [_contact(rt, fields) for fields, _ in pairs]
     deliveries = [compat_delivery(rt.vault, fields=f, contact=c) for (f, _), c in zip(pairs, contacts, strict=True)]
-    rows: list[tuple[Event, bool]] = [await inbox.accept(session, d) for d in deliveries]
-    await session.commit()
-    fresh = [(e.id, 0, e.kind) for e, created in rows if created]
-    if fresh and rt.queue is not None:
-        queued = await rt.queue.enqueue_events(fresh)  # type: ignore[arg-type]
-        await inbox.mark_queued(session, queued)
-        await session.commit()
+    if rt.queue is not None:
+        for d in deliveries:
+            d.status = EventStatus.queued  # the intake queues its job, or turns it back to accepted
+    # Through the same group commit as the webhooks; gathered in order, so ids follow the users' order.
+    stored = await asyncio.gather(*(rt.intake.accept(d) for d in deliveries))
+    known = await _results(session, [row.event_id for row in stored if not row.created])
     answer = []
-    for (event, created), contact in zip(rows, contacts, strict=True):
-        moodle_id = await _linked_id(session, event, contact)
+    for row, contact in zip(stored, contacts, strict=True):
+        moodle_id = await _linked_id(session, known.get(row.event_id), contact)
         answer.append({"id": moodle_id, "username": contact.moodle_username})
-        EVENTS_RECEIVED.labels("compat", event.kind, "duplicate" if not created else "accepted").inc()
-        log.info("compat.user.accepted", event_id=event.id, duplicate=not created)
-    return answer, [e.id for e, _ in rows]  # type: ignore[misc]
+        EVENTS_RECEIVED.labels("compat", "contact.upserted", "accepted" if row.created else "duplicate").inc()
+        log.info("compat.user.accepted", event_id=row.event_id, duplicate=not row.created)
+    return answer, [row.event_id for row in stored]
 
 
-async def _linked_id(session: SessionDep, event: Event, contact: Contact) -> int:
+async def _results(session: SessionDep, event_ids: list[int]) -> dict[int, dict[str, Any] | None]:
+    """The results of the events a repeat named (the user a finished one made)."""
+    if not event_ids:
+        return {}
+    rows = await session.execute(select(Event.id, Event.result).where(Event.id.in_(event_ids)))
+    return {event_id: result for event_id, result in rows.tuples()}  # type: ignore[misc]
+
+
+async def _linked_id(session: SessionDep, result: dict[str, Any] | None, contact: Contact) -> int:
     """The Moodle user id once the user exists, else 0 (the user is still being made)."""
-    if event.result and event.result.get("moodle_user_id"):
-        return int(event.result["moodle_user_id"])
+    if result and result.get("moodle_user_id"):
+        return int(result["moodle_user_id"])
     link = (
         await session.execute(select(UserLink).where(UserLink.username == contact.moodle_username))
     ).scalar_one_or_none()

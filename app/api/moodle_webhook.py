@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import Counter
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
-from app.api.deps import RuntimeDep, SessionDep, read_body, refuse_nul
+from app.api.deps import RuntimeDep, read_body, refuse_nul
 from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
-from app.db import inbox
 from app.db.inbox import Delivery
 from app.db.models import EventStatus
 from app.metrics import EVENTS_RECEIVED
@@ -85,7 +86,7 @@ def handled_kinds(settings: Settings) -> dict[str, str]:
         },
     },
 )
-async def moodle_webhook(request: Request, rt: RuntimeDep, session: SessionDep) -> MoodleAccepted:
+async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
     settings = rt.settings
     body = await read_body(request, settings.api.max_body_bytes)
     has_headers = "authorization" in request.headers or any(h in request.headers for h in SIGNATURE_HEADERS)
@@ -112,25 +113,25 @@ async def moodle_webhook(request: Request, rt: RuntimeDep, session: SessionDep) 
     except (BadEvent, UnicodeDecodeError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not Moodle event data: {exc}") from None
     kinds = handled_kinds(settings)
-    answer = MoodleAccepted(accepted=0, duplicate=0, ignored=0, event_ids=[])
-    fresh: list[tuple[int, int, str | None]] = []
-    for ev in events:
-        row, created = await inbox.accept(session, _delivery(ev, kinds))
-        answer.event_ids.append(row.id)  # type: ignore[arg-type]
-        outcome = "duplicate" if not created else ("ignored" if row.status == EventStatus.ignored else "accepted")
-        EVENTS_RECEIVED.labels("moodle", row.kind, outcome).inc()
-        if not created:
-            answer.duplicate += 1
-        elif row.status == EventStatus.ignored:
-            answer.ignored += 1
-        else:
-            answer.accepted += 1
-            fresh.append((row.id, 0, row.kind))  # type: ignore[arg-type]
-    await session.commit()
-    if fresh and rt.queue is not None:
-        queued = await rt.queue.enqueue_events(fresh)
-        await inbox.mark_queued(session, queued)
-        await session.commit()
+    deliveries = [_delivery(ev, kinds) for ev in events]
+    for d in deliveries:
+        if d.status == EventStatus.accepted and rt.queue is not None:
+            d.status = EventStatus.queued  # the intake queues its job, or turns it back to accepted
+    # Through the same group commit as CourseSales' webhooks; gathered in order, so ids follow the events' order.
+    stored = await asyncio.gather(*(rt.intake.accept(d) for d in deliveries))
+    outcomes = [
+        "duplicate" if not row.created else "ignored" if row.status == EventStatus.ignored else "accepted"
+        for row in stored
+    ]
+    for d, outcome in zip(deliveries, outcomes, strict=True):
+        EVENTS_RECEIVED.labels("moodle", d.kind, outcome).inc()
+    counts = Counter(outcomes)
+    answer = MoodleAccepted(
+        accepted=counts["accepted"],
+        duplicate=counts["duplicate"],
+        ignored=counts["ignored"],
+        event_ids=[row.event_id for row in stored],
+    )
     log.info("webhook.moodle.accepted", **answer.model_dump(exclude={"event_ids"}), event_ids=answer.event_ids)
     return answer
 

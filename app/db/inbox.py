@@ -71,35 +71,6 @@ def _row(delivery: Delivery, now: datetime) -> dict[str, Any]:
     }
 
 
-def _insert(session: AsyncSession) -> Any:
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    return insert(Event)
-
-
-async def accept(session: AsyncSession, delivery: Delivery) -> tuple[Event, bool]:
-    """Insert the delivery unless (source, dedupe_key) exists; return the row and whether this call made it.
-
-    The caller commits. A repeat with another body raises BodyMismatch.
-    """
-    stmt = (
-        _insert(session)
-        .values(**_row(delivery, utcnow()))
-        .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-        .returning(Event)
-    )
-    made = (await session.scalars(stmt)).one_or_none()
-    if made is not None:
-        return made, True
-    existing = (
-        await session.execute(
-            select(Event).where(Event.source == delivery.source, Event.dedupe_key == delivery.dedupe_key)
-        )
-    ).scalar_one()
-    if existing.body_hash != delivery.body_hash:
-        raise BodyMismatch(existing)
-    return existing, False
-
-
 @dataclass(frozen=True)
 class Stored:
     """Where one delivery of a batch ended up: its event, and whether this batch made it."""
@@ -110,7 +81,9 @@ class Stored:
 
 
 async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> list[Stored | BodyMismatch]:
-    """``accept`` for many deliveries in two statements: one multi-row insert, one look-up of the repeats.
+    """Insert each delivery unless (source, dedupe_key) exists, in two statements: one multi-row insert, one look-up
+    of the repeats; a repeat with another body gets a BodyMismatch. Every sender's deliveries come in this way,
+    through app.db.group_commit.
 
     Answers in the order given. A delivery id twice in one batch: the first makes the event, the second is its
     repeat (or a BodyMismatch). The caller commits.
@@ -279,15 +252,20 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     ).first()
     if open_one is not None:
         return None
-    event, _ = await accept(
-        session,
-        Delivery(
-            source="internal",
-            kind=kind,
-            dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
-            body_hash="-",
-            payload=payload,
-            subject=subject,
-        ),
+    # A key of its own (never a repeat): a plain insert, in the caller's transaction.
+    event = Event(
+        **_row(
+            Delivery(
+                source="internal",
+                kind=kind,
+                dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
+                body_hash="-",
+                payload=payload,
+                subject=subject,
+            ),
+            utcnow(),
+        )
     )
+    session.add(event)
+    await session.flush()
     return event
