@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -142,70 +139,10 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def uvicorn_args(app: str, port: int, *, factory: bool = False) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    return [*args, "--factory"] if factory else args
-
-
-@dataclass
-class Load:
-    ok: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.ok / self.seconds if self.seconds else 0.0
-
-    def pct(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        return (
-            statistics.quantiles(self.latencies, n=1000)[int(p * 10) - 1] * 1000
-            if len(self.latencies) > 1
-            else self.latencies[0] * 1000
-        )
-
-
-async def drive(make: Callable[[int], Awaitable[httpx.Response]], *, concurrency: int, seconds: float) -> Load:
-    """``concurrency`` loops calling ``make(n)`` with distinct n until ``seconds`` pass."""
-    load = Load()
-    counter = iter(range(10**9))
-    stop = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < stop:
-            n = next(counter)
-            t0 = time.perf_counter()
-            try:
-                r = await make(n)
-                ok = r.status_code < 300
-            except httpx.HTTPError:
-                ok = False
-            dt = time.perf_counter() - t0
-            if ok:
-                load.ok += 1
-                load.latencies.append(dt)
-            else:
-                load.errors += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    load.seconds = time.monotonic() - started
-    return load
+def uvicorn_args(app: str, port: int, *, workers: int = 1) -> list[str]:
+    """A plain uvicorn serving ``app`` (the baseline of benchmark 1), with uvicorn's own defaults otherwise."""
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    return [*args, "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

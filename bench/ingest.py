@@ -22,7 +22,17 @@ from sqlalchemy import text
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, cpu_seconds, free_port, fresh_stores, process, service_env, write_signed_requests
+from bench.common import (
+    PG_URL,
+    ROOT,
+    cpu_seconds,
+    free_port,
+    fresh_stores,
+    process,
+    service_env,
+    uvicorn_args,
+    write_signed_requests,
+)
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -110,11 +120,6 @@ async def committed(run: str) -> int:
     return int(n)
 
 
-def uvicorn(app: str, port: int) -> list[str]:
-    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    return [*args, "--no-access-log", "--log-level", "warning", "--workers", str(PROCESSES)]
-
-
 def row(case: str, stats: dict[str, Any], note: str) -> dict[str, Any]:
     if stats["ran_out"]:
         note += f"; sent all {REQUESTS} signed requests before the end: the rate is a floor"
@@ -135,7 +140,9 @@ def run() -> list[dict[str, Any]]:
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     asyncio.run(fresh_stores())
     port = free_port()
-    with process(uvicorn("bench.bare_app:app", port), env, ready_url=f"http://127.0.0.1:{port}/healthz") as proc:
+    with process(
+        uvicorn_args("bench.bare_app:app", port, workers=PROCESSES), env, ready_url=f"http://127.0.0.1:{port}/healthz"
+    ) as proc:
         bare = hammer(port, "bare", proc.pid)
     port = free_port()
     tag = f"ingest{int(datetime.now(UTC).timestamp())}"
