@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from app.api import compat, control, health, moodle_webhook, ops, runs, webhooks
 from app.api.guard import RequestGuard
@@ -16,6 +17,7 @@ from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, get_settings
+from app.sync import operations
 
 SECURITY_SCHEMES = {
     "CourseSalesToken": {
@@ -44,6 +46,10 @@ SECURITY_SCHEMES = {
         "string or the form body, as Moodle takes it.",
     },
 }
+
+
+async def _operation_refused(_request: Request, exc: operations.OperationError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
 
 def settle_heap() -> None:
@@ -94,4 +100,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return rt.settings if rt is not None else (settings or get_settings())
 
     app.add_middleware(RequestGuard, settings=current_settings)
+    # An operator action refused by its rules (unknown id, wrong state, a clashing link): its status and reason,
+    # answered as an HTTPException would be, for every endpoint at once.
+    app.add_exception_handler(operations.OperationError, _operation_refused)  # type: ignore[arg-type]
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import func, select
 
 from app.api.deps import CONFLICT, MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
@@ -29,10 +29,6 @@ from app.sync import operations
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
 
-def _http(exc: operations.OperationError) -> HTTPException:
-    return HTTPException(exc.status, str(exc))
-
-
 @router.post(
     "/events/{event_id}/resolve",
     response_model=EventOut,
@@ -41,10 +37,7 @@ def _http(exc: operations.OperationError) -> HTTPException:
 )
 async def resolve_event(event_id: IdPath, body: ResolveIn, session: SessionDep) -> EventOut:
     """Closes the event without running it again (e.g. the operator checked CourseSales: the step ran)."""
-    try:
-        event = await operations.resolve(session, event_id, actor="api", note=body.note)
-    except operations.OperationError as exc:
-        raise _http(exc) from None
+    event = await operations.resolve(session, event_id, actor="api", note=body.note)
     await session.commit()
     return EventOut.model_validate(event, from_attributes=True)
 
@@ -95,17 +88,14 @@ async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None
     summary="Link a contact to a Moodle user",
 )
 async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
-    try:
-        link = await operations.link_user(
-            session,
-            contact_id=body.contact_id,
-            username=body.username,
-            moodle_user_id=body.moodle_user_id,
-            actor="api",
-            note=body.note,
-        )
-    except operations.OperationError as exc:
-        raise _http(exc) from None
+    link = await operations.link_user(
+        session,
+        contact_id=body.contact_id,
+        username=body.username,
+        moodle_user_id=body.moodle_user_id,
+        actor="api",
+        note=body.note,
+    )
     await session.commit()
     return UserLinkOut.model_validate(link, from_attributes=True)
 
@@ -117,10 +107,7 @@ async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
     summary="Unlink a Moodle user",
 )
 async def unlink_user(moodle_user_id: IdPath, session: SessionDep) -> None:
-    try:
-        await operations.unlink_user(session, moodle_user_id, actor="api", note=None)
-    except operations.OperationError as exc:
-        raise _http(exc) from None
+    await operations.unlink_user(session, moodle_user_id, actor="api", note=None)
     await session.commit()
 
 
@@ -132,16 +119,13 @@ async def unlink_user(moodle_user_id: IdPath, session: SessionDep) -> None:
     summary="Link a course date to a Moodle course",
 )
 async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
-    try:
-        link = await operations.link_course(
-            session,
-            course_date_id=body.course_date_id,
-            moodle_course_id=body.moodle_course_id,
-            actor="api",
-            note=body.note,
-        )
-    except operations.OperationError as exc:
-        raise _http(exc) from None
+    link = await operations.link_course(
+        session,
+        course_date_id=body.course_date_id,
+        moodle_course_id=body.moodle_course_id,
+        actor="api",
+        note=body.note,
+    )
     await session.commit()
     return CourseLinkOut.model_validate(link, from_attributes=True)
 
@@ -153,10 +137,7 @@ async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
     summary="Unlink a course date",
 )
 async def unlink_course(course_date_id: IdPath, session: SessionDep) -> None:
-    try:
-        await operations.unlink_course(session, course_date_id, actor="api", note=None)
-    except operations.OperationError as exc:
-        raise _http(exc) from None
+    await operations.unlink_course(session, course_date_id, actor="api", note=None)
     await session.commit()
 
 

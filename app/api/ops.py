@@ -88,10 +88,7 @@ async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
 )
 async def replay_event(event_id: IdPath, rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> EventOut:
     """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
-    try:
-        event = await operations.replay(session, event_id, actor="api", note=body.note if body else None)
-    except operations.OperationError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    event = await operations.replay(session, event_id, actor="api", note=body.note if body else None)
     await session.commit()
     if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts, kind=event.kind):
         await inbox.mark_queued(session, [event_id])
