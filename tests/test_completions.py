@@ -330,3 +330,24 @@ async def test_new_enrolments_off_means_ignored(
 ) -> None:
     r = await post_moodle(client, enrolment_event(enrolled["user"], enrolled["course"], actor=2))
     assert r.json()["ignored"] == 1
+
+
+async def test_unmapped_completion_names_the_missing_link(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """The operator is told which link is missing: the learner, the course, or the registration."""
+    from app.db.models import CourseLink, UserLink
+
+    runtime.settings.completion.process_step_id = STEP
+    runtime.settings.completion.unmapped_retry_seconds = 0
+    async with runtime.sessions() as s:
+        s.add(UserLink(contact_id=77, username="linked", moodle_user_id=500))
+        s.add(CourseLink(course_date_id=4242, moodle_course_id=60))
+        await s.commit()
+    for user, course in ((401, 60), (500, 99), (500, 60)):
+        item = {"eventname": "\\core\\event\\course_completed", "courseid": course, "relateduserid": user}
+        await post_moodle(client, json.dumps({**item, "timecreated": user + course, "token": TEST_TOKENS["moodle"]}))
+    await settle(runtime)
+    errors = [(e.status, e.last_error) for e in await events(runtime)]
+    assert [status for status, _ in errors] == ["failed"] * 3
+    assert "Moodle user 401 is not linked to a CourseSales contact" in errors[0][1]
+    assert "Moodle course 99 is not linked to a course date" in errors[1][1]
+    assert "no active registration of linked for course date 4242" in errors[2][1]
