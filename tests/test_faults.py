@@ -448,3 +448,47 @@ async def test_two_events_of_one_contact_in_concurrent_jobs(
     assert await statuses(runtime) == ["done", "done"]
     assert len(users_named(moodle_fake, USERNAME)) == 1
     assert moodle_user(moodle_fake, USERNAME)["firstname"] == "Second"
+
+
+# -- several API processes --------------------------------------------------------------------------------------
+
+
+async def test_api_with_two_processes_accepts_and_stops_cleanly(
+    migrated: str, var_dir: Path, tmp_path: Path, own_redis: RedisServer, runtime: Runtime
+) -> None:
+    """`moodle-sync api --workers 2`: two processes on one port, each with its own group commit, one inbox."""
+    import subprocess
+
+    import psutil
+
+    from tests.procs import free_port, moodle_sync_command
+
+    port = free_port()
+    env = worker_env(
+        database_url=migrated, redis_url=own_redis.url, moodle_url="http://moodle.invalid", var_dir=var_dir
+    )
+    log = open(tmp_path / "api.log", "wb")
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "api", "--port", str(port), "--workers", "2"], env=env, stdout=log, stderr=log
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+            async def up() -> bool:
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_for(up, timeout=60)
+            answers = await asyncio.gather(*(post_contact(client, f"multi-{i}", contact_id=i + 1) for i in range(20)))
+        assert [a.status_code for a in answers] == [202] * 20
+        assert len({a.json()["event_id"] for a in answers}) == 20
+        assert len(psutil.Process(proc.pid).children()) >= 2  # uvicorn's two worker processes
+        assert sorted(e.dedupe_key for e in await events(runtime)) == sorted(f"multi-{i}" for i in range(20))
+        assert await Queue(connect(RedisSettings.from_dsn(own_redis.url))).redis.zcard("sync:default") == 20
+    finally:
+        proc.terminate()
+        code = await asyncio.to_thread(proc.wait, 30)
+        log.close()
+    assert code == 0, (tmp_path / "api.log").read_text()[-2000:]
