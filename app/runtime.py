@@ -48,7 +48,7 @@ class Runtime:
         return self._intake
 
     async def _enqueue_new(self, items: list[tuple[int, str]]) -> bool:
-        return self.queue is not None and await self.queue.enqueue_new(items)
+        return self.queue is not None and bool(await self.queue.enqueue_events([(i, 0, kind) for i, kind in items]))
 
     async def close(self) -> None:
         if self._intake is not None:

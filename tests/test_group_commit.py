@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from app.db.group_commit import GroupCommit
 from app.db.inbox import BodyMismatch, Delivery, Stored
 from app.db.models import EventStatus
-from app.jobs.queue import DEFAULT_QUEUE
+from app.jobs.queue import DEFAULT_QUEUE, loads
 from app.metrics import INTAKE_BATCH
 from app.runtime import Runtime
 from tests.helpers import events, post_contact
@@ -112,12 +113,18 @@ async def test_a_known_id_with_another_body_raises(runtime: Runtime) -> None:
         await intake.accept(other)
 
 
-async def test_enqueue_new_is_idempotent(runtime: Runtime) -> None:
-    items = [(9001, "contact.upserted"), (9002, "course_date.changed")]
-    assert await runtime.queue.enqueue_new(items)
-    assert await runtime.queue.enqueue_new(items)
+async def test_enqueue_events_is_one_idempotent_round_trip(runtime: Runtime) -> None:
+    items = [(9001, 0, "contact.upserted"), (9002, 0, "course_date.changed")]
+    assert await runtime.queue.enqueue_events(items) == [9001, 9002]
+    assert await runtime.queue.enqueue_events(items) == [9001, 9002]  # the sweeper's repeat changes nothing
     assert await runtime.queue.redis.zcard(DEFAULT_QUEUE) == 1
     assert await runtime.queue.redis.zcard("sync:slow") == 1
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert await runtime.queue.enqueue_event(9001, 1, kind="contact.upserted", defer_until=later)
+    score = await runtime.queue.redis.zscore(DEFAULT_QUEUE, "event:9001:1")
+    assert score == pytest.approx(later.timestamp() * 1000, abs=1000), "a retry waits until its time"
+    job = await runtime.queue.redis.get("arq:job:event:9001:1")
+    assert job is not None and loads(job)["a"] == [9001]  # what arq's worker reads: process_event(9001)
 
 
 async def test_a_connection_the_database_closed_is_replaced_not_answered_with_an_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
+from arq.utils import timestamp_ms, to_unix_ms
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.exceptions import RedisError
@@ -66,39 +67,34 @@ class Queue:
     async def enqueue_event(
         self, event_id: int, attempts: int, *, kind: str | None = None, defer_until: datetime | None = None
     ) -> bool:
-        try:
-            await self.redis.enqueue_job(
-                "process_event",
-                event_id,
-                _job_id=event_job_id(event_id, attempts),
-                _queue_name=queue_for(kind),
-                _defer_until=defer_until,
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("queue.enqueue.failed", event_id=event_id, error=type(exc).__name__)
-            return False
-        return True
+        return bool(await self.enqueue_events([(event_id, attempts, kind)], defer_until=defer_until))
 
-    async def enqueue_new(self, items: list[tuple[int, str | None]]) -> bool:
-        """The first jobs of newly accepted (event id, kind) items, all in one round trip.
+    async def enqueue_events(
+        self, items: Sequence[tuple[int, int, str | None]], *, defer_until: datetime | None = None
+    ) -> list[int]:
+        """Enqueue (event id, attempts, kind) items in one round trip; return the ids now in the queue (all or none).
 
-        arq's enqueue_job WATCHes each job id (three round trips a job); a new event has no job yet, so one
-        MULTI/EXEC of the same two writes per job, each only-if-absent, is the same enqueue at a fraction of
-        the cost. All or none: on failure the caller turns the events back to accepted for the sweeper.
+        arq's enqueue_job WATCHes each job id (three round trips a job). One MULTI/EXEC of the same two writes per
+        job, each only-if-absent, is the same enqueue: a job id already waiting or running is left as it is (the
+        sweeper's and a replay's repeats are harmless). On failure the caller leaves the events to the sweeper.
         """
+        if not items:
+            return []
         now = timestamp_ms()
+        score = to_unix_ms(defer_until) if defer_until is not None else now
+        expires = max(score - now, 0) + self.redis.expires_extra_ms
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                for event_id, kind in items:
-                    job_id = event_job_id(event_id, 0)
+                for event_id, attempts, kind in items:
+                    job_id = event_job_id(event_id, attempts)
                     job = serialize_job("process_event", (event_id,), {}, None, now, serializer=dumps)
-                    pipe.set(job_key_prefix + job_id, job, px=self.redis.expires_extra_ms, nx=True)
-                    pipe.zadd(queue_for(kind), {job_id: now}, nx=True)
+                    pipe.set(job_key_prefix + job_id, job, px=expires, nx=True)
+                    pipe.zadd(queue_for(kind), {job_id: score}, nx=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("queue.enqueue.failed", events=len(items), error=type(exc).__name__)
-            return False
-        return True
+            return []
+        return [event_id for event_id, _, _ in items]
 
     async def enqueue_reconcile(self, run_id: int) -> bool:
         try:
@@ -107,16 +103,6 @@ class Queue:
             log.warning("queue.enqueue.failed", run_id=run_id, error=type(exc).__name__)
             return False
         return True
-
-    async def enqueue_events(self, items: list[tuple[int, int, str | None]]) -> list[int]:
-        """Enqueue (event id, attempts, kind) items; return the ids that reached the queue."""
-        done: list[int] = []
-        for event_id, attempts, kind in items:
-            if await self.enqueue_event(event_id, attempts, kind=kind):
-                done.append(event_id)
-            else:
-                break  # Redis is down: the sweeper will queue the rest
-        return done
 
     async def ping(self) -> bool:
         try:
