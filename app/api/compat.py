@@ -175,7 +175,7 @@ async def _results(session: SessionDep, event_ids: list[int]) -> dict[int, dict[
     if not event_ids:
         return {}
     rows = await session.execute(select(Event.id, Event.result).where(Event.id.in_(event_ids)))
-    return {event_id: result for event_id, result in rows.tuples()}  # type: ignore[misc]
+    return {event_id: result for event_id, result in rows}
 
 
 async def _linked_id(session: SessionDep, result: dict[str, Any] | None, contact: Contact) -> int:
