@@ -153,3 +153,17 @@ def bearer(name: str) -> dict[str, str]:
 
 
 __all__ = ["MOODLE_URL", "TEST_TOKENS", "bearer", "make_settings", "models"]
+
+
+@pytest.fixture(autouse=True)
+async def no_loops_left_running() -> AsyncIterator[None]:
+    """A worker's loops (sweeper, reconcile, alerts) must end with their test: a sweeper left running holds its
+    lease, and a later test's sweep then silently does nothing."""
+    yield
+    await asyncio.sleep(0.01)  # let cancellations requested at teardown land
+    left = [
+        t.get_coro().__qualname__  # type: ignore[union-attr]
+        for t in asyncio.all_tasks()
+        if not t.done() and t.get_coro().__qualname__ in ("run_forever", "run_periodically")  # type: ignore[union-attr]
+    ]
+    assert not left, f"background loops left running: {left}"

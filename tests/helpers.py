@@ -127,7 +127,17 @@ async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
     async def idle() -> bool:
         return not worker.tasks
 
-    await wait_for(idle, timeout=20)
-    await worker.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        await wait_for(idle, timeout=20)
+        await worker.close()
+    finally:
+        end_loops(worker)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def end_loops(worker: Any) -> None:
+    """Cancel the worker's own loops (sweeper, reconcile, alerts): arq's close() skips the shutdown hook that
+    would when a cancelled job re-raises, and a sweeper left running holds its lease into later tests."""
+    for loop in worker.ctx.get("loops", []):
+        loop.cancel()

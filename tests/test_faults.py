@@ -25,7 +25,7 @@ from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
 from app.runtime import Runtime, build_runtime
 from tests.conftest import TEST_TOKENS
-from tests.helpers import events, links, make_due, moodle_user, post_contact, process_all, wait_for
+from tests.helpers import end_loops, events, links, make_due, moodle_user, post_contact, process_all, wait_for
 from tests.procs import RedisServer, ServedApp, WorkerProcess, worker_env
 
 USERNAME = "jane.doe@example.com"  # tests.helpers.contact()'s, lower-cased
@@ -317,6 +317,7 @@ async def stop_worker(worker: Worker, task: asyncio.Task[Any], *, timeout: float
         if current is not None and current.cancelling():
             raise
     finally:
+        end_loops(worker)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
