@@ -52,6 +52,8 @@ def service_env(**extra: str) -> dict[str, str]:
 @contextmanager
 def process(args: list[str], env: dict[str, str], *, ready_url: str | None = None, log: Path | None = None) -> Any:
     """Run a process for the length of a block; wait until ``ready_url`` answers."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log or os.devnull, "w")
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
     try:

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from app.db import inbox
+from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
 from app.runtime import Runtime
 from app.settings import Settings
@@ -36,3 +38,29 @@ async def test_idle_workers_poll_as_often_as_configured(settings: Settings) -> N
     settings.jobs.poll_delay_seconds = 0.2
     assert make_worker(settings, handle_signals=False).poll_delay_s == 0.2
     assert make_worker(settings, handle_signals=False, poll_delay=0.01).poll_delay_s == 0.01  # a test's own wins
+
+
+async def test_a_job_whose_event_another_round_took_makes_no_claim(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """Each event has its own job, but one round drains a batch: the other jobs of that batch find their events
+    finished (or running under a live lease) and stop after one read, without claiming anything."""
+    for i in range(3):
+        await post_contact(
+            client, f"d-batch-{i}", contact_id=100 + i, username=f"b{i}@example.com", email=f"b{i}@x.org"
+        )
+    first, second, third = [e.id for e in await events(runtime)]
+    assert await run_event(runtime, first) == "processed 3"
+    assert [await run_event(runtime, i) for i in (second, third)] == ["already done", "already done"]
+
+    await post_contact(client, "d-batch-held", contact_id=200, username="held@example.com", email="held@x.org")
+    await post_contact(client, "d-batch-next", contact_id=201, username="next@example.com", email="next@x.org")
+    held, waiting = [e.id for e in await events(runtime)][3:]
+    async with runtime.sessions() as s:
+        await inbox.claim(s, kinds=["contact.upserted"], limit=1, lease_seconds=60, ids=[held])
+        await s.commit()
+    assert await run_event(runtime, held) == "running in another job"
+    statuses = {e.id: (e.status, e.attempts) for e in await events(runtime)}
+    assert statuses[held] == ("running", 1), "not claimed a second time while its lease lives"
+    assert statuses[waiting] == ("queued", 0), "the job of a running event does not drain the others"
+    assert await run_event(runtime, waiting) == "processed 1"

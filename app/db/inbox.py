@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
@@ -160,6 +161,7 @@ async def claim(
     if session.bind.dialect.name == "postgresql":
         # Concurrent claimers skip each other's rows instead of deadlocking on them.
         pick = pick.with_for_update(skip_locked=True, of=Event)
+    # One statement takes the rows and returns them whole.
     stmt = (
         update(Event)
         .where(Event.id.in_(pick.scalar_subquery()), _ready(now))
@@ -169,19 +171,12 @@ async def claim(
             attempts=Event.attempts + 1,
             updated_at=now,
         )
-        .returning(Event.id)
-        .execution_options(synchronize_session=False)
+        .returning(Event)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    claimed = sorted((await session.execute(stmt)).scalars().all())
-    if not claimed:
+    events = sorted((await session.execute(stmt)).scalars().all(), key=lambda e: e.id or 0)
+    if not events:
         return []
-    events = list(
-        (
-            await session.execute(
-                select(Event).where(Event.id.in_(claimed)).order_by(Event.id).execution_options(populate_existing=True)
-            )
-        ).scalars()
-    )
     # Rows, not objects: one executemany, without building (and flushing) an ORM object an event.
     await session.execute(
         insert(Attempt.__table__),  # type: ignore[attr-defined]
@@ -196,31 +191,66 @@ async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
 
 
 async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome]]) -> None:
-    """``finish`` for a batch: the open attempts of all its events are read in one query."""
+    """``finish`` for a batch, in set-wise statements: the events in one executemany (two when only some carry a
+    result), the newest open attempt of each in another. The loaded events show the new values; the caller commits.
+    """
     if not items:
         return
     now = utcnow()
-    rows = await session.execute(
-        select(Attempt)
-        .where(Attempt.event_id.in_([e.id for e, _ in items]), Attempt.finished_at.is_(None))
-        .order_by(Attempt.id)
-    )
-    open_attempts = {a.event_id: a for a in rows.scalars()}  # the newest open attempt of each event wins
+    events, attempts = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
+    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for event, outcome in items:
-        event.status = outcome.status
-        event.last_error = outcome.error
+        values = {
+            "status": outcome.status,
+            "last_error": outcome.error,
+            "next_attempt_at": outcome.next_attempt_at,
+            "lease_until": None,
+            "updated_at": now,
+        }
         if outcome.result is not None:
-            event.result = outcome.result
-        event.next_attempt_at = outcome.next_attempt_at
-        event.lease_until = None
-        event.updated_at = now
+            values["result"] = outcome.result
         if outcome.status in (EventStatus.done, EventStatus.ignored):
-            event.secret = None
-        attempt = open_attempts.get(event.id)  # type: ignore[arg-type]
-        if attempt is not None:
-            attempt.finished_at = now
-            attempt.outcome = outcome.status
-            attempt.error = outcome.error
+            values["secret"] = None
+        for key, value in values.items():
+            # Shown on the loaded object without making it dirty: the statements below write it.
+            set_committed_value(event, key, value)
+        rows[outcome.result is not None].append(
+            {
+                "b_id": event.id,
+                "b_status": outcome.status,
+                "b_error": outcome.error,
+                "b_next": outcome.next_attempt_at,
+                "b_drop": outcome.status in (EventStatus.done, EventStatus.ignored),
+                "b_result": outcome.result,
+            }
+        )
+    common = {
+        "status": bindparam("b_status"),
+        "last_error": bindparam("b_error"),
+        "next_attempt_at": bindparam("b_next", type_=events.c.next_attempt_at.type),
+        "lease_until": None,
+        "updated_at": now,
+        "secret": case((bindparam("b_drop"), None), else_=events.c.secret),
+    }
+    for with_result, params in rows.items():
+        if not params:
+            continue
+        values = {**common, "result": bindparam("b_result", type_=events.c.result.type)} if with_result else common
+        if not with_result:
+            for p in params:
+                del p["b_result"]
+        await session.execute(update(events).where(events.c.id == bindparam("b_id")).values(**values), params)
+    newest_open = (
+        select(func.max(attempts.c.id))
+        .where(attempts.c.event_id == bindparam("b_id"), attempts.c.finished_at.is_(None))
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(attempts)
+        .where(attempts.c.id == newest_open)
+        .values(finished_at=now, outcome=bindparam("b_status"), error=bindparam("b_error")),
+        [{"b_id": e.id, "b_status": o.status, "b_error": o.error} for e, o in items],
+    )
 
 
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.coursesales.errors import CourseSalesAuthError, CourseSalesError
 from app.db import inbox, leases
 from app.db.inbox import Outcome
-from app.db.models import Event, EventStatus
+from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.retry import next_attempt
 from app.metrics import EVENTS_FINISHED, JOB_SECONDS
@@ -197,6 +197,10 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         if event is None:
             return "missing"
         kind = event.kind
+        settled = _settled_elsewhere(event)
+    if settled is not None:
+        # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
+        return settled
     if not rt.settings.moodle.configured:
         # Kept in the inbox untouched: the sweeper queues it again once Moodle is configured.
         log.warning("jobs.waiting.moodle_not_configured", event_id=event_id)
@@ -219,6 +223,16 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         if n == 0 or time.monotonic() > budget:
             break
     return f"processed {total}"
+
+
+def _settled_elsewhere(event: Event) -> str | None:
+    """Why this event's own job has nothing to do: it was finished, or is running under a live lease (if its
+    holder dies, the lease runs out and the sweeper queues it again). None: it may be ready, so claim."""
+    if event.status not in OPEN_STATUSES:
+        return f"already {event.status}"
+    if event.status == EventStatus.running and event.lease_until is not None and event.lease_until > utcnow():
+        return "running in another job"
+    return None
 
 
 async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
