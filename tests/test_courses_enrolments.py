@@ -304,3 +304,29 @@ async def test_course_dates_in_the_configured_timezone(
     zone = ZoneInfo("Australia/Brisbane")
     assert course["startdate"] == int(datetime(2026, 12, 1, tzinfo=zone).timestamp())  # type: ignore[index]
     assert course["enddate"] == int(datetime(2026, 12, 4, tzinfo=zone).timestamp()) - 1, "the end day is inclusive"  # type: ignore[index]
+
+
+async def test_one_batch_with_a_document_twice_and_two_documents_of_one_learner(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    """Registrations and enrolment links are written as rows in one statement a batch: a Document resent under a
+    new delivery id is one registration, and two Documents of one learner in one course are one enrolment link."""
+    from sqlalchemy import select
+
+    from app.db.models import EnrolmentLink, Registration
+
+    await post_event(client, {"type": "course_date.changed", "id": "c-0", "course_date_id": CD})
+    await settle(runtime)
+    await register(client, "d-1", "D-1001", CD)
+    await register(client, "d-1-again", "D-1001", CD)
+    await register(client, "d-2", "D-1002", CD)
+    await settle(runtime)
+    assert [e.status for e in await events(runtime)] == ["done"] * 4
+    assert len(calls(moodle_fake, "enrol_manual_enrol_users")) == 1, "one batch"
+    async with runtime.sessions() as s:
+        regs = (await s.execute(select(Registration).order_by(Registration.document_external_id))).scalars().all()
+        links = (await s.execute(select(EnrolmentLink))).scalars().all()
+    assert [(r.document_external_id, r.status) for r in regs] == [("D-1001", "registered"), ("D-1002", "registered")]
+    assert [(link.document_external_id, link.status, link.course_date_id) for link in links] == [
+        ("D-1002", "active", CD)
+    ]

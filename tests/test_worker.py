@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from app.db import inbox
+from app.jobs.queue import DEFAULT_QUEUE, event_job_id
 from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
 from app.runtime import Runtime
@@ -64,3 +65,19 @@ async def test_a_job_whose_event_another_round_took_makes_no_claim(
     assert statuses[held] == ("running", 1), "not claimed a second time while its lease lives"
     assert statuses[waiting] == ("queued", 0), "the job of a running event does not drain the others"
     assert await run_event(runtime, waiting) == "processed 1"
+
+
+async def test_a_round_takes_its_batchs_waiting_jobs_out_of_the_queue(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """The jobs of the events a round claimed are dropped from Redis in one round trip (the running job's own is
+    arq's to finish), so a burst of N events costs about N / batch jobs, not N."""
+    for i in range(4):
+        await post_contact(client, f"d-drop-{i}", contact_id=300 + i, username=f"d{i}@example.com", email=f"d{i}@x.org")
+    ids = [e.id for e in await events(runtime)]
+    redis = runtime.queue.redis
+    assert len(await redis.zrange(DEFAULT_QUEUE, 0, -1)) == 4
+    assert await run_event(runtime, ids[0]) == "processed 4"
+    assert [j.decode() for j in await redis.zrange(DEFAULT_QUEUE, 0, -1)] == [event_job_id(ids[0], 0)]
+    assert await redis.keys(f"arq:job:event:{ids[1]}:*") == []
+    assert [e.status for e in await events(runtime)] == ["done"] * 4

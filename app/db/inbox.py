@@ -9,14 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
+from app.db.upsert import insert_for
 
 
 class BodyMismatch(Exception):
@@ -90,10 +89,9 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
     repeat (or a BodyMismatch). The caller commits.
     """
     now = utcnow()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     made = (
         await session.execute(
-            insert(Event.__table__)  # Core, not the ORM's bulk insert: nothing here needs objects
+            insert_for(session, Event.__table__)  # Core, not the ORM's bulk insert: nothing here needs objects
             .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
             .returning(Event.id, Event.source, Event.dedupe_key, Event.status),
             [_row(d, now) for d in deliveries],

@@ -5,21 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import delete, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Lease
 from app.db.types import utcnow
+from app.db.upsert import insert_for
 
 
 async def acquire(session: AsyncSession, name: str, owner: str, seconds: float) -> bool:
     """Take or renew the lease; True when ``owner`` holds it until now + seconds. The caller commits."""
     now = utcnow()
     expires = now + timedelta(seconds=seconds)
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     made = await session.execute(
-        insert(Lease).values(name=name, owner=owner, expires_at=expires).on_conflict_do_nothing().returning(Lease.name)
+        insert_for(session, Lease)
+        .values(name=name, owner=owner, expires_at=expires)
+        .on_conflict_do_nothing()
+        .returning(Lease.name)
     )
     if made.scalar_one_or_none() is not None:
         return True

@@ -96,6 +96,24 @@ class Queue:
             return []
         return [event_id for event_id, _, _ in items]
 
+    async def drop_events(self, items: Sequence[tuple[int, int, str | None]]) -> None:
+        """Take the waiting jobs of (event id, attempts, kind) out of the queue, in one round trip: a round that
+        claimed these events does their work, so their own jobs would only find it done. Best effort: a job left
+        behind (Redis failed, or it had already started) stops after one read (app.jobs.tasks.run_event)."""
+        if not items:
+            return
+        by_queue: dict[str, list[str]] = {}
+        for event_id, attempts, kind in items:
+            by_queue.setdefault(queue_for(kind), []).append(event_job_id(event_id, attempts))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue, job_ids in by_queue.items():
+                    pipe.zrem(queue, *job_ids)
+                    pipe.delete(*(job_key_prefix + job_id for job_id in job_ids))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("queue.drop.failed", events=len(items), error=type(exc).__name__)
+
     async def enqueue_reconcile(self, run_id: int) -> bool:
         try:
             await self.redis.enqueue_job("reconcile_job", run_id, _job_id=f"reconcile:{run_id}")

@@ -218,7 +218,7 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
     budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
     for _ in range(MAX_ROUNDS):
-        n = await _round(rt, runner, kinds)
+        n = await _round(rt, runner, kinds, own=event_id)
         total += n
         if n == 0 or time.monotonic() > budget:
             break
@@ -235,11 +235,15 @@ def _settled_elsewhere(event: Event) -> str | None:
     return None
 
 
-async def _round(rt: Runtime, runner: Runner, kinds: list[str]) -> int:
+async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | None = None) -> int:
+    """Claim a batch, run it, record its outcomes. ``own``: the event of the job running this round, whose job
+    arq finishes; the waiting jobs of the rest of the batch are taken out of the queue."""
     async with rt.sessions() as s:
         claimed = await _claim(rt, s, runner, kinds)
         if not claimed:
             return 0
+        if rt.queue is not None:
+            await rt.queue.drop_events([(e.id, e.attempts - 1, e.kind) for e in claimed if e.id != own])  # type: ignore[misc]
         ids = [e.id for e in claimed]
         structlog.contextvars.bind_contextvars(event_ids=ids)
         log.info("jobs.batch.start", event_ids=ids)

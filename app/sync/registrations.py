@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
 from app.db.types import utcnow
+from app.db.upsert import insert_for
 from app.moodle.client import MoodleClient
 from app.settings import Settings
 from app.sync.contacts import Contact
@@ -136,25 +137,25 @@ class RegistrationSync:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _record_all(self, items: list[tuple[str, int, str, str]]) -> None:
-        """Keep each (document, course date, contact key, status) in the registrations table, in one read."""
-        documents = [doc for doc, _, _, _ in items]
+        """Keep each (document, course date, contact key, status) in the registrations table: one upsert."""
+        now = utcnow()
         rows = {
-            row.document_external_id: row
-            for row in (
-                await self.session.execute(select(Registration).where(Registration.document_external_id.in_(documents)))
-            ).scalars()
+            document: {
+                "document_external_id": document,
+                "course_date_id": course_date_id,
+                "contact_key": contact_key,
+                "status": status,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for document, course_date_id, contact_key, status in items  # a document twice: the last one counts
         }
-        for document, course_date_id, contact_key, status in items:
-            row = rows.get(document)
-            if row is None:
-                row = Registration(
-                    document_external_id=document, course_date_id=course_date_id, contact_key=contact_key
-                )
-                self.session.add(row)
-                rows[document] = row
-            row.status = status
-            row.updated_at = utcnow()
-        await self.session.flush()
+        stmt = insert_for(self.session, Registration.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["document_external_id"],
+            set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+        )
+        await self.session.execute(stmt, list(rows.values()))
 
     async def _finished_course_jobs(self, course_dates: set[int], since: datetime) -> dict[int, list[Event]]:
         """Course jobs of these course dates that finished since ``since``, newest first, by course date."""
@@ -270,29 +271,43 @@ class RegistrationSync:
         results = await self.moodle.enrol_users(
             [{k: v for k, v in i.items() if not k.startswith("_")} for _, i in to_send]
         )
+        made: dict[tuple[int, int], dict[str, Any]] = {}
         for (event, item), res in zip(to_send, results, strict=True):
             if not res.ok:
                 outcomes[event.id] = _refused(res.error, checked=event.id not in unverified)  # type: ignore[index]
                 continue
-            self._remember(links, item)
+            self._remember(links, made, item)
             outcomes[event.id] = Outcome(EventStatus.done, result=_result(item, "enrolled"))  # type: ignore[index]
             log.info("moodle.enrolment.created", moodle_user_id=item["userid"], moodle_course_id=item["courseid"])
+        if made:
+            # New links as rows in one executemany: no ORM object, no flush, for each of a first sync's enrolments.
+            await self.session.execute(insert(EnrolmentLink.__table__), list(made.values()))  # type: ignore[attr-defined]
         return outcomes
 
-    def _remember(self, links: dict[tuple[int, int], EnrolmentLink], item: dict[str, Any]) -> None:
-        """Record the enrolment as made; two registrations of one pair in a batch share one link."""
+    def _remember(
+        self,
+        links: dict[tuple[int, int], EnrolmentLink],
+        made: dict[tuple[int, int], dict[str, Any]],
+        item: dict[str, Any],
+    ) -> None:
+        """Record the enrolment as made (a new link goes into ``made``); two registrations of one pair in a batch
+        share one link."""
         key = (item["userid"], item["courseid"])
+        values = {
+            "status": "active",
+            "role_id": item["roleid"],
+            "timestart": item.get("timestart", 0),
+            "timeend": item.get("timeend", 0),
+            "document_external_id": item["_document"],
+            "updated_at": utcnow(),
+        }
         link = links.get(key)
-        if link is None:
-            link = EnrolmentLink(
-                moodle_user_id=item["userid"], moodle_course_id=item["courseid"], course_date_id=item["_course_date_id"]
-            )
-            self.session.add(link)
-            links[key] = link
-        link.status, link.role_id = "active", item["roleid"]
-        link.timestart, link.timeend = item.get("timestart", 0), item.get("timeend", 0)
-        link.document_external_id = item["_document"]
-        link.updated_at = utcnow()
+        if link is not None:
+            for name, value in values.items():
+                setattr(link, name, value)
+            return
+        values |= {"moodle_user_id": key[0], "moodle_course_id": key[1], "course_date_id": item["_course_date_id"]}
+        made[key] = {**made.get(key, {"created_at": values["updated_at"]}), **values}
 
 
 def _registration(event: Event) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.crypto import Vault
@@ -78,6 +78,7 @@ class UserSync:
         self.rules = rules
         # Events answered from their link without a Moodle read (see _settled).
         self.unverified: set[int] = set()
+        self._new_links: list[dict[str, Any]] = []
 
     async def run(self, events: list[Event]) -> dict[int, Outcome]:
         """Outcome per event id. Transient Moodle errors propagate: the whole batch is retried."""
@@ -99,6 +100,7 @@ class UserSync:
                 outcomes[work.event.id] = decided  # type: ignore[index]
         outcomes.update(await self._create(creates, updates))
         outcomes.update(await self._update(updates))
+        await self._insert_links()
         for work in works:
             final = outcomes[work.event.id]  # type: ignore[index]
             for old in work.superseded:
@@ -320,24 +322,35 @@ class UserSync:
         return outcomes
 
     def _link(self, w: Work, moodle_user_id: int, *, created: bool, suspended: int | None = None) -> None:
-        """Record (or refresh) the link in this transaction; the password's digest only once applied."""
-        link = w.link
-        if link is None:
-            link = UserLink(
-                contact_id=w.contact.contact_id, username=w.contact.moodle_username, moodle_user_id=moodle_user_id
-            )
-            self.session.add(link)
-            w.link = link
-        link.contact_id = w.contact.contact_id or link.contact_id
-        link.username = w.contact.moodle_username
-        link.moodle_user_id = moodle_user_id
+        """Record (or refresh) the link in this transaction; the password's digest only once applied. A new link
+        is a row for ``_insert_links`` (one executemany for the batch), not an ORM object."""
+        values: dict[str, Any] = {
+            "contact_id": w.contact.contact_id or (w.link.contact_id if w.link else None),
+            "username": w.contact.moodle_username,
+            "moodle_user_id": moodle_user_id,
+            "data_digest": self._data_digest(w.contact),
+            "updated_at": utcnow(),
+        }
         if w.password:
-            link.password_digest = self._digest(w.password)
-        link.data_digest = self._data_digest(w.contact)
+            values["password_digest"] = self._digest(w.password)
         if suspended is not None:
-            link.suspended_by_sync = bool(suspended)
-        link.updated_at = utcnow()
+            values["suspended_by_sync"] = bool(suspended)
+        if w.link is not None:
+            for name, value in values.items():
+                setattr(w.link, name, value)
+        else:
+            self._new_links.append({"created_at": values["updated_at"], **values})
         log.info("moodle.user.created" if created else "moodle.user.linked", moodle_user_id=moodle_user_id)
+
+    async def _insert_links(self) -> None:
+        rows, self._new_links = self._new_links, []
+        if rows:
+            keys = {key for row in rows for key in row}  # one shape for every row of the executemany
+            defaults = {"password_digest": None, "suspended_by_sync": False}
+            await self.session.execute(
+                insert(UserLink.__table__),  # type: ignore[attr-defined]
+                [{key: row.get(key, defaults.get(key)) for key in keys} for row in rows],
+            )
 
 
 def _explain(exc: MoodleError) -> str:
