@@ -25,6 +25,9 @@ class EventStatus(StrEnum):
 
 OPEN_STATUSES = (EventStatus.accepted, EventStatus.queued, EventStatus.running, EventStatus.retrying)
 OPEN_WHERE = text("status IN ('accepted', 'queued', 'running', 'retrying')")
+FRESH_WHERE = text("status IN ('accepted', 'queued')")
+RETRYING_WHERE = text("status = 'retrying'")
+RUNNING_WHERE = text("status = 'running'")
 
 
 def _ts(**kw: Any) -> Any:
@@ -37,7 +40,11 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
-        Index("ix_events_status_next_attempt", "status", "next_attempt_at"),
+        # What the claim reads, one index for each kind of readiness (app.db.inbox.claim); no index leads with status,
+        # so that fresh events are always walked in id order, never collected and sorted.
+        Index("ix_events_fresh", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
+        Index("ix_events_retry_due", "next_attempt_at", postgresql_where=RETRYING_WHERE, sqlite_where=RETRYING_WHERE),
+        Index("ix_events_lease", "lease_until", postgresql_where=RUNNING_WHERE, sqlite_where=RUNNING_WHERE),
         Index("ix_events_subject", "subject"),
         # The claim's "an older event of this subject is still open" probe: a small index of open events only.
         Index("ix_events_open_subject", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE),
