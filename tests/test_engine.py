@@ -25,7 +25,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
     backlog (37 ms a claim at 15,000 waiting, most of a first sync's database time)."""
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("the plan is PostgreSQL's")
-    from app.db import inbox
+    from app.db import claim
     from app.db.models import Event
     from app.db.types import utcnow
 
@@ -60,7 +60,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
     sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
     try:
         async with runtime.sessions() as s:
-            claimed = await inbox.claim(s, kinds=["contact.upserted"], limit=100, lease_seconds=60)
+            claimed = await claim.claim(s, kinds=["contact.upserted"], limit=100, lease_seconds=60)
             assert [e.dedupe_key for e in claimed] == [f"burst-{i}" for i in range(3000, 3100)]
             await s.rollback()
     finally:
@@ -68,7 +68,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
     fresh = [(sql, params) for sql, params in seen if "next_attempt_at <=" not in sql]  # not the due retries
     assert len(seen) == 2 and len(fresh) == 1, seen
     sql, params = fresh[0]
-    async with runtime.sessions() as s, inbox._ordered_walk(s):
+    async with runtime.sessions() as s, claim._ordered_walk(s):
         conn = await s.connection()
         plan = "\n".join(r[0] for r in (await conn.exec_driver_sql("EXPLAIN " + sql, params)).all())
         await s.rollback()

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from app.db import inbox
+from app.db import claim
 from app.jobs.queue import DEFAULT_QUEUE, event_job_id
 from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
@@ -58,7 +58,7 @@ async def test_a_job_whose_event_another_round_took_makes_no_claim(
     await post_contact(client, "d-batch-next", contact_id=201, username="next@example.com", email="next@x.org")
     held, waiting = [e.id for e in await events(runtime)][3:]
     async with runtime.sessions() as s:
-        await inbox.claim(s, kinds=["contact.upserted"], limit=1, lease_seconds=60, ids=[held])
+        await claim.claim(s, kinds=["contact.upserted"], limit=1, lease_seconds=60, ids=[held])
         await s.commit()
     assert await run_event(runtime, held) == "running in another job"
     statuses = {e.id: (e.status, e.attempts) for e in await events(runtime)}

@@ -40,7 +40,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
-        # What the claim reads, one index for each kind of readiness (app.db.inbox.claim); no index leads with status,
+        # What the claim reads, one index for each kind of readiness (app.db.claim); no index leads with status,
         # so that fresh events are always walked in id order, never collected and sorted.
         Index("ix_events_fresh", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
         Index("ix_events_retry_due", "next_attempt_at", postgresql_where=RETRYING_WHERE, sqlite_where=RETRYING_WHERE),

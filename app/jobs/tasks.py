@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.coursesales.errors import CourseSalesAuthError, CourseSalesError
-from app.db import inbox, leases
+from app.db import claim, inbox, leases
 from app.db.inbox import Outcome
 from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
@@ -304,7 +304,7 @@ async def _claim(rt: Runtime, s: AsyncSession, runner: Runner, kinds: list[str])
 
 
 async def _claim_now(rt: Runtime, s: AsyncSession, kinds: list[str], limit: int) -> list[Event]:
-    claimed = await inbox.claim(s, kinds=kinds, limit=limit, lease_seconds=rt.settings.jobs.lease_seconds)
+    claimed = await claim.claim(s, kinds=kinds, limit=limit, lease_seconds=rt.settings.jobs.lease_seconds)
     await s.commit()
     return claimed
 
@@ -383,7 +383,7 @@ def _outcome_for(rt: Runtime, event: Event, exc: Exception) -> Outcome:
 
 async def _fail_unknown(rt: Runtime, event_id: int, kind: str) -> None:
     async with rt.sessions() as s:
-        claimed = await inbox.claim(s, kinds=[kind], limit=1, lease_seconds=60, ids=[event_id])
+        claimed = await claim.claim(s, kinds=[kind], limit=1, lease_seconds=60, ids=[event_id])
         for e in claimed:
             await inbox.finish(s, e, Outcome(EventStatus.failed, f"no handler for event kind {kind!r}"))
         await s.commit()
