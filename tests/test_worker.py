@@ -81,3 +81,49 @@ async def test_a_round_takes_its_batchs_waiting_jobs_out_of_the_queue(
     assert [j.decode() for j in await redis.zrange(DEFAULT_QUEUE, 0, -1)] == [event_job_id(ids[0], 0)]
     assert await redis.keys(f"arq:job:event:{ids[1]}:*") == []
     assert [e.status for e in await events(runtime)] == ["done"] * 4
+
+
+async def test_finishing_a_batch_keeps_a_result_unless_replaced_and_drops_the_password_only_when_done(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """finish_all writes a batch in set-wise statements: an outcome without a result keeps the event's, a retry keeps
+    the password (the next attempt needs it), done drops it, and each event's open attempt is closed."""
+    from sqlalchemy import select
+
+    from app.db import inbox
+    from app.db.inbox import Outcome
+    from app.db.models import Attempt, EventStatus
+    from app.db.types import utcnow
+
+    for i in range(2):
+        await post_contact(client, f"d-fin-{i}", contact_id=400 + i, username=f"f{i}@example.com", email=f"f{i}@x.org")
+    async with runtime.sessions() as s:
+        first, second = await claim.claim(s, kinds=["contact.upserted"], limit=2, lease_seconds=60)
+        await inbox.finish_all(
+            s,
+            [
+                (first, Outcome(EventStatus.retrying, "later", result={"verify_user": True}, next_attempt_at=utcnow())),
+                (second, Outcome(EventStatus.done, result={"moodle_user_id": 7})),
+            ],
+        )
+        await s.commit()
+    async with runtime.sessions() as s:
+        (first,) = await claim.claim(s, kinds=["contact.upserted"], limit=1, lease_seconds=60, ids=[first.id])
+        await inbox.finish_all(s, [(first, Outcome(EventStatus.retrying, "again"))])
+        await s.commit()
+    one, two = await events(runtime)
+    assert (one.status, one.last_error, one.result, one.lease_until) == (
+        "retrying",
+        "again",
+        {"verify_user": True},
+        None,
+    )
+    assert one.secret is not None, "a retry keeps the password for its next attempt"
+    assert (two.status, two.result, two.secret) == ("done", {"moodle_user_id": 7}, None)
+    async with runtime.sessions() as s:
+        tries = (await s.execute(select(Attempt).order_by(Attempt.id))).scalars().all()
+    assert [(a.event_id, a.number, a.outcome, a.error, a.finished_at is not None) for a in tries] == [
+        (one.id, 1, "retrying", "later", True),
+        (two.id, 1, "done", None, True),
+        (one.id, 2, "retrying", "again", True),
+    ]

@@ -133,55 +133,54 @@ async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
 
 
 async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome]]) -> None:
-    """``finish`` for a batch, in set-wise statements: the events in one executemany (two when only some carry a
-    result), the newest open attempt of each in another. The loaded events show the new values; the caller commits.
-    """
+    """``finish`` for a batch, in two executemany statements: the events, then the newest open attempt of each.
+    The loaded events show the new values without being flushed again; the caller commits."""
     if not items:
         return
     now = utcnow()
     events, attempts = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
-    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    params: list[dict[str, Any]] = []
     for event, outcome in items:
-        values = {
+        drop_secret = outcome.status in (EventStatus.done, EventStatus.ignored)
+        shown = {
             "status": outcome.status,
             "last_error": outcome.error,
             "next_attempt_at": outcome.next_attempt_at,
             "lease_until": None,
             "updated_at": now,
+            "result": event.result if outcome.result is None else outcome.result,
+            "secret": None if drop_secret else event.secret,
         }
-        if outcome.result is not None:
-            values["result"] = outcome.result
-        if outcome.status in (EventStatus.done, EventStatus.ignored):
-            values["secret"] = None
-        for key, value in values.items():
-            # Shown on the loaded object without making it dirty: the statements below write it.
+        for key, value in shown.items():
             set_committed_value(event, key, value)
-        rows[outcome.result is not None].append(
+        params.append(
             {
                 "b_id": event.id,
                 "b_status": outcome.status,
                 "b_error": outcome.error,
                 "b_next": outcome.next_attempt_at,
-                "b_drop": outcome.status in (EventStatus.done, EventStatus.ignored),
+                "b_keep_result": outcome.result is None,
                 "b_result": outcome.result,
+                "b_drop_secret": drop_secret,
             }
         )
-    common = {
-        "status": bindparam("b_status"),
-        "last_error": bindparam("b_error"),
-        "next_attempt_at": bindparam("b_next", type_=events.c.next_attempt_at.type),
-        "lease_until": None,
-        "updated_at": now,
-        "secret": case((bindparam("b_drop"), None), else_=events.c.secret),
-    }
-    for with_result, params in rows.items():
-        if not params:
-            continue
-        values = {**common, "result": bindparam("b_result", type_=events.c.result.type)} if with_result else common
-        if not with_result:
-            for p in params:
-                del p["b_result"]
-        await session.execute(update(events).where(events.c.id == bindparam("b_id")).values(**values), params)
+    await session.execute(
+        update(events)
+        .where(events.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            last_error=bindparam("b_error"),
+            next_attempt_at=bindparam("b_next", type_=events.c.next_attempt_at.type),
+            lease_until=None,
+            updated_at=now,
+            # An outcome without a result keeps the one the event has; only done and ignored drop the password.
+            result=case(
+                (bindparam("b_keep_result"), events.c.result), else_=bindparam("b_result", type_=events.c.result.type)
+            ),
+            secret=case((bindparam("b_drop_secret"), None), else_=events.c.secret),
+        ),
+        params,
+    )
     newest_open = (
         select(func.max(attempts.c.id))
         .where(attempts.c.event_id == bindparam("b_id"), attempts.c.finished_at.is_(None))
@@ -191,7 +190,7 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
         update(attempts)
         .where(attempts.c.id == newest_open)
         .values(finished_at=now, outcome=bindparam("b_status"), error=bindparam("b_error")),
-        [{"b_id": e.id, "b_status": o.status, "b_error": o.error} for e, o in items],
+        [{"b_id": p["b_id"], "b_status": p["b_status"], "b_error": p["b_error"]} for p in params],
     )
 
 
