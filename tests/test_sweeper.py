@@ -60,3 +60,41 @@ async def test_unconfigured_moodle_keeps_events_waiting(client: httpx.AsyncClien
     await process_all(runtime)
     (event,) = await events(runtime)
     assert event.status == "queued" and event.attempts == 0
+
+
+async def test_a_round_that_died_after_dropping_its_batchs_jobs_is_finished_by_the_sweeper(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """A round takes its batch's waiting jobs out of the queue. If its worker dies mid-round, nothing in Redis is
+    left to run those events: their leases run out and the sweeper queues them again, under new job ids."""
+    from app.db import claim
+    from app.jobs.tasks import run_event
+
+    for i in range(3):
+        await post_contact(
+            client, f"d-crash-{i}", contact_id=600 + i, username=f"c{i}@example.com", email=f"c{i}@x.org"
+        )
+    async with runtime.sessions() as s:  # the dead round: claimed with a lease that has already run out
+        taken = await claim.claim(s, kinds=["contact.upserted"], limit=3, lease_seconds=-1)
+        await s.commit()
+    await runtime.queue.drop_events([(e.id, e.attempts - 1, e.kind) for e in taken])  # type: ignore[misc]
+    assert await runtime.queue.redis.zcard(DEFAULT_QUEUE) == 0
+    assert await sweep(runtime, "w1", grace=timedelta(0)) == 3
+    queued = sorted(j.decode() for j in await runtime.queue.redis.zrange(DEFAULT_QUEUE, 0, -1))
+    assert queued == sorted(f"event:{e.id}:1" for e in taken)
+    assert await run_event(runtime, taken[0].id) == "processed 3"  # type: ignore[arg-type]
+    assert [(e.status, e.attempts) for e in await events(runtime)] == [("done", 2)] * 3
+    assert all(moodle_user(moodle_fake, f"c{i}@example.com") for i in range(3))
+
+
+async def test_dropping_jobs_while_redis_is_down_is_harmless(runtime: Runtime) -> None:
+    """Dropping is best effort: with Redis down it logs and returns; the jobs left behind stop after one read."""
+    from structlog.testing import capture_logs
+
+    queue = Queue(connect(RedisSettings(host="127.0.0.1", port=1)))
+    try:
+        with capture_logs() as logged:
+            assert await queue.drop_events([(1, 0, "contact.upserted"), (2, 0, "course.sync")]) is None
+    finally:
+        await queue.close()
+    assert [(e["event"], e["events"], e["log_level"]) for e in logged] == [("queue.drop.failed", 2, "warning")]

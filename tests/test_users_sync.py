@@ -204,3 +204,23 @@ async def test_wrong_moodle_token_fails_with_reason(
     async with runtime.sessions() as s:
         (alert,) = (await s.execute(select(Alert))).scalars()
     assert alert.cause == "moodle.token" and alert.event_id == event.id and "SYNC_MOODLE__TOKEN" in alert.fix
+
+
+async def test_one_batch_adopts_without_a_password_and_creates_with_one(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """New links of one batch are written together: an adopted user whose contact brings no password (no digest)
+    and a created one (with its digest) land in the same statement, each with its own values."""
+    existing = seed_user(moodle_fake, "old.hand@example.com", "old.hand@example.com")
+    await post_contact(client, "d-old", contact_id=51, username="old.hand@example.com", email="old.hand@example.com",
+                       password=None)  # fmt: skip
+    await post_contact(client, "d-new", contact_id=52, username="new.one@example.com", email="new.one@example.com")
+    await process_all(runtime)
+    assert [(e.status, (e.result or {}).get("action")) for e in await events(runtime)] == [
+        ("done", "updated"),
+        ("done", "created"),
+    ]
+    old, new = sorted(await links(runtime), key=lambda link: link.contact_id or 0)
+    assert (old.moodle_user_id, old.password_digest, old.suspended_by_sync) == (existing["id"], None, False)
+    assert new.moodle_user_id == moodle_user(moodle_fake, "new.one@example.com")["id"]  # type: ignore[index]
+    assert new.password_digest is not None and new.data_digest is not None

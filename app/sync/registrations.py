@@ -306,8 +306,12 @@ class RegistrationSync:
             for name, value in values.items():
                 setattr(link, name, value)
             return
-        values |= {"moodle_user_id": key[0], "moodle_course_id": key[1], "course_date_id": item["_course_date_id"]}
-        made[key] = {**made.get(key, {"created_at": values["updated_at"]}), **values}
+        made[key] = values | {
+            "moodle_user_id": key[0],
+            "moodle_course_id": key[1],
+            "course_date_id": item["_course_date_id"],
+            "created_at": values["updated_at"],
+        }
 
 
 def _registration(event: Event) -> dict[str, Any]:

@@ -339,18 +339,15 @@ class UserSync:
             for name, value in values.items():
                 setattr(w.link, name, value)
         else:
-            self._new_links.append({"created_at": values["updated_at"], **values})
+            # Every new row has every column: one shape for the executemany.
+            fresh = {"password_digest": None, "suspended_by_sync": False, "created_at": values["updated_at"]}
+            self._new_links.append(fresh | values)
         log.info("moodle.user.created" if created else "moodle.user.linked", moodle_user_id=moodle_user_id)
 
     async def _insert_links(self) -> None:
         rows, self._new_links = self._new_links, []
         if rows:
-            keys = {key for row in rows for key in row}  # one shape for every row of the executemany
-            defaults = {"password_digest": None, "suspended_by_sync": False}
-            await self.session.execute(
-                insert(UserLink.__table__),  # type: ignore[attr-defined]
-                [{key: row.get(key, defaults.get(key)) for key in keys} for row in rows],
-            )
+            await self.session.execute(insert(UserLink.__table__), rows)  # type: ignore[attr-defined]
 
 
 def _explain(exc: MoodleError) -> str:
