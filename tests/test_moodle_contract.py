@@ -302,6 +302,21 @@ async def test_create_users_batch_is_all_or_nothing(site: tuple[MoodleFake, Mood
 
 
 @pytest.mark.asyncio
+async def test_create_users_refuses_a_batch_that_repeats_itself(site: tuple[MoodleFake, MoodleClient]) -> None:
+    """Moodle creates a batch's users one by one in a transaction: an item repeating an earlier item's username or
+    email (in any case) fails the whole batch, as a clash with an existing user does."""
+    fake, client = site
+    fake.debug = True  # the reason is in debuginfo
+    same_username = [user("ct_twin"), user("ct_twin", email="other@example.invalid")]
+    same_email = [user("ct_one"), user("ct_two", email="CT_ONE@example.invalid")]
+    for batch, reason in ((same_username, "Username already exists"), (same_email, "Email address already exists")):
+        with pytest.raises(MoodleInvalidParameter) as refused:
+            await client.call("core_user_create_users", {"users": batch})
+        assert reason in (refused.value.debuginfo or "")
+    assert await client.get_users_by_field("username", ["ct_twin", "ct_one", "ct_two"]) == []
+
+
+@pytest.mark.asyncio
 async def test_create_courses_and_enrol_batches_are_all_or_nothing(site: tuple[MoodleFake, MoodleClient]) -> None:
     fake, client = site
     courses = [

@@ -165,12 +165,15 @@ def _email_taken(fake: MoodleFake, email: str, exclude: int | None = None) -> bo
 
 def create_users(fake: MoodleFake, params: dict[str, Any]) -> list[dict[str, Any]]:
     staged: list[dict[str, Any]] = []
+    # Gathered once a call, not once an item: a batch of 100 into a site of 10,000 users was the benchmark's
+    # largest CPU cost (the state only changes after every item has passed).
+    usernames = {u["username"] for u in fake.state.users.values()}
+    emails = {u["email"].lower() for u in fake.state.users.values() if not u["deleted"]}
     for item in params["users"]:
         for key in ("username", "firstname", "lastname"):
             if item[key].strip() == "":
                 raise invalid_param(f"The field {key} cannot be blank")
-        taken = {u["username"] for u in fake.state.users.values()} | {u["username"] for u in staged}
-        if item["username"] in taken:
+        if item["username"] in usernames:
             raise invalid_param(f"Username already exists: {item['username']}")
         if item["auth"] not in ("manual", "nologin", "email"):
             raise invalid_param(f"Invalid authentication type: {item['auth']}")
@@ -178,12 +181,14 @@ def create_users(fake: MoodleFake, params: dict[str, Any]) -> list[dict[str, Any
             raise invalid_param("Invalid password: you must provide a password, or set createpassword.")
         if not EMAIL_RE.match(item["email"]):
             raise invalid_param(f"Email address is invalid: {item['email']}")
-        if _email_taken(fake, item["email"]) or any(u["email"].lower() == item["email"].lower() for u in staged):
+        if item["email"].lower() in emails:
             raise invalid_param(f"Email address already exists: {item['email']}")
         if not item.get("createpassword"):
             check_password(item.get("password", ""))
         fields = {k: v for k, v in item.items() if k != "createpassword" and v is not None}
         staged.append(new_user(fake.state.next_id("user"), **fields))
+        usernames.add(item["username"])
+        emails.add(item["email"].lower())
     for user in staged:
         fake.state.users[user["id"]] = user
     return [{"id": u["id"], "username": u["username"]} for u in staged]
