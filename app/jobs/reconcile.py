@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -12,6 +11,7 @@ from app.coursesales.errors import CourseSalesError
 from app.db import leases
 from app.db.models import Run
 from app.db.types import utcnow
+from app.jobs.loops import pause
 from app.jobs.tasks import enqueue_internal
 from app.moodle.errors import MoodleError
 from app.runtime import Runtime
@@ -92,7 +92,7 @@ async def run_periodically(rt: Runtime) -> None:
         return
     owner = f"cron-{uuid.uuid4().hex[:12]}"
     while True:
-        await asyncio.sleep(minutes * 60)
+        await pause(minutes * 60)
         try:
             async with rt.sessions() as s:
                 # Held for the whole interval: whichever worker wakes first runs it, the others skip.

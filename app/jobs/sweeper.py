@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ from sqlalchemy import and_, or_, select
 from app.db import inbox, leases
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
+from app.jobs.loops import pause
 from app.runtime import Runtime
 from app.sync import operations
 
@@ -67,4 +67,4 @@ async def run_forever(rt: Runtime) -> None:
             await sweep(rt, owner)
         except Exception:  # the loop must outlive a database or Redis hiccup
             log.exception("sweeper.failed")
-        await asyncio.sleep(rt.settings.jobs.sweep_interval_seconds)
+        await pause(rt.settings.jobs.sweep_interval_seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from sqlalchemy.orm import aliased
 from app.db import leases
 from app.db.models import Alert, EnrolmentLink, Event, Run
 from app.db.types import utcnow
+from app.jobs.loops import pause
 from app.runtime import Runtime
 from app.settings import AlertsSettings, Settings
 
@@ -293,7 +293,7 @@ async def run_forever(rt: Runtime, *, every_seconds: float = 60) -> None:
             await mailer.flush(owner=owner)
         except Exception:
             log.exception("alerts.flush.failed")
-        await asyncio.sleep(every_seconds)
+        await pause(every_seconds)
 
 
 async def _watch(rt: Runtime, owner: str, *, lease_seconds: float) -> None:
