@@ -36,4 +36,9 @@ QUEUE_DEPTH = Gauge("sync_queue_depth", "Jobs waiting in the queues", registry=R
 OLDEST_OPEN_SECONDS = Gauge(
     "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", registry=REGISTRY
 )
-EVENTS_BY_STATUS = Gauge("sync_events", "Events in the inbox, by status", ["status"], registry=REGISTRY)
+EVENTS_BY_STATUS = Gauge(
+    "sync_events",
+    "Open events and events waiting for a person (failed, needs_review), by status",
+    ["status"],
+    registry=REGISTRY,
+)

@@ -102,8 +102,30 @@ async def test_metrics(client: httpx.AsyncClient, runtime: Runtime) -> None:
     assert 'sync_events_received_total{kind="contact.upserted",outcome="duplicate",source="coursesales"}' in text
     assert 'sync_events_finished_total{kind="contact.upserted",status="done"}' in text
     assert 'sync_upstream_calls_total{function="core_user_create_users",upstream="moodle"}' in text
-    assert 'sync_events{status="done"} 1.0' in text and "sync_oldest_unfinished_event_seconds 0.0" in text
+    # The gauge counts the open events and those waiting for a person; finished ones are the counter above.
+    assert 'sync_events{status="queued"} 0.0' in text and 'sync_events{status="failed"} 0.0' in text
+    assert 'sync_events{status="done"}' not in text and "sync_oldest_unfinished_event_seconds 0.0" in text
     assert "sync_queue_depth" in text and "sync_job_seconds_bucket" in text
+
+
+async def test_metrics_count_the_open_events_and_those_waiting_for_a_person(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    for i in range(7):
+        assert (await post_contact(client, f"g-{i}")).status_code == 202
+    ids = [e.id for e in await events(runtime)]
+    statuses = ["queued", "queued", "running", "retrying", "failed", "needs_review", "done"]
+    async with runtime.sessions() as s:
+        for event_id, status in zip(ids, statuses, strict=True):
+            await s.execute(update(Event).where(Event.id == event_id).values(status=status))
+        await s.execute(update(Event).where(Event.id == ids[2]).values(created_at=utcnow() - timedelta(hours=1)))
+        await s.commit()
+    text = (await client.get("/metrics")).text
+    for status, count in (("accepted", 0), ("queued", 2), ("running", 1), ("retrying", 1), ("failed", 1)):
+        assert f'sync_events{{status="{status}"}} {count}.0' in text, status
+    assert 'sync_events{status="needs_review"} 1.0' in text and 'sync_events{status="done"}' not in text
+    oldest = next(line for line in text.splitlines() if line.startswith("sync_oldest_unfinished_event_seconds "))
+    assert 3600 <= float(oldest.split()[1]) < 3700
 
 
 async def test_retention_purges_payloads(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
+from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 
@@ -240,3 +240,34 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     session.add(event)
     await session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The inbox as a monitor sees it: how many events are open or wait for a person, by status, and the oldest
+    open one's arrival. Finished events are counted by ``sync_events_finished_total``, not here: they are kept for
+    good, and counting them walked the whole table on every scrape."""
+
+    counts: dict[str, int]
+    oldest_open: datetime | None
+
+
+async def backlog(session: AsyncSession) -> Backlog:
+    """Two reads of small partial indexes (open events, events waiting for a person), whatever the table's size."""
+    open_rows = (
+        await session.execute(
+            select(Event.status, func.count(), func.min(Event.created_at))
+            .where(Event.status.in_(list(OPEN_STATUSES)))
+            .group_by(Event.status)
+        )
+    ).all()
+    attention = (
+        await session.execute(
+            select(Event.status, func.count()).where(Event.status.in_(list(ATTENTION_STATUSES))).group_by(Event.status)
+        )
+    ).all()
+    counts = {str(s): 0 for s in (*OPEN_STATUSES, *ATTENTION_STATUSES)}
+    counts.update({status: n for status, n, _ in open_rows})
+    counts.update({status: n for status, n in attention})
+    oldest = min((first for _, _, first in open_rows), default=None)
+    return Backlog(counts, oldest)

@@ -28,6 +28,10 @@ OPEN_WHERE = text("status IN ('accepted', 'queued', 'running', 'retrying')")
 FRESH_WHERE = text("status IN ('accepted', 'queued')")
 RETRYING_WHERE = text("status = 'retrying'")
 RUNNING_WHERE = text("status = 'running'")
+# Finished but waiting for a person: a failure, or an outcome nobody can know without looking.
+ATTENTION_STATUSES = (EventStatus.failed, EventStatus.needs_review)
+ATTENTION_WHERE = text("status IN ('failed', 'needs_review')")
+KEPT_WHERE = text("payload IS NOT NULL")
 
 
 def _ts(**kw: Any) -> Any:
@@ -48,6 +52,11 @@ class Event(SQLModel, table=True):
         Index("ix_events_subject", "subject"),
         # The claim's "an older event of this subject is still open" probe: a small index of open events only.
         Index("ix_events_open_subject", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE),
+        # Rows are kept for good (their payloads are purged): what runs on a timer reads small partial indexes,
+        # never the whole table. The retention purge walks the events still holding a payload, /metrics counts
+        # the open ones (ix_events_open_subject) and those waiting for a person.
+        Index("ix_events_payload_kept", "updated_at", postgresql_where=KEPT_WHERE, sqlite_where=KEPT_WHERE),
+        Index("ix_events_attention", "status", postgresql_where=ATTENTION_WHERE, sqlite_where=ATTENTION_WHERE),
     )
 
     id: int | None = Field(default=None, primary_key=True)
