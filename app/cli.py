@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,20 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     from app.main import create_app, settle_heap
     from app.runtime import build_runtime
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that the signal that stopped it is not raised again once it has: uvicorn does
+        that to end the process, which killed it before the finally below (the workers beside it, the runtime, the
+        embedded Redis) and left an embedded redis-server running after every stop (exit status 143)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
     rt = build_runtime(settings)
     rt.queue = Queue(connect(redis_settings(settings)))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
+    server = Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
     settle_heap()
     tasks = [asyncio.create_task(server.serve())]
     workers = (
@@ -154,10 +166,22 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         server.should_exit = True
+        await _let_jobs_finish(settings, workers)
         for w in workers:
-            await w.close()
+            await w.close()  # cancels what is still running after the wait
         await asyncio.gather(*tasks, return_exceptions=True)
         await rt.close()
+
+
+async def _let_jobs_finish(settings: Settings, workers: list[Any]) -> None:
+    """A stop lets the running jobs finish, up to their timeout, as `moodle-sync worker` does."""
+    from app.jobs.worker import job_seconds
+
+    for w in workers:
+        w.allow_pick_jobs = False
+    running = [t for w in workers for t in w.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=max(job_seconds(settings, w.queue_name) for w in workers))
 
 
 @cli.command()

