@@ -38,6 +38,30 @@ def _settings() -> Settings:
     return settings
 
 
+def _migrated_settings() -> Settings:
+    """The settings of a command that needs the database's schema: refused with one clear line (not an SQL
+    traceback, nor a service answering 500) while the database answers but is not migrated to this version."""
+    from app.db.engine import make_engine
+    from app.db.schema import schema_problem
+
+    settings = _settings()
+
+    async def problem() -> str | None:
+        engine = make_engine(settings.effective_database_url)
+        try:
+            return await schema_problem(engine)
+        except Exception:  # the database does not answer yet: the service starts, /readyz says so
+            return None
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(problem())
+    if found:
+        console.print(f"[red]database error:[/red] {found}")
+        raise typer.Exit(2)
+    return settings
+
+
 def _announce(settings: Settings) -> None:
     on = [name for name, enabled in settings.inbound_methods().items() if enabled]
     console.print(f"mode: {settings.mode}; inbound methods on: {', '.join(on) or 'none'}")
@@ -82,7 +106,7 @@ def run_fast(main: Coroutine[Any, Any, None]) -> None:
 @cli.command()
 def serve(host: str = HostOpt, port: int = PortOpt) -> None:
     """API and worker in one process (the small-install default)."""
-    settings = _settings()
+    settings = _migrated_settings()
     _announce(settings)
     run_fast(_serve(settings, host, port, with_worker=True))
 
@@ -94,7 +118,7 @@ def api(
     processes: int = typer.Option(1, "--workers", min=1, max=64, help="API processes sharing the port"),
 ) -> None:
     """The HTTP API only (run workers elsewhere)."""
-    settings = _settings()
+    settings = _migrated_settings()
     _announce(settings)
     if processes == 1:
         run_fast(_serve(settings, host, port, with_worker=False))
@@ -114,7 +138,7 @@ def api_app() -> Any:
 @cli.command()
 def worker(queue: str = typer.Option("all", "--queue", help="default, slow (course creation) or all")) -> None:
     """Workers only (no HTTP)."""
-    settings = _settings()
+    settings = _migrated_settings()
     run_fast(_workers(settings, queue))
 
 
@@ -218,7 +242,7 @@ async def _check(settings: Settings) -> bool:
 @cli.command()
 def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing")) -> None:
     """Reconcile now, in this process, with a progress bar; prints the plan."""
-    settings = _settings()
+    settings = _migrated_settings()
     run = asyncio.run(_reconcile(settings, dry_run))
     raise typer.Exit(0 if run.status == "done" else 1)
 
@@ -267,7 +291,7 @@ def events(
     limit: int = typer.Option(30, "--limit"),
 ) -> None:
     """List events, newest first."""
-    asyncio.run(_events(_settings(), status, kind, limit))
+    asyncio.run(_events(_migrated_settings(), status, kind, limit))
 
 
 async def _events(settings: Settings, status: str | None, kind: str | None, limit: int) -> None:
@@ -302,25 +326,25 @@ async def _events(settings: Settings, status: str | None, kind: str | None, limi
 @cli.command()
 def replay(event_id: int, note: str = typer.Option(None, "--note")) -> None:
     """Run a finished event again (never a second effect)."""
-    asyncio.run(_operate(_settings(), "replay", event_id=event_id, note=note))
+    asyncio.run(_operate(_migrated_settings(), "replay", event_id=event_id, note=note))
 
 
 @cli.command()
 def resolve(event_id: int, note: str = typer.Option(..., "--note", help="what you found, kept with the event")) -> None:
     """Close a needs_review or failed event without running it again."""
-    asyncio.run(_operate(_settings(), "resolve", event_id=event_id, note=note))
+    asyncio.run(_operate(_migrated_settings(), "resolve", event_id=event_id, note=note))
 
 
 @cli.command()
 def pause(note: str = typer.Option(None, "--note")) -> None:
     """Stop processing (events are still accepted and kept), e.g. during a Moodle upgrade."""
-    asyncio.run(_operate(_settings(), "pause", note=note))
+    asyncio.run(_operate(_migrated_settings(), "pause", note=note))
 
 
 @cli.command()
 def resume(note: str = typer.Option(None, "--note")) -> None:
     """Start processing again."""
-    asyncio.run(_operate(_settings(), "resume", note=note))
+    asyncio.run(_operate(_migrated_settings(), "resume", note=note))
 
 
 def _session(settings: Settings) -> Any:

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
 from app.db import inbox
+from app.db.schema import schema_problem
 from app.db.types import utcnow
 from app.metrics import EVENTS_BY_STATUS, OLDEST_OPEN_SECONDS, QUEUE_DEPTH, REGISTRY
 
@@ -26,16 +26,15 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Ready to accept webhooks",
-    description="200 exactly when the database answers (webhooks are accepted without Redis); "
-    "Redis, Moodle and CourseSales are reported in the body.",
-    responses={503: {"description": "the database does not answer"}},
+    description="200 exactly when the database answers and is migrated to this version (webhooks are accepted "
+    "without Redis); Redis, Moodle and CourseSales are reported in the body.",
+    responses={503: {"description": "the database does not answer, or is not migrated (the body names the command)"}},
 )
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
-        async with rt.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True}
+        problem = await schema_problem(rt.engine)
+        checks["database"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
     except Exception as exc:  # any failure means not ready; the type is enough for an operator
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     checks["redis"] = {"ok": bool(rt.queue is not None and await rt.queue.ping())}
