@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from app.db.models import Completion, Event
 from app.jobs import reconcile as jobs
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS
@@ -351,3 +353,48 @@ async def test_unmapped_completion_names_the_missing_link(client: httpx.AsyncCli
     assert "Moodle user 401 is not linked to a CourseSales contact" in errors[0][1]
     assert "Moodle course 99 is not linked to a course date" in errors[1][1]
     assert "no active registration of linked for course date 4242" in errors[2][1]
+
+
+async def test_a_refused_step_runs_once_when_its_document_is_fixed(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, coursesales_fake: Any, enrolled: dict[str, int]
+) -> None:
+    """A refused step leaves its guard failed; a later completion takes the guard back, once, and runs the step."""
+    moodle_fake.mark_complete(enrolled["user"], enrolled["course"])
+    coursesales_fake.add_document("D-OTHER")  # D-1001 unknown: the step is refused
+    body = local_webhooks_body(
+        "local_webhooks_course_completed.json", enrolled["user"], enrolled["course"], TEST_TOKENS["moodle"]
+    )
+    await post_moodle(client, body)
+    await settle(runtime)
+    assert (await events(runtime))[-1].status == "failed" and completions_of(coursesales_fake) == []
+    async with runtime.sessions() as s:
+        (guard,) = (await s.execute(select(Completion))).scalars().all()
+    assert guard.status == "failed" and "not found" in (guard.error or "")
+
+    coursesales_fake.add_document("D-1001")
+    for seconds in (5, 10):  # Moodle sends the completion again, twice
+        resent = json.loads(body) | {"timecreated": json.loads(body)["timecreated"] + seconds}
+        await post_moodle(client, json.dumps(resent))
+        await settle(runtime)
+    assert completions_of(coursesales_fake) == [("D-1001", STEP)]
+    assert [e.status for e in await events(runtime)][-2:] == ["done", "done"]
+    assert (await events(runtime))[-1].result["step"] == "already executed"
+
+
+async def test_a_failed_guard_is_taken_back_by_one_event_only(runtime: Runtime) -> None:
+    from app.sync.completions import CompletionSync, Target
+
+    async with runtime.sessions() as s:
+        s.add(Completion(contact_key="contact:9", course_date_id=9, document_external_id="D-9", status="failed"))
+        await s.commit()
+        guard = (await s.execute(select(Completion))).scalar_one()
+    sync = CompletionSync(
+        sessions=runtime.sessions, moodle=runtime.moodle, coursesales=runtime.coursesales, settings=runtime.settings
+    )
+    target = Target("contact:9", 9, "D-9")
+    first = await sync._take_guard(Event(id=1, kind="moodle.course_completed"), target, guard)
+    second = await sync._take_guard(Event(id=2, kind="moodle.course_completed"), target, guard)
+    assert (first, second) == (guard.id, None)
+    async with runtime.sessions() as s:
+        taken = await s.get_one(Completion, guard.id)
+    assert (taken.status, taken.event_id) == ("sending", 1)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select, true, update
+from sqlalchemy import bindparam, desc, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
@@ -85,33 +85,13 @@ class CompletionSync:
     async def _target(self, user_id: int, course_id: int) -> tuple[Target | None, Completion | None, str]:
         """The learner's Document for this course and its guard row, in two queries (latency matters here)."""
         async with self.sessions() as s:
-            pair = (
-                await s.execute(
-                    select(UserLink, CourseLink)
-                    .join_from(UserLink, CourseLink, true())  # two single-row look-ups in one round trip
-                    .where(UserLink.moodle_user_id == user_id, CourseLink.moodle_course_id == course_id)
-                )
-            ).first()
+            pair = (await s.execute(_LINKS, {"user_id": user_id, "course_id": course_id})).first()
             if pair is None:
                 return None, None, await _unlinked(s, user_id, course_id)
             user, course = pair
             key = user.contact_key
             row = (
-                await s.execute(
-                    select(Registration.document_external_id, Completion)
-                    .outerjoin(
-                        Completion,
-                        (Completion.contact_key == Registration.contact_key)
-                        & (Completion.course_date_id == Registration.course_date_id),
-                    )
-                    .where(
-                        Registration.contact_key == key,
-                        Registration.course_date_id == course.course_date_id,
-                        Registration.status == "registered",
-                    )
-                    .order_by(desc(Registration.id))
-                    .limit(1)
-                )
+                await s.execute(_REGISTRATION, {"contact_key": key, "course_date_id": course.course_date_id})
             ).first()
             if row is None:
                 why = f"no active registration of {user.username} for course date {course.course_date_id}"
@@ -127,26 +107,11 @@ class CompletionSync:
         return None if status.get("completed") else "Moodle reports the course as not complete"
 
     async def _execute(self, event: Event, target: Target, step: int, guard: Completion | None) -> Outcome:
-        async with self.sessions() as s:
-            if guard is None:
-                guard = Completion(
-                    contact_key=target.contact_key,
-                    course_date_id=target.course_date_id,
-                    document_external_id=target.document,
-                    event_id=event.id,
-                )
-                s.add(guard)
-            else:
-                guard = await s.get_one(Completion, guard.id)
-            guard.status, guard.event_id, guard.updated_at = "sending", event.id, utcnow()
-            try:
-                await s.commit()
-            except IntegrityError:
-                await s.rollback()
-                return Outcome(
-                    EventStatus.done, result={"step": "another event is executing it", "document": target.document}
-                )
-            guard_id = guard.id
+        guard_id = await self._take_guard(event, target, guard)
+        if guard_id is None:
+            return Outcome(
+                EventStatus.done, result={"step": "another event is executing it", "document": target.document}
+            )
         try:
             answer = await self.coursesales.execute_step(document_external_id=target.document, step_id=step)
         except CourseSalesTransientError as exc:
@@ -171,14 +136,35 @@ class CompletionSync:
         log.info("coursesales.step.executed", event_id=event.id, document=target.document)
         return Outcome(EventStatus.done, result={"step": step, "document": target.document, "answer": _short(answer)})
 
+    async def _take_guard(self, event: Event, target: Target, guard: Completion | None) -> int | None:
+        """Write the guard as sending (new, or taken back from a failed call) and commit it before the call; None:
+        another event holds it (it inserted the row first, or took the failed one back first)."""
+        now = utcnow()
+        async with self.sessions() as s:
+            try:
+                if guard is None:
+                    row = {
+                        "contact_key": target.contact_key,
+                        "course_date_id": target.course_date_id,
+                        "document_external_id": target.document,
+                        "status": "sending",
+                        "event_id": event.id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    guard_id: int | None = (await s.execute(_NEW_GUARD, row)).scalar_one()
+                else:
+                    taken = await s.execute(_RETAKE_GUARD, {"guard_id": guard.id, "by_event": event.id, "at": now})
+                    guard_id = guard.id if taken.rowcount == 1 else None  # type: ignore[attr-defined]
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                return None
+        return guard_id
+
     async def _mark(self, guard_id: int | None, status: str, error: str | None) -> None:
         async with self.sessions() as s:
-            await s.execute(
-                update(Completion)
-                .where(Completion.id == guard_id)
-                .values(status=status, error=error, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            await s.execute(_MARK, {"guard_id": guard_id, "new_status": status, "new_error": error, "at": utcnow()})
             await s.commit()
 
     async def _drop(self, guard_id: int | None) -> None:
@@ -196,6 +182,42 @@ async def _unlinked(s: Any, user_id: int, course_id: int) -> str:
     if user is None:
         return f"Moodle user {user_id} is not linked to a CourseSales contact"
     return f"Moodle course {course_id} is not linked to a course date"
+
+
+# Built once: a completion's latency is mostly these statements and its two calls.
+_LINKS = (
+    select(UserLink, CourseLink)
+    .join_from(UserLink, CourseLink, true())  # two single-row look-ups in one round trip
+    .where(UserLink.moodle_user_id == bindparam("user_id"), CourseLink.moodle_course_id == bindparam("course_id"))
+)
+_REGISTRATION = (
+    select(Registration.document_external_id, Completion)
+    .outerjoin(
+        Completion,
+        (Completion.contact_key == Registration.contact_key)
+        & (Completion.course_date_id == Registration.course_date_id),
+    )
+    .where(
+        Registration.contact_key == bindparam("contact_key"),
+        Registration.course_date_id == bindparam("course_date_id"),
+        Registration.status == "registered",
+    )
+    .order_by(desc(Registration.id))
+    .limit(1)
+)
+_GUARDS = Completion.__table__  # type: ignore[attr-defined]
+_NEW_GUARD = insert(_GUARDS).returning(_GUARDS.c.id)
+# Only a failed call's guard is taken back, and by one event: a second finds it sending and leaves it.
+_RETAKE_GUARD = (
+    update(_GUARDS)
+    .where(_GUARDS.c.id == bindparam("guard_id"), _GUARDS.c.status == "failed")
+    .values(status="sending", event_id=bindparam("by_event"), error=None, updated_at=bindparam("at"))
+)
+_MARK = (
+    update(_GUARDS)
+    .where(_GUARDS.c.id == bindparam("guard_id"))
+    .values(status=bindparam("new_status"), error=bindparam("new_error"), updated_at=bindparam("at"))
+)
 
 
 def _short(answer: Any) -> Any:
