@@ -49,6 +49,9 @@ async def test_registration_waiting_for_its_course_makes_no_moodle_call(
     await register(client, "d-1", "D-1", CD)
     reg = await event_of(runtime, "registration.registered")
     await run_event(runtime, reg.id)  # people only: the course job (slow queue) has not run
+    course_job = await event_of(runtime, "course.sync")
+    assert course_job.status == "queued", "the round queues the course job it asked for (not the sweeper, later)"
+    assert await runtime.queue.redis.zscore("sync:slow", f"event:{course_job.id}:0") is not None
     await make_due(runtime)
     await run_event(runtime, reg.id)
     reg = await event_of(runtime, "registration.registered")

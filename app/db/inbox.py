@@ -16,6 +16,9 @@ from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Attempt, Event, Eve
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 
+# Set on a session that asked for an internal event: a round queues internal events only after such a session.
+INTERNAL_REQUESTED = "internal_requested"
+
 
 class BodyMismatch(Exception):
     """The delivery id was seen before with a different body."""
@@ -138,7 +141,6 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
     if not items:
         return
     now = utcnow()
-    events, attempts = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
     params: list[dict[str, Any]] = []
     for event, outcome in items:
         drop_secret = outcome.status in (EventStatus.done, EventStatus.ignored)
@@ -164,34 +166,45 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
                 "b_drop_secret": drop_secret,
             }
         )
+    await session.execute(_FINISH_EVENTS, [{**p, "b_now": now} for p in params])
     await session.execute(
-        update(events)
-        .where(events.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            last_error=bindparam("b_error"),
-            next_attempt_at=bindparam("b_next", type_=events.c.next_attempt_at.type),
-            lease_until=None,
-            updated_at=now,
-            # An outcome without a result keeps the one the event has; only done and ignored drop the password.
-            result=case(
-                (bindparam("b_keep_result"), events.c.result), else_=bindparam("b_result", type_=events.c.result.type)
-            ),
-            secret=case((bindparam("b_drop_secret"), None), else_=events.c.secret),
-        ),
-        params,
+        _FINISH_ATTEMPTS,
+        [{"b_id": p["b_id"], "b_status": p["b_status"], "b_error": p["b_error"], "b_now": now} for p in params],
     )
-    newest_open = (
-        select(func.max(attempts.c.id))
-        .where(attempts.c.event_id == bindparam("b_id"), attempts.c.finished_at.is_(None))
+
+
+_EVENTS, _ATTEMPTS = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
+# Built once (a round finishes its batch with these two): every value is a parameter of the executemany.
+_FINISH_EVENTS = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_error=bindparam("b_error"),
+        next_attempt_at=bindparam("b_next", type_=_EVENTS.c.next_attempt_at.type),
+        lease_until=None,
+        updated_at=bindparam("b_now", type_=_EVENTS.c.updated_at.type),
+        # An outcome without a result keeps the one the event has; only done and ignored drop the password.
+        result=case(
+            (bindparam("b_keep_result"), _EVENTS.c.result), else_=bindparam("b_result", type_=_EVENTS.c.result.type)
+        ),
+        secret=case((bindparam("b_drop_secret"), None), else_=_EVENTS.c.secret),
+    )
+)
+_FINISH_ATTEMPTS = (
+    update(_ATTEMPTS)
+    .where(
+        _ATTEMPTS.c.id
+        == select(func.max(_ATTEMPTS.c.id))
+        .where(_ATTEMPTS.c.event_id == bindparam("b_id"), _ATTEMPTS.c.finished_at.is_(None))
         .scalar_subquery()
     )
-    await session.execute(
-        update(attempts)
-        .where(attempts.c.id == newest_open)
-        .values(finished_at=now, outcome=bindparam("b_status"), error=bindparam("b_error")),
-        [{"b_id": p["b_id"], "b_status": p["b_status"], "b_error": p["b_error"]} for p in params],
+    .values(
+        finished_at=bindparam("b_now", type_=_ATTEMPTS.c.finished_at.type),
+        outcome=bindparam("b_status"),
+        error=bindparam("b_error"),
     )
+)
 
 
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:
@@ -239,6 +252,7 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     )
     session.add(event)
     await session.flush()
+    session.info[INTERNAL_REQUESTED] = True  # its job is queued once the caller has committed (enqueue_internal)
     return event
 
 

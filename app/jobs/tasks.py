@@ -113,6 +113,7 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | No
             }  # type: ignore[misc]
         await _record_outcomes(s, claimed, outcomes)
         await s.commit()
+        asked_internal = s.info.pop(inbox.INTERNAL_REQUESTED, False)
         follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
         JOB_SECONDS.labels(claimed[0].kind).observe(time.perf_counter() - started)
         for e in claimed:
@@ -122,7 +123,8 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | No
     if rt.queue is not None:
         for event_id, attempts, kind, at in follow:
             await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
-    await enqueue_internal(rt)
+    if asked_internal:  # a course to make: its job now, not at the sweeper's next pass
+        await enqueue_internal(rt)
     return len(ids)
 
 
