@@ -98,3 +98,29 @@ async def test_dropping_jobs_while_redis_is_down_is_harmless(runtime: Runtime) -
     finally:
         await queue.close()
     assert [(e["event"], e["events"], e["log_level"]) for e in logged] == [("queue.drop.failed", 2, "warning")]
+
+
+def test_a_job_failure_arq_records_is_serialised_not_a_traceback() -> None:
+    """A round takes its batch's jobs out of the queue; a worker that picked one a moment before finds it gone and
+    arq records the failure (JobExecutionFailed('job expired')) with our serializer, which must take it."""
+    from arq.jobs import serialize_result
+    from arq.worker import JobExecutionFailed
+
+    from app.jobs.queue import dumps, loads
+
+    data = serialize_result(
+        "process_event",
+        (7,),
+        {},
+        1,
+        0,
+        False,
+        JobExecutionFailed("job expired"),
+        0,
+        0,
+        "event:7:0",
+        "sync:default",
+        "event:7:0",
+        serializer=dumps,
+    )
+    assert data is not None and "job expired" in loads(data)["r"]

@@ -30,7 +30,9 @@ def queue_for(kind: str | None) -> str:
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    # default=repr: arq also serialises a job's failure (an exception, e.g. "job expired" for a job a round took out
+    # of the queue just as a worker picked it); refused, it logged a TypeError traceback for a harmless race.
+    return json.dumps(obj, separators=(",", ":"), default=repr).encode()
 
 
 def loads(data: bytes) -> Any:
