@@ -82,8 +82,8 @@ async def claim(
     readiness made PostgreSQL collect, check and sort the whole backlog on every claim (45 ms a claim at 15,000
     waiting, most of a first sync's database time).
 
-    Safe against concurrent claimers: the outer WHERE re-checks readiness on each locked row,
-    so a row another worker took in the meantime is skipped, not taken twice.
+    Safe against concurrent claimers: on PostgreSQL the pick locks its rows and skips those another claimer holds;
+    on SQLite (one writer at a time) the update re-checks readiness on each row it takes.
     """
     now = utcnow()
     params: dict[str, Any] = {"kinds": list(kinds), "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
@@ -147,9 +147,7 @@ async def _claim_where(
             picked = list((await session.execute(pick, params)).scalars())
         if not picked:
             return []
-        rows = await session.execute(
-            take, {"picked": picked, "now": params["now"], "lease_until": params["lease_until"]}
-        )
+        rows = await session.execute(take, {**params, "picked": picked})  # keys it does not bind are ignored
     else:
         # SQLite has one writer at a time: one statement that picks and takes.
         rows = await session.execute(pick_and_take, params)

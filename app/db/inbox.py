@@ -164,13 +164,11 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
                 "b_keep_result": outcome.result is None,
                 "b_result": outcome.result,
                 "b_drop_secret": drop_secret,
+                "b_now": now,
             }
         )
-    await session.execute(_FINISH_EVENTS, [{**p, "b_now": now} for p in params])
-    await session.execute(
-        _FINISH_ATTEMPTS,
-        [{"b_id": p["b_id"], "b_status": p["b_status"], "b_error": p["b_error"], "b_now": now} for p in params],
-    )
+    await session.execute(_FINISH_EVENTS, params)
+    await session.execute(_FINISH_ATTEMPTS, params)  # the same rows: the keys it does not bind are ignored
 
 
 _EVENTS, _ATTEMPTS = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
