@@ -72,3 +72,50 @@ async def test_readyz_is_not_ready_on_a_database_not_migrated(
         "ok": False,
         "error": "the database has no schema yet: run `moodle-sync migrate`",
     }
+
+
+async def test_readyz_is_not_ready_while_the_database_does_not_answer(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    down = make_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    real, runtime.engine = runtime.engine, down
+    try:
+        r = await client.get("/readyz")
+    finally:
+        runtime.engine = real
+        await down.dispose()
+    assert r.status_code == 503 and r.json()["checks"]["database"]["ok"] is False
+    assert r.json()["checks"]["database"]["error"]  # the exception's type: no address, no credential
+
+
+def test_the_service_starts_while_the_database_does_not_answer(tmp_path: Path) -> None:
+    """Only a database that answers without this version's schema is refused: one that is down (a restart of both
+    at once) lets the API start, and /readyz says not ready until it answers."""
+    import time
+
+    from tests.procs import free_port
+
+    env = worker_env(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none",
+        redis_url="redis://127.0.0.1:1/0",
+        moodle_url="",
+        var_dir=tmp_path,
+    )
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert ready.status_code == 503 and ready.json()["checks"]["database"]["ok"] is False
