@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
+from app.api.deps import RuntimeDep, SessionDep, tokens_equal
 from app.db.models import Event, EventStatus, UserLink
 from app.metrics import EVENTS_RECEIVED
 from app.moodle import wire
@@ -29,15 +29,15 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["moodle-compatible"])
 
 FUNCTIONS = frozenset({"core_user_create_users", "moodle_user_create_users"})
-# core_user_create_users' parameter keys (Moodle 4.3/5.0): anything else is "Unexpected keys".
-USER_KEYS = frozenset(
-    {
-        "createpassword", "username", "auth", "password", "firstname", "lastname", "email", "maildisplay", "city",
-        "country", "timezone", "description", "firstnamephonetic", "lastnamephonetic", "middlename",
-        "alternatename", "interests", "idnumber", "institution", "department", "phone1", "phone2", "address",
-        "lang", "calendartype", "theme", "mailformat", "customfields", "preferences",
-    }
+# core_user_create_users' parameter keys in Moodle's order (4.3/5.0): anything else is "Unexpected keys".
+USER_KEYS = (
+    "createpassword", "username", "auth", "password", "firstname", "lastname", "email", "maildisplay", "city",
+    "country", "timezone", "description", "firstnamephonetic", "lastnamephonetic", "middlename", "alternatename",
+    "interests", "idnumber", "institution", "department", "phone1", "phone2", "address", "lang", "calendartype",
+    "theme", "mailformat", "customfields", "preferences",
 )  # fmt: skip
+# The keys Moodle describes as lists of structures; every other one is a single value.
+LIST_KEYS = frozenset({"customfields", "preferences"})
 REQUIRED = ("username", "firstname", "lastname", "email")
 
 
@@ -51,8 +51,17 @@ class MoodleFault(Exception):
             self.body["debuginfo"] = debuginfo
 
 
+INVALID = "Invalid parameter value detected"
+
+
 def _invalid(debuginfo: str) -> MoodleFault:
-    return MoodleFault("invalid_parameter_exception", "invalidparameter", "Invalid parameter value detected", debuginfo)
+    return MoodleFault("invalid_parameter_exception", "invalidparameter", INVALID, debuginfo)
+
+
+def _invalid_user(reason: str, key: str | None = None) -> MoodleFault:
+    """Moodle's debuginfo for a bad ``users`` item: each structure level prefixes ``<key> => <message>: ``."""
+    inner = f"{key} => {INVALID}: {reason}" if key else reason
+    return _invalid(f"users => {INVALID}: {inner}")
 
 
 _DOC = {
@@ -95,7 +104,7 @@ _DOC = {
 
 
 async def moodle_rest(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
-    body = await read_body(request, rt.settings.api.max_body_bytes) if request.method == "POST" else b""
+    body = await request.body() if request.method == "POST" else b""
     items = parse_qsl(request.url.query, keep_blank_values=True)
     try:
         text = body.decode("utf-8")
@@ -150,9 +159,12 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
             f"this endpoint only offers {', '.join(sorted(FUNCTIONS))}",
         )  # fmt: skip
     raw_users = form.get("users")
-    if not isinstance(raw_users, dict) or not raw_users:
-        raise _invalid("users => Invalid parameter value detected (Missing required key in single structure: users)")
-    pairs = [(_fields(raw_users[k]), k) for k in sorted(raw_users, key=lambda k: int(k) if str(k).isdigit() else 0)]
+    if raw_users is None:
+        raise _invalid("Missing required key in single structure: users")
+    if not isinstance(raw_users, dict):
+        raise _invalid_user(f"Only arrays accepted. The bad value is: '{raw_users}'")
+    # PHP keeps every key and Moodle reads the list's values in order: numeric keys by number, then the others.
+    pairs = [(_fields(raw_users[k]), k) for k in sorted(raw_users, key=_index_order)]
     contacts = [_contact(rt, fields) for fields, _ in pairs]
     deliveries = [compat_delivery(rt.vault, fields=f, contact=c) for (f, _), c in zip(pairs, contacts, strict=True)]
     if rt.queue is not None:
@@ -188,21 +200,33 @@ async def _linked_id(session: SessionDep, result: dict[str, Any] | None, contact
     return link.moodle_user_id if link else 0
 
 
+def _index_order(key: str) -> tuple[int, int]:
+    return (0, int(key)) if key.isascii() and key.isdigit() else (1, 0)
+
+
 def _fields(raw: Any) -> dict[str, Any]:
+    """One ``users`` item checked as Moodle's validate_parameters does: its keys in order, then unexpected keys."""
     if not isinstance(raw, dict):
-        raise _invalid("users => Invalid parameter value detected (Only arrays accepted.)")
-    if any("\x00" in str(v) for v in raw.values()):
-        raise _invalid("users => Invalid parameter value detected (NUL characters are not accepted)")
-    unexpected = sorted(set(raw) - USER_KEYS)
+        raise _invalid_user(f"Only arrays accepted. The bad value is: '{raw}'")
+    for key in USER_KEYS:
+        value = raw.get(key)
+        if value is None:
+            if key in REQUIRED:
+                raise _invalid_user(f"Missing required key in single structure: {key}")
+            continue
+        if key in LIST_KEYS:
+            if not isinstance(value, dict):
+                raise _invalid_user(f"Only arrays accepted. The bad value is: '{value}'", key)
+        elif not isinstance(value, str):
+            raise _invalid_user("Scalar type expected, array or object received.", key)
+        elif "\x00" in value:
+            raise _invalid_user("NUL characters are not accepted", key)
+    unexpected = [k for k in raw if k not in USER_KEYS]
     if unexpected:
-        raise _invalid(
-            f"users => Invalid parameter value detected (Unexpected keys ({', '.join(unexpected)}) detected in parameter array.)"
-        )
-    missing = [k for k in REQUIRED if not str(raw.get(k) or "").strip()]
+        raise _invalid_user(f"Unexpected keys ({', '.join(unexpected)}) detected in parameter array.")
+    missing = [k for k in REQUIRED if not raw[k].strip()]
     if missing:
-        raise _invalid(
-            f"users => Invalid parameter value detected (Missing required key in single structure: {missing[0]})"
-        )
+        raise _invalid_user(f"Missing required key in single structure: {missing[0]}")
     return raw
 
 
@@ -228,10 +252,8 @@ def _contact(rt: RuntimeDep, fields: dict[str, Any]) -> Contact:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise _invalid(
-            f"users => Invalid parameter value detected ({'.'.join(map(str, first['loc']))}: {first['msg']})"
-        ) from None
+        raise _invalid_user(first["msg"], ".".join(map(str, first["loc"]))) from None
     problems = [p for p in check_contact(contact, rt.settings.users) if p.field != "password"]
     if problems:
-        raise _invalid(f"users => Invalid parameter value detected ({problems[0].message})")
+        raise _invalid_user(problems[0].message, problems[0].field)
     return contact

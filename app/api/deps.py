@@ -1,4 +1,4 @@
-"""Shared dependencies: the process runtime, sessions, the ops bearer token, bounded body reading."""
+"""Shared dependencies: the process runtime, sessions, the ops bearer token, the NUL check."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.types import MAX_ID
 from app.runtime import Runtime
 from app.settings import secret
 
@@ -23,7 +24,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"description": "the action does not apply in the item's current state"}
 }
 # Ids and offsets are bounded so that what the database cannot hold is a 422, not a 500.
-MAX_ID = 2_147_483_647
 MAX_OFFSET = 1_000_000_000
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -51,7 +51,8 @@ def tokens_equal(given: Any, expected: str | None) -> bool:
     """Constant-time comparison; an unset expected token matches nothing, nor does anything but a string."""
     if not isinstance(given, str) or not given or not expected:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # surrogatepass: a lone surrogate ("\ud800" in a JSON body) is a wrong token, not an encoding error.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 async def require_ops(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
@@ -69,18 +70,3 @@ def refuse_nul(body: bytes) -> None:
     """PostgreSQL cannot store NUL characters in text: refuse them with a 400 (called after authentication)."""
     if NUL.search(body):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "NUL characters are not accepted")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` (Content-Length checked first)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

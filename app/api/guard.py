@@ -44,17 +44,22 @@ class RequestGuard:
         if check_nul and NUL_QUERY.search(scope.get("query_string") or b""):
             await _reply(send, 400, "NUL characters are not accepted")
             return
-        body, more_messages = b"", True
+        # The one place a body's size is checked: every route reads the body this guard collected.
+        chunks: list[bytes] = []
+        size, more_messages = 0, True
         while more_messages:
             message = await receive()
             if message["type"] != "http.request":
                 await self.app(scope, _replay_then(message, receive), send)
                 return
-            body += message.get("body", b"")
-            more_messages = message.get("more_body", False)
-            if len(body) > limit:
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
                 await _reply(send, 413, f"body larger than {limit} bytes")
                 return
+            chunks.append(chunk)
+            more_messages = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if check_nul and NUL.search(body):
             await _reply(send, 400, "NUL characters are not accepted")
             return

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import ValidationError
 
-from app.api.deps import read_body, refuse_nul
+from app import jsonsafe
+from app.api.deps import refuse_nul
 from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
@@ -63,7 +63,7 @@ async def coursesales_webhook(request: Request) -> Response:
     # The hot path of the service: no dependencies to solve, and the answer is serialised once, here.
     rt: Runtime = request.app.state.runtime
     settings = rt.settings
-    body = await read_body(request, settings.api.max_body_bytes)
+    body = await request.body()
     verify(
         request,
         body,
@@ -112,8 +112,8 @@ async def coursesales_webhook(request: Request) -> Response:
 
 def _parse_json(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = jsonsafe.loads(body)
+    except jsonsafe.JSONRefused as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "body must be a JSON object")

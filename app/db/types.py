@@ -8,6 +8,9 @@ from typing import Any
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
+# Our id columns are 32-bit INTEGER: a larger id (Moodle's are 64-bit, none reaches this) is refused at the edge.
+MAX_ID = 2_147_483_647
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -6,17 +6,22 @@ whatever its Content-Type says, and the token may travel inside the body. Everyt
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from app import jsonsafe
+from app.db.types import MAX_ID
+
 COURSE_COMPLETED = "\\core\\event\\course_completed"
 ENROLMENT_CREATED = "\\core\\event\\user_enrolment_created"
 
 _DIGITS = re.compile(r"-?[0-9]{1,18}")
-INT_FIELDS = ("objectid", "courseid", "relateduserid", "userid", "contextinstanceid", "contextid", "timecreated")
+ID_FIELDS = ("objectid", "courseid", "relateduserid", "userid", "contextinstanceid", "contextid")
+INT_FIELDS = (*ID_FIELDS, "timecreated")
+# A Unix time up to the year 10,000: anything later is not a Moodle event's time.
+MAX_TIME = 253_402_300_799
 # Keys a plugin adds that are not event data (local_webhooks: host, token, extra; local_trigger: user, course).
 TRANSPORT_KEYS = frozenset({"token", "host", "extra", "user", "course"})
 
@@ -50,8 +55,10 @@ def parse_body(body: bytes) -> list[dict[str, Any]]:
     """The items of a delivery: JSON first (local_webhooks labels JSON as a form), else a flat form."""
     text = body.decode("utf-8")
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = jsonsafe.loads(text)
+    except jsonsafe.JSONRefused as exc:
+        if "nested" in str(exc):
+            raise BadEvent(f"body: {exc}") from None
         pairs = parse_qsl(text, keep_blank_values=True)
         if not pairs:
             raise BadEvent("body is neither JSON nor a form") from None
@@ -70,7 +77,7 @@ def body_tokens(items: list[dict[str, Any]]) -> list[str | None]:
 
 def normalise(item: dict[str, Any]) -> MoodleEvent:
     """One item -> a MoodleEvent with integer ids and ``other`` as an object; transport keys dropped."""
-    if any("\x00" in str(v) for v in item.values()):
+    if any(isinstance(v, str) and "\x00" in v for v in item.values()):
         raise BadEvent("NUL characters are not accepted")
     name = str(item.get("eventname") or "").strip()
     if not name:
@@ -79,8 +86,10 @@ def normalise(item: dict[str, Any]) -> MoodleEvent:
     other = item.get("other")
     if isinstance(other, str):
         try:
-            other = json.loads(other) if other.strip() else {}
-        except ValueError:
+            other = jsonsafe.loads(other) if other.strip() else {}
+        except jsonsafe.JSONRefused as exc:
+            if "nested" in str(exc):
+                raise BadEvent(f"other: {exc}") from None
             other = {"value": other}
     other = dict(other) if isinstance(other, dict) else {}
     other.update({k[len("other_") :]: v for k, v in item.items() if k.startswith("other_")})  # tool_trigger
@@ -109,8 +118,14 @@ def _int(value: Any, name: str) -> int | None:
     if isinstance(value, bool):
         raise BadEvent(f"{name}: not a number")
     if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if _DIGITS.fullmatch(text):  # ASCII only: str.isdigit() also takes "²" and "①"
-        return int(text)
-    raise BadEvent(f"{name}: {value!r} is not a number")
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):  # ASCII only: isdigit() takes "²" and "①"
+        number = int(value)
+    else:
+        shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
+        raise BadEvent(f"{name}: {shown} is not a number")
+    highest = MAX_TIME if name == "timecreated" else MAX_ID
+    if not 0 <= number <= highest:
+        # Moodle's ids are 64-bit columns, ours 32-bit: no real site gets near; a larger one is refused, not cut.
+        raise BadEvent(f"{name}: out of range (0 to {highest})")
+    return number

@@ -7,6 +7,8 @@ from html import escape
 from typing import Any
 
 _INDEX = re.compile(r"\[([^\]]*)\]")
+# PHP's max_input_nesting_level: a name with more brackets is dropped before Moodle sees the request.
+MAX_NESTING = 64
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 
@@ -16,6 +18,8 @@ def decode_form(items: list[tuple[str, str]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in items:
         head, _, rest = name.partition("[")
+        if rest.count("[") >= MAX_NESTING:
+            continue
         keys = [head] + (_INDEX.findall("[" + rest) if rest else [])
         node = out
         for key in keys[:-1]:
