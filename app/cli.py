@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from app.devmode import apply_dev_secrets
+from app.logs import register_secrets
 from app.logs import setup as setup_logs
 from app.notify.debuglog import setup_debug_log
 from app.settings import Settings
@@ -34,6 +35,7 @@ def _settings() -> Settings:
             console.print(f"[red]configuration error:[/red] {p}")
         raise typer.Exit(2)
     setup_logs(settings.log_level, json_lines=settings.log_json)
+    register_secrets(settings.secret_values())
     setup_debug_log(settings.alerts.debug_log_file)
     return settings
 

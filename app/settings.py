@@ -6,6 +6,8 @@ file: ``SYNC_<SECTION>__<KEY>`` (``SYNC_MOODLE__TOKEN``); top-level ones are ``S
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from enum import StrEnum
 from functools import lru_cache
@@ -17,6 +19,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 Mode = Literal["production", "dev", "test"]
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo", "placeholder", "<secret>"})
+# Shorter than these, a credential can be guessed or is a typo; each refusal names its variable.
+MIN_TOKEN_CHARS = 16
+MIN_SECRET_KEY_CHARS = 32
+MIN_WHSEC_BYTES = 24
 
 
 class FieldPolicy(StrEnum):
@@ -193,7 +199,8 @@ class WebhookSettings(BaseModel):
     coursesales_token: SecretStr | None = None
     moodle_secret: SecretStr | None = None
     moodle_token: SecretStr | None = None
-    tolerance_seconds: int = 300
+    # How far a signed delivery's webhook-timestamp may be from now, either way (replays outside it are refused).
+    tolerance_seconds: int = Field(300, ge=1, le=86_400)
 
 
 class CompatSettings(BaseModel):
@@ -205,6 +212,11 @@ class CompatSettings(BaseModel):
 class ApiSettings(BaseModel):
     token: SecretStr | None = None
     max_body_bytes: int = 1024 * 1024
+    # What one connection may hold before it is authenticated (the server the CLI starts enforces these).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's request line and headers, in bytes")
+    max_connections: int = Field(1000, ge=1, description="connections served at once; more are answered 503")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request's body must arrive within this")
 
 
 class JobsSettings(BaseModel):
@@ -278,18 +290,24 @@ class Settings(BaseSettings):
             "compat.wstoken": _set(self.compat.wstoken),
         }
 
+    def secret_values(self) -> list[str]:
+        """Every secret this service holds, for the logs to mask wherever one appears."""
+        held = [*_credentials(self).values(), self.coursesales.password, self.alerts.smtp_password]
+        return [v.get_secret_value() for v in held if v is not None and v.get_secret_value()]
+
     def problems(self) -> list[str]:
-        """Reasons to refuse to start: required secrets missing or left as placeholders."""
+        """Reasons to refuse to start, one line each naming its variable: required secrets missing or placeholders
+        (production), and in every mode credentials too short to hold, undecodable signing secrets and one value
+        reused for two credentials."""
         out: list[str] = []
-        if self.mode != "production":
-            return out
-        for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
-            if not _set(value):
-                out.append(f"{name} is required outside dev mode (it is empty or a placeholder)")
-        for name, value in _inbound_secrets(self).items():
-            if value is not None and not _set(value):
-                out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")
-        return out
+        if self.mode == "production":
+            for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
+                if not _set(value):
+                    out.append(f"{name} is required outside dev mode (it is empty or a placeholder)")
+            for name, value in _inbound_secrets(self).items():
+                if value is not None and not _set(value):
+                    out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")
+        return out + _weak_credentials(self)
 
 
 def _set(value: SecretStr | None) -> bool:
@@ -303,6 +321,50 @@ def _inbound_secrets(s: Settings) -> dict[str, SecretStr | None]:
         "SYNC_WEBHOOKS__MOODLE_SECRET": s.webhooks.moodle_secret,
         "SYNC_WEBHOOKS__MOODLE_TOKEN": s.webhooks.moodle_token,
         "SYNC_COMPAT__WSTOKEN": s.compat.wstoken,
+    }
+
+
+def _weak_credentials(s: Settings) -> list[str]:
+    out: list[str] = []
+    given = {name: v.get_secret_value() for name, v in _credentials(s).items() if _set(v)}
+    for name, value in given.items():
+        if name.endswith("_SECRET"):
+            problem = _whsec_problem(value)
+            if problem:
+                out.append(f"{name} {problem}")
+        elif name == "SYNC_SECRET_KEY":
+            if len(value) < MIN_SECRET_KEY_CHARS:
+                out.append(f"{name} is shorter than {MIN_SECRET_KEY_CHARS} characters")
+        elif name != "SYNC_MOODLE__TOKEN" and len(value) < MIN_TOKEN_CHARS:
+            out.append(f"{name} is shorter than {MIN_TOKEN_CHARS} characters")
+    seen: dict[str, str] = {}
+    for name, value in given.items():
+        if value in seen:
+            out.append(f"{name} holds the same value as {seen[value]}: give each credential its own")
+        else:
+            seen[value] = name
+    return out
+
+
+def _whsec_problem(value: str) -> str | None:
+    """Why a Standard Webhooks secret (``whsec_`` + base64) cannot sign, or None."""
+    raw = value.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not a Standard Webhooks secret: whsec_ followed by base64"
+    if len(key) < MIN_WHSEC_BYTES:
+        return f"decodes to {len(key)} bytes; a signing secret needs at least {MIN_WHSEC_BYTES}"
+    return None
+
+
+def _credentials(s: Settings) -> dict[str, SecretStr | None]:
+    """Every credential the service holds, by the variable that sets it."""
+    return {
+        "SYNC_SECRET_KEY": s.secret_key,
+        "SYNC_API__TOKEN": s.api.token,
+        **_inbound_secrets(s),
+        "SYNC_MOODLE__TOKEN": s.moodle.token,
     }
 
 

@@ -20,8 +20,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SYNC_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")  # a database of its own
-SECRET_KEY = "bench-secret-key-0123456789"
-TOKENS = {"api": "bench-api-token", "coursesales": "bench-cs-token", "moodle": "bench-moodle-token"}
+SECRET_KEY = "bench-secret-key-0123456789abcdefgh"
+TOKENS = {"api": "bench-api-token-1234", "coursesales": "bench-cs-token-1234", "moodle": "bench-moodle-token-1234"}
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 

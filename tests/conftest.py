@@ -30,7 +30,7 @@ TEST_TOKENS = {
     "coursesales": "cs-token-for-tests",
     "moodle": "moodle-token-for-tests",
     "compat": "compat-wstoken-for-tests",
-    "secret_key": "secret-key-for-tests-0123456789",
+    "secret_key": "secret-key-for-tests-0123456789abcdef",
     "cs_whsec": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 }
 MOODLE_URL = "http://moodle.test"

@@ -147,3 +147,38 @@ def test_the_hot_path_is_served_without_fastapis_dependency_solving(runtime: Run
     first = app.router.routes[0]
     assert isinstance(first, Route) and not isinstance(first, APIRoute) and first.path == "/webhooks/coursesales"
     assert "post" in app.openapi()["paths"]["/webhooks/coursesales"]
+
+
+def _signed(raw: str, msg_id: str, at: float) -> dict[str, str]:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(int(at), tz=UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at)),
+        "webhook-signature": Webhook(TEST_TOKENS["cs_whsec"]).sign(msg_id, when, raw),
+        "content-type": "application/json",
+    }
+
+
+async def test_signature_window_is_the_configured_tolerance_both_ways(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """webhooks.tolerance_seconds is honoured: inside it (past or future) accepted, outside refused, each edge."""
+    runtime.settings.webhooks.tolerance_seconds = 60
+    now = time.time()
+    for n, offset in enumerate((-50, 50)):
+        raw = json.dumps({"type": "contact.upserted", "id": f"d-window-{n}", "contact": contact()})
+        inside = await client.post(
+            "/webhooks/coursesales", content=raw, headers=_signed(raw, f"msg_in{n}", now + offset)
+        )
+        assert inside.status_code == 202, inside.text
+    for offset, word in ((-70, "too old"), (70, "too new"), (-3600, "too old"), (3600, "too new")):
+        raw = json.dumps({"type": "contact.upserted", "id": f"d-out-{offset}", "contact": contact()})
+        outside = await client.post("/webhooks/coursesales", content=raw, headers=_signed(raw, "msg_out", now + offset))
+        assert outside.status_code == 401 and word in outside.text, (offset, outside.text)
+    runtime.settings.webhooks.tolerance_seconds = 7200
+    raw = json.dumps({"type": "contact.upserted", "id": "d-wide", "contact": contact()})
+    wide = await client.post("/webhooks/coursesales", content=raw, headers=_signed(raw, "msg_wide", now - 3600))
+    assert wide.status_code == 202, wide.text
+    assert len(await events(runtime)) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,8 @@ def test_production_refuses_missing_and_placeholder_secrets(monkeypatch: pytest.
     problems = Settings().problems()
     assert any("SYNC_SECRET_KEY" in p for p in problems)
     assert any("SYNC_API__TOKEN" in p for p in problems)
-    monkeypatch.setenv("SYNC_SECRET_KEY", "a-real-long-key-value")
-    monkeypatch.setenv("SYNC_API__TOKEN", "a-real-token")
+    monkeypatch.setenv("SYNC_SECRET_KEY", "a-real-long-key-value-of-32-chars")
+    monkeypatch.setenv("SYNC_API__TOKEN", "a-real-token-16ch")
     assert Settings().problems() == []
     monkeypatch.setenv("SYNC_WEBHOOKS__MOODLE_TOKEN", "")
     assert any("SYNC_WEBHOOKS__MOODLE_TOKEN" in p for p in Settings().problems())
@@ -66,3 +67,56 @@ def test_dev_mode_generates_secrets_once(tmp_path: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().err == ""
     assert again.api.token.get_secret_value() == s.api.token.get_secret_value()
     assert again.problems() == []
+
+
+GOOD = {
+    "SYNC_MODE": "production",
+    "SYNC_SECRET_KEY": "k" * 32,
+    "SYNC_API__TOKEN": "api-token-0123456",
+    "SYNC_WEBHOOKS__COURSESALES_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "SYNC_WEBHOOKS__COURSESALES_TOKEN": "cs-token-01234567",
+    "SYNC_WEBHOOKS__MOODLE_TOKEN": "moodle-token-0123",
+    "SYNC_COMPAT__WSTOKEN": "compat-token-0123",
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("SYNC_WEBHOOKS__COURSESALES_SECRET", "whsec_", "decodes to 0 bytes"),
+        ("SYNC_WEBHOOKS__MOODLE_SECRET", "whsec_c2hvcnQ=", "decodes to 5 bytes"),
+        ("SYNC_WEBHOOKS__MOODLE_SECRET", "whsec_not base64!", "not a Standard Webhooks secret"),
+        ("SYNC_API__TOKEN", "short-token", "shorter than 16"),
+        ("SYNC_WEBHOOKS__COURSESALES_TOKEN", "x" * 15, "shorter than 16"),
+        ("SYNC_COMPAT__WSTOKEN", "abc", "shorter than 16"),
+        ("SYNC_SECRET_KEY", "k" * 31, "shorter than 32"),
+        ("SYNC_WEBHOOKS__MOODLE_TOKEN", "cs-token-01234567", "same value as SYNC_WEBHOOKS__COURSESALES_TOKEN"),
+        ("SYNC_MOODLE__TOKEN", "api-token-0123456", "same value as SYNC_API__TOKEN"),
+    ],
+)
+def test_unusable_credentials_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    for name, good in GOOD.items():
+        monkeypatch.setenv(name, good)
+    assert Settings().problems() == []
+    monkeypatch.setenv(variable, value)
+    problems = Settings().problems()
+    assert len(problems) == 1 and problems[0].startswith(variable) and reason in problems[0], problems
+    assert value not in problems[0] or len(value) < 4, "a refusal never repeats the secret"
+
+
+def test_start_up_refuses_an_unusable_secret_with_one_line(tmp_path: Path) -> None:
+    """`moodle-sync serve` exits 2 with one line naming the variable (it started, and every signed delivery was a 500)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env.update(GOOD, SYNC_WEBHOOKS__COURSESALES_SECRET="whsec_", SYNC_VAR_DIR=str(tmp_path),
+               SYNC_CONFIG=str(tmp_path / "none.toml"))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "SYNC_" in line]
+    assert len(lines) == 1 and "SYNC_WEBHOOKS__COURSESALES_SECRET" in lines[0], done.stderr

@@ -105,6 +105,7 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
         body,
         secret=secret(settings.webhooks.moodle_secret),
         token=secret(settings.webhooks.moodle_token),
+        tolerance=settings.webhooks.tolerance_seconds,
         body_token=body_token,
     )
     refuse_nul(body)

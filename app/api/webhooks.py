@@ -69,6 +69,7 @@ async def coursesales_webhook(request: Request) -> Response:
         body,
         secret=secret(settings.webhooks.coursesales_secret),
         token=secret(settings.webhooks.coursesales_token),
+        tolerance=settings.webhooks.tolerance_seconds,
     )
     refuse_nul(body)
     data = _parse_json(body)

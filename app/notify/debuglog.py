@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from logging.handlers import RotatingFileHandler
 
-import structlog
+from app import logs
 
 
 def setup_debug_log(path: str | None) -> None:
-    """Also write every log record to ``path`` (10 MB x 5 files); call after app.logs.setup().
+    """Also write every log line to ``path`` (10 MB x 5 files), redacted as the console's; call after logs.setup().
 
     Records still pass the configured log level first: SYNC_LOG_LEVEL=DEBUG makes the file a debug log.
     """
@@ -17,8 +17,4 @@ def setup_debug_log(path: str | None) -> None:
         return
     handler = RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    # app.logs prints structlog's lines straight to stdout; routed through stdlib logging they reach both
-    # the console handler and this file, rendered (and redacted) as before.
-    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
+    logs.add_log_file(handler)
