@@ -64,6 +64,14 @@ def _migrated_settings() -> Settings:
     return settings
 
 
+def _serving(settings: Settings) -> Settings:
+    """The settings of a long-running command: its metrics go to the host's directory, read by the API's /metrics."""
+    from app.metrics_files import enable
+
+    enable(settings.metrics_dir)
+    return settings
+
+
 def _announce(settings: Settings) -> None:
     on = [name for name, enabled in settings.inbound_methods().items() if enabled]
     console.print(f"mode: {settings.mode}; inbound methods on: {', '.join(on) or 'none'}")
@@ -108,7 +116,7 @@ def run_fast(main: Coroutine[Any, Any, None]) -> None:
 @cli.command()
 def serve(host: str = HostOpt, port: int = PortOpt) -> None:
     """API and worker in one process (the small-install default)."""
-    settings = _migrated_settings()
+    settings = _serving(_migrated_settings())
     _announce(settings)
     run_fast(_serve(settings, host, port, with_worker=True))
 
@@ -120,7 +128,7 @@ def api(
     processes: int = typer.Option(1, "--workers", min=1, max=64, help="API processes sharing the port"),
 ) -> None:
     """The HTTP API only (run workers elsewhere)."""
-    settings = _migrated_settings()
+    settings = _serving(_migrated_settings())
     _announce(settings)
     if processes == 1:
         run_fast(_serve(settings, host, port, with_worker=False))
@@ -139,8 +147,16 @@ def api_app() -> Any:
 
 @cli.command()
 def worker(queue: str = typer.Option("all", "--queue", help="default, slow (course creation) or all")) -> None:
-    """Workers only (no HTTP)."""
-    settings = _migrated_settings()
+    """Workers only (no HTTP); their metrics reach the API's /metrics on the same host, or `metrics.worker_port`."""
+    settings = _serving(_migrated_settings())
+    if settings.metrics.worker_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(settings.metrics_dir))
+        start_http_server(settings.metrics.worker_port, registry=registry)
+        console.print(f"worker metrics on port {settings.metrics.worker_port}")
     run_fast(_workers(settings, queue))
 
 

@@ -1,8 +1,25 @@
-"""Prometheus metrics: what came in, what came of it, what the upstreams said, and what is waiting."""
+"""Prometheus metrics: what came in, what came of it, what the upstreams said, and what is waiting.
+
+Every label value comes from a fixed set (a sender cannot grow the series by inventing names). Under the CLI every
+process writes to the host's metrics directory (app.metrics_files) and the API's /metrics shows them all.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.metrics_files import ENV, process_id
+
+if os.environ.get(ENV):
+    # Chosen before the first metric is made: each metric's value lives in this process's file.
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -32,13 +49,45 @@ INTAKE_BATCH = Histogram(
     "sync_intake_batch_size", "Deliveries committed together (group commit)", registry=REGISTRY,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
 )  # fmt: skip
-QUEUE_DEPTH = Gauge("sync_queue_depth", "Jobs waiting in the queues", registry=REGISTRY)
-OLDEST_OPEN_SECONDS = Gauge(
-    "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", registry=REGISTRY
-)
-EVENTS_BY_STATUS = Gauge(
-    "sync_events",
-    "Open events and events waiting for a person (failed, needs_review), by status",
-    ["status"],
-    registry=REGISTRY,
-)
+
+# Moodle's error codes are identifiers; a password-policy failure's "code" is the policy's text.
+_ERRORCODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+IGNORED_KIND = "moodle.ignored"  # the label of every Moodle event we do not act on, whatever its name
+
+
+def errorcode_label(code: str) -> str:
+    return code if _ERRORCODE.fullmatch(code) else "other"
+
+
+def exposition(*, counts: dict[str, int], oldest_seconds: float, queue_depth: int | None) -> bytes:
+    """The text of a scrape: every process's counters, then the gauges read from the database for it."""
+    directory = os.environ.get(ENV)
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(_Now(counts, oldest_seconds, queue_depth))
+
+
+class _Now(CollectorRegistry):
+    """Gauges of the state as it is at the scrape, kept out of the per-process files (they are not per process)."""
+
+    def __init__(self, counts: dict[str, int], oldest: float, depth: int | None) -> None:
+        super().__init__(auto_describe=False)
+        self._values = counts, oldest, depth
+
+    def collect(self) -> Iterator[Any]:
+        counts, oldest, depth = self._values
+        by_status = GaugeMetricFamily(
+            "sync_events",
+            "Open events and events waiting for a person (failed, needs_review), by status",
+            labels=["status"],
+        )
+        for status, count in counts.items():
+            by_status.add_metric([status], count)
+        yield by_status
+        yield GaugeMetricFamily(
+            "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", oldest
+        )
+        yield GaugeMetricFamily("sync_queue_depth", "Jobs waiting in the queues", -1 if depth is None else depth)

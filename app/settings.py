@@ -212,11 +212,23 @@ class CompatSettings(BaseModel):
 class ApiSettings(BaseModel):
     token: SecretStr | None = None
     max_body_bytes: int = 1024 * 1024
+    # /docs, /redoc and /openapi.json: `off` in a production install that publishes its spec elsewhere.
+    docs: Literal["public", "token", "off"] = "public"
     # What one connection may hold before it is authenticated (the server the CLI starts enforces these).
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's request line and headers, in bytes")
     max_connections: int = Field(1000, ge=1, description="connections served at once; more are answered 503")
     header_timeout_seconds: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request's body must arrive within this")
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus: every process of one host writes its series to ``dir``, and the API's /metrics shows them all."""
+
+    dir: Path | None = Field(None, description="default: <var_dir>/metrics; one per host, never shared between hosts")
+    # A worker on another host than the API serves its host's series on this port (0: off).
+    worker_port: int = Field(0, ge=0, le=65535)
+    # `token`: /metrics asks for the ops bearer token (Prometheus: authorization.credentials).
+    access: Literal["public", "token"] = "public"
 
 
 class JobsSettings(BaseModel):
@@ -257,6 +269,7 @@ class Settings(BaseSettings):
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()
     jobs: JobsSettings = JobsSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -274,6 +287,10 @@ class Settings(BaseSettings):
             file_secret_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=path),
         )
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.metrics.dir or self.var_dir / "metrics"
 
     @property
     def effective_database_url(self) -> str:

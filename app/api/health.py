@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import RuntimeDep
 from app.db import inbox
 from app.db.schema import schema_problem
 from app.db.types import utcnow
-from app.metrics import EVENTS_BY_STATUS, OLDEST_OPEN_SECONDS, QUEUE_DEPTH, REGISTRY
+from app.metrics import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -69,12 +69,10 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""
     async with rt.sessions() as s:
         now = await inbox.backlog(s)
-    for status_, count in now.counts.items():
-        EVENTS_BY_STATUS.labels(status_).set(count)
-    OLDEST_OPEN_SECONDS.set((utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0)
+    oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None
-    QUEUE_DEPTH.set(depth if depth is not None else -1)
-    return PlainTextResponse(generate_latest(REGISTRY).decode(), media_type=CONTENT_TYPE_LATEST)
+    text = exposition(counts=now.counts, oldest_seconds=oldest, queue_depth=depth)
+    return PlainTextResponse(text.decode(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _aware(value: datetime) -> datetime:

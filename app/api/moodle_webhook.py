@@ -15,7 +15,7 @@ from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db.inbox import Delivery
 from app.db.models import EventStatus
-from app.metrics import EVENTS_RECEIVED
+from app.metrics import EVENTS_RECEIVED, IGNORED_KIND
 from app.moodle.events import (
     COURSE_COMPLETED,
     ENROLMENT_CREATED,
@@ -125,7 +125,8 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
         for row in stored
     ]
     for d, outcome in zip(deliveries, outcomes, strict=True):
-        EVENTS_RECEIVED.labels("moodle", d.kind, outcome).inc()
+        # A sender may post any event name: every one we ignore shares one label value.
+        EVENTS_RECEIVED.labels("moodle", d.kind if d.status != EventStatus.ignored else IGNORED_KIND, outcome).inc()
     counts = Counter(outcomes)
     answer = MoodleAccepted(
         accepted=counts["accepted"],

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from app.metrics import UPSTREAM_CALLS, UPSTREAM_ERRORS
+from app.metrics import UPSTREAM_CALLS, UPSTREAM_ERRORS, errorcode_label
 from app.moodle.errors import (
     MoodleAuthError,
     MoodleError,
@@ -104,7 +104,7 @@ class MoodleClient:
                 return self._decode(function, await self._post(data, timeout))
             except MoodleError as exc:
                 code = exc.errorcode if exc.errorcode and not exc.errorcode.startswith("<") else type(exc).__name__
-                UPSTREAM_ERRORS.labels("moodle", function, code[:64]).inc()
+                UPSTREAM_ERRORS.labels("moodle", function, errorcode_label(code)).inc()
                 raise
 
     async def _post(self, data: Form, timeout: float | None) -> httpx.Response:
