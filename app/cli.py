@@ -135,7 +135,12 @@ def api(
         return
     import uvicorn
 
-    uvicorn.run("app.cli:api_app", factory=True, host=host, port=port, workers=processes, log_config=None)
+    from app.http_server import limits
+
+    uvicorn.run(
+        "app.cli:api_app", factory=True, host=host, port=port, workers=processes, log_config=None,
+        **limits(settings.api),
+    )  # fmt: skip
 
 
 def api_app() -> Any:
@@ -176,6 +181,7 @@ async def _workers(settings: Settings, which: str) -> None:
 async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
+    from app.http_server import server_config
     from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect
     from app.jobs.redis import redis_settings
     from app.jobs.worker import make_worker
@@ -195,7 +201,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
 
     rt = build_runtime(settings)
     rt.queue = Queue(connect(redis_settings(settings)))
-    server = Server(uvicorn.Config(create_app(settings, runtime=rt), host=host, port=port, log_config=None))
+    server = Server(server_config(create_app(settings, runtime=rt), host=host, port=port, api=settings.api))
     settle_heap()
     tasks = [asyncio.create_task(server.serve())]
     workers = (

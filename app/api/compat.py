@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.api.deps import RuntimeDep, SessionDep, tokens_equal
+from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
 from app.db.models import Event, EventStatus, UserLink
 from app.metrics import EVENTS_RECEIVED
 from app.moodle import wire
@@ -104,7 +104,7 @@ _DOC = {
 
 
 async def moodle_rest(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
-    body = await request.body() if request.method == "POST" else b""
+    body = await read_body(request) if request.method == "POST" else b""
     items = parse_qsl(request.url.query, keep_blank_values=True)
     try:
         text = body.decode("utf-8")

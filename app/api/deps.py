@@ -70,3 +70,12 @@ def refuse_nul(body: bytes) -> None:
     """PostgreSQL cannot store NUL characters in text: refuse them with a 400 (called after authentication)."""
     if NUL.search(body):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "NUL characters are not accepted")
+
+
+BODY = "sync.body"  # the scope key under which the request guard leaves the body it collected and checked
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, as the guard collected it (its size checked there, the one place it is)."""
+    body = request.scope.get(BODY)
+    return body if body is not None else await request.body()

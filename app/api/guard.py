@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.api.deps import NUL, NUL_QUERY, tokens_equal
+from app.api.deps import BODY, NUL, NUL_QUERY, tokens_equal
 from app.settings import Settings, secret
 
 Scope = dict[str, Any]
@@ -63,6 +63,7 @@ class RequestGuard:
         if check_nul and NUL.search(body):
             await _reply(send, 400, "NUL characters are not accepted")
             return
+        scope[BODY] = body  # read_body() takes it from here, without a second pass through receive()
         await self.app(scope, _replay(body, receive), send)
 
 

@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
-from app.api.deps import RuntimeDep, refuse_nul
+from app.api.deps import RuntimeDep, read_body, refuse_nul
 from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db.inbox import Delivery
@@ -88,7 +88,7 @@ def handled_kinds(settings: Settings) -> dict[str, str]:
 )
 async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
     settings = rt.settings
-    body = await request.body()
+    body = await read_body(request)
     has_headers = "authorization" in request.headers or any(h in request.headers for h in SIGNATURE_HEADERS)
     items = None
     body_token: str | None = None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import ValidationError
 
 from app import jsonsafe
-from app.api.deps import refuse_nul
+from app.api.deps import read_body, refuse_nul
 from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
@@ -63,7 +63,7 @@ async def coursesales_webhook(request: Request) -> Response:
     # The hot path of the service: no dependencies to solve, and the answer is serialised once, here.
     rt: Runtime = request.app.state.runtime
     settings = rt.settings
-    body = await request.body()
+    body = await read_body(request)
     verify(
         request,
         body,
