@@ -42,6 +42,15 @@ async def check_moodle(moodle: MoodleClient) -> list[Finding]:
     except MoodleError as exc:
         return [Finding("error", f"Moodle refused core_webservice_get_site_info: {exc}")]
     out = [Finding("ok", f"Moodle {info.get('release')} at {info.get('siteurl')}, token user {info.get('username')!r}")]
+    if info.get("userissiteadmin"):
+        out.append(
+            Finding(
+                "warn",
+                "the token's user is a site administrator: Moodle then lets it overwrite other administrators' "
+                "accounts (with users.adopt_existing on, an administrator's username in CourseSales would be "
+                "adopted); give the sync a user of its own with the capabilities in the README instead",
+            )
+        )
     have = {f.get("name") for f in info.get("functions", [])}
     missing = [f for f in REQUIRED_FUNCTIONS if f not in have]
     if missing:

@@ -31,7 +31,7 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "webhook-signature",
         "description": "Standard Webhooks: webhook-id, webhook-timestamp and webhook-signature (v1 HMAC-SHA256 "
-        "with the whsec_ secret), timestamps within 5 minutes.",
+        "with the whsec_ secret), timestamps within `webhooks.tolerance_seconds` of now (default 300), either way.",
     },
     "MoodleToken": {
         "type": "http",

@@ -81,7 +81,14 @@ class UsersSettings(BaseModel):
     password_min_nonalphanum: int = 1
     # Overrides of DEFAULT_FIELD_POLICY, field by field (SYNC_USERS__FIELDS__PHONE1=locked).
     fields: dict[str, FieldPolicy] = Field(default_factory=dict)
+    # An existing Moodle account the sync did not make is never taken over unless this is on (then guarded below).
+    adopt_existing: bool = False
+    # With adoption on: also look for the contact's account by email (usernames differ).
     match_by_email: bool = False
+    # Only accounts with one of these auth methods are adopted; empty: [auth] (the plugins used "coursesales").
+    adopt_auths: list[str] = Field(default_factory=list)
+    # Adopted accounts keep their password unless this is on (while the portal password is the truth).
+    adopt_overwrites_password: bool = False
     suspend_inactive: bool = True
 
     @field_validator("fields")
@@ -94,6 +101,10 @@ class UsersSettings(BaseModel):
 
     def policy(self, field: str) -> FieldPolicy:
         return self.fields.get(field) or DEFAULT_FIELD_POLICY[field]
+
+    @property
+    def adoptable_auths(self) -> list[str]:
+        return self.adopt_auths or [self.auth]
 
 
 class CoursesSettings(BaseModel):
@@ -212,8 +223,8 @@ class CompatSettings(BaseModel):
 class ApiSettings(BaseModel):
     token: SecretStr | None = None
     max_body_bytes: int = 1024 * 1024
-    # /docs, /redoc and /openapi.json: `off` in a production install that publishes its spec elsewhere.
-    docs: Literal["public", "token", "off"] = "public"
+    # /docs, /redoc and /openapi.json: `off` (404) in a production install that publishes its spec elsewhere.
+    docs: Literal["public", "off"] = "public"
     # What one connection may hold before it is authenticated (the server the CLI starts enforces these).
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request's request line and headers, in bytes")
     max_connections: int = Field(1000, ge=1, description="connections served at once; more are answered 503")

@@ -98,6 +98,10 @@ async def test_check_lists_missing_functions_and_hidden_names(runtime: Runtime, 
     text = " ".join(f.message for f in findings)
     assert "error" in levels and "core_course_duplicate_course" in text
     assert "moodle/site:viewfullnames" in text, "Moodle 4.3 hides names from this token (recording 040)"
+    assert "site administrator" not in text
+    moodle_fake.token_is_siteadmin = True
+    warned = [f for f in await check_moodle(runtime.moodle) if "site administrator" in f.message]
+    assert [f.level for f in warned] == ["warn"]
     moodle_fake.token = "wrong"
     (only,) = await check_moodle(runtime.moodle)
     assert only.level == "error" and "invalidtoken" in only.message

@@ -64,6 +64,7 @@ async def test_taken_email_names_the_moodle_user(client: httpx.AsyncClient, runt
 async def test_match_by_email_links_existing_user(
     settings: Any, moodle_fake: Any, runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
+    runtime.settings.users.adopt_existing = True
     runtime.settings.users.match_by_email = True
     other = seed_user(moodle_fake, "jdoe", "jane.doe@example.com")
     await post_contact(client, "d-1")
@@ -77,6 +78,8 @@ async def test_match_by_email_links_existing_user(
 async def test_existing_username_is_adopted_not_duplicated(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
 ) -> None:
+    """With users.adopt_existing (off by default): adopted under the field policy, its password its own."""
+    runtime.settings.users.adopt_existing = True
     existing = seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", firstname="J", phone1="999")
     await post_contact(client, "d-1")
     await process_all(runtime)
@@ -84,7 +87,9 @@ async def test_existing_username_is_adopted_not_duplicated(
     user = moodle_fake.users[existing["id"]]
     assert user["firstname"] == "Jane", "firstname is locked: CourseSales wins"
     assert user["phone1"] == "999", "phone1 is unlocked: Moodle owns it after creation"
-    assert user["password"] == "S3cret!pass"
+    assert user["password"] == existing["password"] != "S3cret!pass", "an adopted account keeps its password"
+    (link,) = await links(runtime)
+    assert link.adopted and link.moodle_user_id == existing["id"]
 
 
 async def test_locked_and_unlocked_fields_on_update(
@@ -105,11 +110,18 @@ async def test_locked_and_unlocked_fields_on_update(
 
 
 async def test_unlocked_if_empty(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    """Kept while Moodle has a value; filled while it is empty (both halves of the rule)."""
+    moodle_fake.viewfullnames = True  # names visible to the token (moodle/site:viewfullnames)
+    runtime.settings.users.adopt_existing = True
     runtime.settings.users.fields["lastname"] = "unlocked_if_empty"  # type: ignore[assignment]
-    seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", lastname="Kept")
+    runtime.settings.users.fields["firstname"] = "unlocked_if_empty"  # type: ignore[assignment]
+    seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", firstname="", lastname="Kept")
     await post_contact(client, "d-1")
     await process_all(runtime)
-    assert moodle_user(moodle_fake, "jane.doe@example.com")["lastname"] == "Kept"  # type: ignore[index]
+    user = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert user is not None
+    assert user["lastname"] == "Kept", "a value already in Moodle is kept"
+    assert user["firstname"] == "Jane", "an empty field is filled"
 
 
 async def test_renamed_username_renames_the_same_user(
@@ -211,6 +223,7 @@ async def test_one_batch_adopts_without_a_password_and_creates_with_one(
 ) -> None:
     """New links of one batch are written together: an adopted user whose contact brings no password (no digest)
     and a created one (with its digest) land in the same statement, each with its own values."""
+    runtime.settings.users.adopt_existing = True
     existing = seed_user(moodle_fake, "old.hand@example.com", "old.hand@example.com")
     await post_contact(client, "d-old", contact_id=51, username="old.hand@example.com", email="old.hand@example.com",
                        password=None)  # fmt: skip
@@ -224,3 +237,4 @@ async def test_one_batch_adopts_without_a_password_and_creates_with_one(
     assert (old.moodle_user_id, old.password_digest, old.suspended_by_sync) == (existing["id"], None, False)
     assert new.moodle_user_id == moodle_user(moodle_fake, "new.one@example.com")["id"]  # type: ignore[index]
     assert new.password_digest is not None and new.data_digest is not None
+    assert old.adopted and not new.adopted

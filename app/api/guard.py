@@ -1,4 +1,5 @@
-"""An ASGI guard in front of every route: ops auth before any parsing, body size, and NUL characters.
+"""An ASGI guard in front of every route: ops auth before any parsing, body size, NUL characters, and who may see
+the docs and metrics (with the headers that keep the HTML pages out of frames and sniffing).
 
 FastAPI parses a JSON body before it runs dependencies, so without this an unauthenticated caller could
 tell a malformed body (422) from a well-formed one; PostgreSQL refuses NUL characters in text, so they are
@@ -18,6 +19,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+HTML_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", b"frame-ancestors 'none'")]
+
 
 class RequestGuard:
     def __init__(self, app: Any, settings: Callable[[], Settings]) -> None:
@@ -30,7 +34,16 @@ class RequestGuard:
             return
         settings = self.settings()
         headers = dict(scope.get("headers") or [])
-        if scope["path"].startswith("/api/") and not _ops_token_ok(headers, settings):
+        path = scope["path"]
+        if path.startswith("/api/") and not _ops_token_ok(headers, settings):
+            await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
+            return
+        if path in DOCS:
+            if settings.api.docs == "off":
+                await _reply(send, 404, "Not Found")
+                return
+            send = _with_headers(send, HTML_HEADERS)
+        elif path == "/metrics" and settings.metrics.access == "token" and not _ops_token_ok(headers, settings):
             await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
             return
         limit = settings.api.max_body_bytes
@@ -70,6 +83,15 @@ class RequestGuard:
 def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     return scheme.lower() == "bearer" and tokens_equal(token.strip(), secret(settings.api.token))
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -61,9 +61,15 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={401: {"description": "metrics.access = token and no valid ops bearer token (SYNC_API__TOKEN)"}},
+)
 async def metrics(rt: RuntimeDep) -> PlainTextResponse:
-    """Counters of this process, plus the open inbox and the queue as they are now (read at scrape time).
+    """Counters of every process on this host (the API's, its workers'), plus the open inbox and the queue as they
+    are now (read at scrape time).
 
     ``sync_events`` counts the open events and those waiting for a person (failed, needs review), by status; how
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""

@@ -107,6 +107,8 @@ class UserLink(SQLModel, table=True):
     # HMAC of the contact fields last written: decides for fields this token cannot read back.
     data_digest: str | None = Field(default=None, max_length=64)
     suspended_by_sync: bool = False
+    # An account that existed before the sync linked it (users.adopt_existing): its password stays its own.
+    adopted: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -237,6 +239,20 @@ class Completion(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class UserIntent(SQLModel, table=True):
+    """A Moodle user the sync is about to create, committed before the create call and dropped with its link: an
+    unlinked account with this username is then the sync's own (a crash or a race between create and link), never
+    someone else's account to take over."""
+
+    __tablename__ = "user_intents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100, unique=True)
+    contact_id: int | None = None
+    event_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class AuditEntry(SQLModel, table=True):

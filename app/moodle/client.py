@@ -87,6 +87,7 @@ class MoodleClient:
         self.max_input_vars = max_input_vars
         self.duplicate_timeout = duplicate_timeout
         self.calls = 0
+        self._token_user_id: int | None = None
 
     async def call(
         self, function: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
@@ -194,6 +195,12 @@ class MoodleClient:
 
     async def site_info(self) -> dict[str, Any]:
         return await self.call("core_webservice_get_site_info")
+
+    async def token_user_id(self) -> int:
+        """The id of the token's own user (read once per client: it does not change under a token)."""
+        if self._token_user_id is None:
+            self._token_user_id = int((await self.site_info())["userid"])
+        return self._token_user_id
 
     async def get_users_by_field(self, field: str, values: Sequence[str | int]) -> list[dict[str, Any]]:
         """Users whose ``field`` is one of ``values``; Moodle drops matches it would not show us."""

@@ -26,6 +26,7 @@ from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, 
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.settings import Settings
+from app.sync.adoption import AccountPlan
 from app.sync.course_sync import Catalogue, remember_course_date
 from app.sync.courses import CategoryMapping, course_times, eligibility, plan_course
 from app.sync.links import latest_contact, user_links
@@ -83,6 +84,8 @@ class Reconciler:
             await self._courses(dry_run=dry_run)
             await self._enrolments(dry_run=dry_run)
             await self._completions(dry_run=dry_run)
+            if dry_run:
+                await self._accounts()
         except Stop as exc:
             self.report.status, self.report.error = "stopped", str(exc)
         await self._tick(self.report.status)
@@ -95,6 +98,14 @@ class Reconciler:
     async def _tick(self, phase: str, **kw: Any) -> None:
         if self.progress is not None:
             await self.progress({"phase": phase, **kw, "counts": dict(self.report.counts)})
+
+    async def _accounts(self) -> None:
+        """Dry runs only: what the contacts waiting for a Moodle user would find (the check before a migration from
+        the CourseSales plugins, whose students' accounts exist unlinked). The events themselves do the work."""
+        await self._tick("accounts")
+        plan = AccountPlan(sessions=self.sessions, moodle=self.moodle, rules=self.settings.users)
+        async for entry in plan.entries():
+            self._plan(entry.pop("action"), entry.pop("reason"), **entry)
 
     # -- courses ---------------------------------------------------------------------------
 

@@ -1,8 +1,13 @@
-"""Contacts -> Moodle users: create, adopt, rename, update under the field policy, suspend.
+"""Contacts -> Moodle users: create, rename, update under the field policy, suspend; adopt only when allowed.
 
 One call handles a batch of contact events: it reads Moodle in a few array calls, creates the new users
 in all-or-nothing batches (split to isolate a refused one) and updates the rest per user. A registration whose
 contact brings nothing new, for a user confirmed in Moodle moments ago, is answered from its link without a read.
+
+An unlinked Moodle account with the contact's username is the contact's only when the sync made it: an intent
+(username, contact) is committed before every create call and dropped with the link, so a crash or a race between
+the create and the link still ends in one linked user. Any other account is someone else's: it is adopted only
+under app.sync.adoption's rules, else left untouched and the event goes to needs_review.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.crypto import Vault
 from app.db.inbox import Outcome
-from app.db.models import Event, EventStatus, UserLink
+from app.db.models import Event, EventStatus, UserIntent, UserLink
 from app.db.types import utcnow
+from app.db.upsert import insert_for
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError, MoodleInvalidParameter, MoodlePasswordPolicy
 from app.settings import FieldPolicy, UsersSettings
+from app.sync.adoption import ADMIN_REFUSALS, describe, refusal_message, verdict
 from app.sync.contacts import Contact, password_failures
+from app.sync.operations import audit
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +52,7 @@ class Work:
     superseded: list[Event] = field(default_factory=list)
     link: UserLink | None = None
     moodle_user: dict[str, Any] | None = None
+    adopting: bool = False  # an existing account this run adopts (its first link)
 
 
 def contact_of(event: Event) -> Contact:
@@ -79,6 +88,10 @@ class UserSync:
         # Events answered from their link without a Moodle read (see _settled).
         self.unverified: set[int] = set()
         self._new_links: list[dict[str, Any]] = []
+        self._intents: set[str] = set()  # usernames the sync set out to create (committed before the create call)
+        self._settled_intents: set[str] = set()  # intents to drop with this run's links (or failed creates)
+        self._token_user_id: int | None = None
+        self._made_intents = False
 
     async def run(self, events: list[Event]) -> dict[int, Outcome]:
         """Outcome per event id. Transient Moodle errors propagate: the whole batch is retried."""
@@ -92,6 +105,9 @@ class UserSync:
             else:
                 checked.append(work)
         await self._load_moodle_users(checked)
+        await self._load_intents(checked)
+        if self.rules.adopt_existing and any(self._foreign(w) for w in checked):
+            self._token_user_id = await self.moodle.token_user_id()
         creates: list[Work] = []
         updates: list[tuple[Work, dict[str, Any]]] = []
         for work in checked:
@@ -154,6 +170,16 @@ class UserSync:
         for w in unlinked:
             w.moodle_user = by_name.get(w.contact.moodle_username)
 
+    async def _load_intents(self, works: list[Work]) -> None:
+        names = sorted({w.moodle_user["username"] for w in works if w.link is None and w.moodle_user})
+        if names:
+            rows = await self.session.execute(select(UserIntent.username).where(UserIntent.username.in_(names)))
+            self._intents = set(rows.scalars())
+
+    def _foreign(self, w: Work) -> bool:
+        """An existing account, not linked, that the sync did not set out to make: someone else's until adopted."""
+        return w.link is None and w.moodle_user is not None and w.moodle_user["username"] not in self._intents
+
     # -- deciding --------------------------------------------------------------------------
 
     def _settled(self, w: Work) -> bool:
@@ -190,8 +216,35 @@ class UserSync:
                 )
             creates.append(w)
             return None
+        if self._foreign(w):
+            refused = self._adopt(w, w.moodle_user)  # type: ignore[arg-type]
+            if refused is not None:
+                return refused
+        else:
+            self._settled_intents.add(w.moodle_user["username"])
         updates.append((w, self._changes(w)))
         return None
+
+    def _adopt(self, w: Work, account: dict[str, Any]) -> Outcome | None:
+        """Adopt ``account`` for this contact when the rules allow it (audited either way); else the refusal."""
+        found = verdict(account, rules=self.rules, token_user_id=self._token_user_id)
+        target = f"moodle_user:{account.get('id')}"
+        if not found.adopt:
+            audit(self.session, actor="sync", action="user.adoption_refused", target=target,
+                  note=f"{found.reason}; contact {w.contact.key}, event {w.event.id}")  # fmt: skip
+            return Outcome(
+                EventStatus.needs_review, refusal_message(found.reason), alert="user.adoption", fix=refusal_message("")
+            )
+        w.moodle_user, w.adopting = account, True
+        kept = "overwritten" if self.rules.adopt_overwrites_password else "kept"
+        audit(self.session, actor="sync", action="user.adopted", target=target,
+              note=f"{describe(account)} adopted for contact {w.contact.key} (event {w.event.id}); password {kept}")  # fmt: skip
+        return None
+
+    def _keeps_password(self, w: Work) -> bool:
+        """An adopted account's password is its own unless users.adopt_overwrites_password."""
+        adopted = w.adopting or (w.link is not None and w.link.adopted)
+        return adopted and not self.rules.adopt_overwrites_password
 
     def _changes(self, w: Work) -> dict[str, Any]:
         """Fields to write to an existing Moodle user under the per-field policy."""
@@ -213,7 +266,11 @@ class UserSync:
                 continue
             if policy == FieldPolicy.locked or (policy == FieldPolicy.unlocked_if_empty and not have):
                 out[mfield] = value
-        if w.password and (link is None or link.password_digest != self._digest(w.password)):
+        if (
+            w.password
+            and not self._keeps_password(w)
+            and (link is None or link.password_digest != self._digest(w.password))
+        ):
             out["password"] = w.password
         if not c.active and self.rules.suspend_inactive and not current.get("suspended"):
             out["suspended"] = 1
@@ -239,24 +296,34 @@ class UserSync:
             other = taken.get(w.contact.email.lower())
             if other is None:
                 todo.append(w)
-            elif self.rules.match_by_email:
-                w.moodle_user = other
-                updates.append((w, self._changes(w)))
+            elif self.rules.match_by_email and self.rules.adopt_existing:
+                if self._token_user_id is None:
+                    self._token_user_id = await self.moodle.token_user_id()
+                refused = self._adopt(w, other)
+                if refused is not None:
+                    outcomes[w.event.id] = refused  # type: ignore[index]
+                else:
+                    updates.append((w, self._changes(w)))
             else:
                 outcomes[w.event.id] = Outcome(  # type: ignore[index]
                     EventStatus.failed,
                     f"email {w.contact.email!r} already belongs to Moodle user {other['username']!r} "
-                    f"(id {other['id']}); set users.match_by_email = true to link them, or change one of the emails",
+                    f"(id {other['id']}); to use that account for this contact set users.adopt_existing and "
+                    "users.match_by_email to true, or change one of the emails",
                 )
+        if not todo:
+            return outcomes
+        await self._intend(todo)
         results = await self.moodle.create_users([self._new_user(w) for w in todo])
         for w, res in zip(todo, results, strict=True):
+            self._settled_intents.add(w.contact.moodle_username)
             if res.ok:
                 self._link(w, int(res.value["id"]), created=True)  # type: ignore[index]
                 outcomes[w.event.id] = Outcome(
                     EventStatus.done, result={"moodle_user_id": int(res.value["id"]), "action": "created"}
                 )  # type: ignore[index]
                 continue
-            # Another worker may have made the same user a moment ago: adopt it rather than fail.
+            # Another worker, holding the same intent, may have made this user a moment ago: it is ours.
             again = await self.moodle.get_users_by_field("username", [w.contact.moodle_username])
             if again:
                 w.moodle_user = again[0]
@@ -264,6 +331,19 @@ class UserSync:
                 continue
             outcomes[w.event.id] = Outcome(EventStatus.failed, _explain(res.error))  # type: ignore[index, arg-type]
         return outcomes
+
+    async def _intend(self, todo: list[Work]) -> None:
+        """Commit the intents before the create call: the one commit inside a run, so that a crash after Moodle
+        made the users (before their links commit) leaves proof that they are the sync's own."""
+        rows = [
+            {"username": w.contact.moodle_username, "contact_id": w.contact.contact_id, "event_id": w.event.id,
+             "created_at": utcnow()}
+            for w in todo
+        ]  # fmt: skip
+        statement = insert_for(self.session, UserIntent.__table__).on_conflict_do_nothing(index_elements=["username"])
+        await self.session.execute(statement, rows)
+        await self.session.commit()
+        self._made_intents = True
 
     async def _emails_taken(self, creates: list[Work]) -> dict[str, dict[str, Any]]:
         emails = sorted({w.contact.email.lower() for w in creates})
@@ -291,7 +371,7 @@ class UserSync:
         send = [(w, ch) for w, ch in updates if ch]
         for w, ch in updates:
             if not ch:
-                self._link(w, int(w.moodle_user["id"]), created=False)  # type: ignore[index]
+                self._link(w, int(w.moodle_user["id"]), created=False, password_applied=not self._keeps_password(w))  # type: ignore[index]
                 outcomes[w.event.id] = Outcome(
                     EventStatus.done, result={"moodle_user_id": int(w.moodle_user["id"]), "action": "unchanged"}
                 )  # type: ignore[index]
@@ -307,10 +387,18 @@ class UserSync:
         for (w, ch), item in zip(send, payload, strict=True):
             uid = item["id"]
             warning = warnings.get(uid)
+            if warning is not None and warning.get("warningcode") in ADMIN_REFUSALS:
+                reason = f"Moodle refused to update {describe(w.moodle_user or {})}: it is a site administrator"
+                audit(self.session, actor="sync", action="user.adoption_refused", target=f"moodle_user:{uid}",
+                      note=f"{reason}; contact {w.contact.key}, event {w.event.id}")  # fmt: skip
+                outcomes[w.event.id] = Outcome(  # type: ignore[index]
+                    EventStatus.needs_review, refusal_message(reason), alert="user.adoption", fix=refusal_message("")
+                )
+                continue
             if warning is not None:
                 outcomes[w.event.id] = Outcome(EventStatus.failed, _explain_warning(warning, ch))  # type: ignore[index]
                 continue
-            self._link(w, uid, created=False, suspended=ch.get("suspended"))
+            self._link(w, uid, created=False, suspended=ch.get("suspended"), password_applied="password" in ch)
             outcomes[w.event.id] = Outcome(  # type: ignore[index]
                 EventStatus.done,
                 result={
@@ -321,7 +409,15 @@ class UserSync:
             )
         return outcomes
 
-    def _link(self, w: Work, moodle_user_id: int, *, created: bool, suspended: int | None = None) -> None:
+    def _link(
+        self,
+        w: Work,
+        moodle_user_id: int,
+        *,
+        created: bool,
+        suspended: int | None = None,
+        password_applied: bool = True,
+    ) -> None:
         """Record (or refresh) the link in this transaction; the password's digest only once applied. A new link
         is a row for ``_insert_links`` (one executemany for the batch), not an ORM object."""
         values: dict[str, Any] = {
@@ -331,16 +427,21 @@ class UserSync:
             "data_digest": self._data_digest(w.contact),
             "updated_at": utcnow(),
         }
-        if w.password:
+        if w.password and password_applied:
             values["password_digest"] = self._digest(w.password)
         if suspended is not None:
             values["suspended_by_sync"] = bool(suspended)
+        if w.adopting:
+            values["adopted"] = True
+        self._settled_intents.add(w.contact.moodle_username)
         if w.link is not None:
             for name, value in values.items():
                 setattr(w.link, name, value)
         else:
             # Every new row has every column: one shape for the executemany.
-            fresh = {"password_digest": None, "suspended_by_sync": False, "created_at": values["updated_at"]}
+            fresh = {
+                "password_digest": None, "suspended_by_sync": False, "adopted": False, "created_at": values["updated_at"]
+            }  # fmt: skip
             self._new_links.append(fresh | values)
         log.info("moodle.user.created" if created else "moodle.user.linked", moodle_user_id=moodle_user_id)
 
@@ -348,6 +449,10 @@ class UserSync:
         rows, self._new_links = self._new_links, []
         if rows:
             await self.session.execute(insert(UserLink.__table__), rows)  # type: ignore[attr-defined]
+        # The intents end with their links (or their failed creates), in the same commit.
+        done, self._settled_intents = self._settled_intents, set()
+        if done and (self._intents or self._made_intents):
+            await self.session.execute(delete(UserIntent).where(UserIntent.username.in_(sorted(done))))
 
 
 def _explain(exc: MoodleError) -> str:

@@ -106,6 +106,7 @@ class MoodleFake:
         self.site_url = site_url or ("http://127.0.0.1:8401" if self.is_v5 else "http://127.0.0.1:8400")
         self.sitename = "Moodle Contract Test Site"
         self.token_userid = 3
+        self.token_is_siteadmin = False  # what core_webservice_get_site_info says of the token's user
         self.functions: list[str] = SERVICE_FUNCTIONS + ([USERS_COURSES] if self.is_v5 else [])
         self.state = SiteState(showactivitydates=self.is_v5)
         self.calls: list[tuple[str, dict[str, Any]]] = []

@@ -142,7 +142,7 @@ def site_info(fake: MoodleFake, params: dict[str, Any]) -> dict[str, Any]:
             "siteid": 1,
             "sitecalendartype": "gregorian",
             "usercalendartype": "gregorian",
-            "userissiteadmin": False,
+            "userissiteadmin": fake.token_is_siteadmin,
             "theme": "boost",
             "limitconcurrentlogins": 0,
             "usersessionscount": OMITTED,
