@@ -9,4 +9,5 @@ RUN pip install --no-cache-dir . && useradd --system --home /var/lib/moodle-sync
 USER moodle-sync
 EXPOSE 8000
 # `api` and `worker` scale out separately; `serve` runs both in one process.
-CMD ["sh", "-c", "moodle-sync migrate && moodle-sync serve --host 0.0.0.0 --port 8000"]
+# exec: the server becomes PID 1 and gets docker stop's SIGTERM (sh would ignore it, and the jobs be killed).
+CMD ["sh", "-c", "moodle-sync migrate && exec moodle-sync serve --host 0.0.0.0 --port 8000"]

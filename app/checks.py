@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.coursesales.errors import CourseSalesError
+from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
 from app.moodle.client import MoodleClient
-from app.moodle.errors import MoodleError
+from app.moodle.errors import MoodleError, MoodleTransientError
 from app.settings import CoursesSettings
 from app.sync.courses import field_id, map_categories
 
@@ -39,6 +39,8 @@ class Finding:
 async def check_moodle(moodle: MoodleClient) -> list[Finding]:
     try:
         info = await moodle.site_info()
+    except MoodleTransientError as exc:
+        return [Finding("error", f"could not connect to Moodle at {moodle.url}: {exc}")]
     except MoodleError as exc:
         return [Finding("error", f"Moodle refused core_webservice_get_site_info: {exc}")]
     out = [Finding("ok", f"Moodle {info.get('release')} at {info.get('siteurl')}, token user {info.get('username')!r}")]
@@ -77,6 +79,8 @@ async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list
     """Prove the CourseSales login with a cheap read and find the configured category fields."""
     try:
         count = await coursesales.check_login()
+    except CourseSalesTransientError as exc:
+        return [Finding("error", f"could not connect to CourseSales at {coursesales.url}: {exc}")]
     except CourseSalesError as exc:
         return [Finding("error", f"CourseSales refused the login or the read: {exc}")]
     out = [Finding("ok", f"CourseSales login works ({count} course categories visible)")]

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from app.db.models import EventStatus as EventStatusChoice
 from app.devmode import apply_dev_secrets
 from app.logs import register_secrets
 from app.logs import setup as setup_logs
@@ -20,7 +21,7 @@ from app.notify.debuglog import setup_debug_log
 from app.settings import Settings
 
 cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
-console = Console(stderr=True)  # messages
+console = Console(stderr=True, soft_wrap=True)  # messages: never wrapped at 80 columns when captured
 out = Console()  # data (tables, plans): stdout, for pipes
 
 HostOpt = typer.Option("127.0.0.1", "--host", help="address to listen on")
@@ -28,11 +29,30 @@ PortOpt = typer.Option(8000, "--port", help="port to listen on")
 
 
 def _settings() -> Settings:
-    settings = apply_dev_secrets(Settings())
+    from pydantic import ValidationError
+
+    try:
+        settings = apply_dev_secrets(Settings())
+    except ValidationError as exc:
+        # One line per bad value, naming its variable (SYNC_MODE= was a traceback).
+        for error in exc.errors():
+            name = "SYNC_" + "__".join(str(part).upper() for part in error["loc"])
+            console.print(f"[red]configuration error:[/red] {name}: {error['msg']}", highlight=False)
+        raise typer.Exit(2) from None
+    from app.config_keys import unknown_environment
+
+    for warning in unknown_environment():
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     problems = settings.problems()
     if problems:
         for p in problems:
-            console.print(f"[red]configuration error:[/red] {p}")
+            console.print(f"[red]configuration error:[/red] {p}", highlight=False)
+        if settings.mode == "production" and any("required outside dev mode" in p for p in problems):
+            console.print(
+                "for a trial on this machine, SYNC_MODE=dev generates the secrets under the var folder "
+                f"({settings.var_dir.resolve()}; `make run` does this); see the README's Configuration",
+                highlight=False,
+            )
         raise typer.Exit(2)
     setup_logs(settings.log_level, json_lines=settings.log_json)
     register_secrets(settings.secret_values())
@@ -74,7 +94,8 @@ def _serving(settings: Settings) -> Settings:
 
 def _announce(settings: Settings) -> None:
     on = [name for name, enabled in settings.inbound_methods().items() if enabled]
-    console.print(f"mode: {settings.mode}; inbound methods on: {', '.join(on) or 'none'}")
+    console.print(f"mode: {settings.mode}; inbound methods on: {', '.join(on) or 'none'}", highlight=False)
+    console.print(f"var folder: {settings.var_dir.resolve()} (database: {_database_name(settings)})", highlight=False)
     if not settings.moodle.configured:
         console.print("[yellow]Moodle is not configured yet[/yellow] (SYNC_MOODLE__URL, SYNC_MOODLE__TOKEN)")
     if not settings.coursesales.configured:
@@ -83,20 +104,38 @@ def _announce(settings: Settings) -> None:
         )
 
 
+def _database_name(settings: Settings) -> str:
+    """The database, without its password: a SQLite file's path, or the server and database name."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(Path(url.database or "").resolve())
+    return f"{url.get_backend_name()} {url.host or 'localhost'}/{url.database}"
+
+
 @cli.command()
 def migrate(revision: str = typer.Argument("head")) -> None:
     """Bring the database schema up to date."""
     settings = _settings()
     run_migrations(settings.effective_database_url, revision)
-    console.print(f"database at {revision}")
+    console.print(f"database at {revision}: {_database_name(settings)}", highlight=False)
 
 
 def run_migrations(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Migrate ``url``'s database with the migrations shipped in the package (no alembic.ini needed: an installed
+    wheel migrates from any folder; alembic.ini at the top of the source tree is for `alembic revision`)."""
+    import logging
+    from importlib.resources import files
+
+    # Alembic tells every step (and, on import, every plugin) at INFO; the command says the one line that matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
-    here = Path.cwd() / "alembic.ini"
-    cfg = Config(str(here if here.exists() else Path(__file__).resolve().parent.parent / "alembic.ini"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("app.migrations")))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = url
     cfg.attributes["configure_logger"] = False
     (command.downgrade if downgrade else command.upgrade)(cfg, revision)
@@ -171,10 +210,12 @@ async def _workers(settings: Settings, which: str) -> None:
 
     names = {"default": [DEFAULT_QUEUE], "slow": [SLOW_QUEUE], "all": [DEFAULT_QUEUE, SLOW_QUEUE]}[which]
     workers = [make_worker(settings, queue=name) for name in names]
+    _worker_log("worker.started", workers)
     try:
         await asyncio.gather(*(w.async_run() for w in workers))
     except asyncio.CancelledError:
         # SIGTERM: arq let the running jobs finish, then stopped its loop by cancelling it. A clean stop, exit 0.
+        _worker_log("worker.stopped", workers)
         console.print("worker stopped")
 
 
@@ -210,6 +251,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         else []
     )
     tasks += [asyncio.create_task(w.async_run()) for w in workers]
+    _worker_log("worker.started", workers)
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -218,7 +260,23 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         for w in workers:
             await w.close()  # cancels what is still running after the wait
         await asyncio.gather(*tasks, return_exceptions=True)
+        _worker_log("worker.stopped", workers)
         await rt.close()
+
+
+def _worker_log(event: str, workers: list[Any]) -> None:
+    """One line for the workers of this process (arq's own say it once per queue)."""
+    if not workers:
+        return
+    import structlog
+
+    counts = {
+        "jobs_complete": sum(w.jobs_complete for w in workers),
+        "jobs_failed": sum(w.jobs_failed for w in workers),
+    }
+    structlog.get_logger("app.cli").info(
+        event, queues=[w.queue_name for w in workers], **(counts if event == "worker.stopped" else {})
+    )
 
 
 async def _let_jobs_finish(settings: Settings, workers: list[Any]) -> None:
@@ -266,7 +324,14 @@ async def _check(settings: Settings) -> bool:
 @cli.command()
 def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing")) -> None:
     """Reconcile now, in this process, with a progress bar; prints the plan."""
+    from app.sync.readiness import unconfigured
+
     settings = _migrated_settings()
+    missing = unconfigured(settings)
+    if missing:
+        # As POST /api/reconcile answers 409: not a failed run with a connection error among the log lines.
+        console.print(f"[red]{' and '.join(missing)} not configured yet:[/red] nothing to reconcile")
+        raise typer.Exit(2)
     run = asyncio.run(_reconcile(settings, dry_run))
     raise typer.Exit(0 if run.status == "done" else 1)
 
@@ -308,11 +373,9 @@ async def _reconcile(settings: Settings, dry_run: bool) -> Any:
 
 @cli.command()
 def events(
-    status: str = typer.Option(
-        None, "--status", help="accepted, queued, running, retrying, done, failed, needs_review, ignored"
-    ),
-    kind: str = typer.Option(None, "--kind"),
-    limit: int = typer.Option(30, "--limit"),
+    status: EventStatusChoice = typer.Option(None, "--status", help="only events in this status"),
+    kind: str = typer.Option(None, "--kind", max=64),
+    limit: int = typer.Option(30, "--limit", min=1, max=1000),
 ) -> None:
     """List events, newest first."""
     asyncio.run(_events(_migrated_settings(), status, kind, limit))
@@ -327,12 +390,12 @@ async def _events(settings: Settings, status: str | None, kind: str | None, limi
     async with _session(settings) as s:
         query = select(Event).order_by(Event.id.desc()).limit(limit)
         if status:
-            query = query.where(Event.status == status)
+            query = query.where(Event.status == status.value)
         if kind:
             query = query.where(Event.kind == kind)
         rows = list((await s.execute(query)).scalars())
     table = Table()
-    for column in ("id", "source", "kind", "status", "attempts", "created", "last error"):
+    for column in ("id", "source", "kind", "status", "attempts", "created", "waiting for / last error"):
         table.add_column(column)
     for e in rows:
         table.add_row(
@@ -342,7 +405,7 @@ async def _events(settings: Settings, status: str | None, kind: str | None, limi
             e.status,
             str(e.attempts),
             f"{e.created_at:%Y-%m-%d %H:%M}",
-            (e.last_error or "")[:80],
+            (e.waiting_for or e.last_error or "")[:80],
         )
     out.print(table)
 

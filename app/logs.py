@@ -51,13 +51,21 @@ def scrub(text: str) -> str:
 
 def _redact(_logger: Any, _name: str, event: EventDict) -> EventDict:
     for key, value in event.items():
-        if SECRET_KEYS.search(key):
-            event[key] = MASK
-        elif isinstance(value, str):
-            event[key] = scrub(value)
-        elif value is not None and not isinstance(value, int | float | bool):
-            event[key] = scrub(str(value))
+        event[key] = MASK if SECRET_KEYS.search(str(key)) else _clean(value)
     return event
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A field's value with its secrets masked; lists and mappings keep their shape (a few levels deep)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_clean(item, depth + 1) for item in value]
+    if depth < 4 and isinstance(value, dict):
+        return {k: MASK if SECRET_KEYS.search(str(k)) else _clean(v, depth + 1) for k, v in value.items()}
+    return scrub(str(value))
 
 
 def _access_line(_logger: Any, _name: str, event: EventDict) -> EventDict:
@@ -100,6 +108,16 @@ def formatter() -> logging.Formatter:
     )
 
 
+class _OncePerProcess(logging.Filter):
+    """arq says its start, its Redis and its stop once per worker, and a process runs one per queue: the CLI says
+    them once instead (worker.started, worker.stopped)."""
+
+    PREFIXES = ("Starting worker for", "redis_version=", "shutdown on ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
 def setup(level: str = "INFO", *, json_lines: bool = True) -> None:
     """structlog and the standard library's logging as one pipeline, writing to stdout."""
     _state.update(json_lines=json_lines, level=level)
@@ -113,6 +131,9 @@ def setup(level: str = "INFO", *, json_lines: bool = True) -> None:
     # httpx logs every request URL at INFO: one line per call is noise (a CourseSales login in one is masked).
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    arq = logging.getLogger("arq.worker")
+    if not any(isinstance(f, _OncePerProcess) for f in arq.filters):
+        arq.addFilter(_OncePerProcess())
     # uvicorn's loggers keep no handlers of their own: their lines reach the root's formatter.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()

@@ -23,6 +23,10 @@ PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo", 
 MIN_TOKEN_CHARS = 16
 MIN_SECRET_KEY_CHARS = 32
 MIN_WHSEC_BYTES = 24
+ENV_PREFIX = "SYNC_"
+# Variables read by name that are no setting; the tests and the benchmarks own SYNC_TEST_* and SYNC_BENCH_*.
+ENV_NOT_SETTINGS = frozenset({"SYNC_CONFIG", "SYNC_SECRETS_DIR"})
+ENV_OTHER_PREFIXES = ("SYNC_TEST_", "SYNC_BENCH_")
 
 
 class FieldPolicy(StrEnum):
@@ -42,6 +46,14 @@ DEFAULT_FIELD_POLICY: dict[str, FieldPolicy] = {
 }
 
 
+def _http_url(value: str) -> str:
+    """An upstream's address: empty (not configured yet) or an http(s) URL; "moodle.example.org" alone would be
+    requested as a relative path and fail with a puzzling error at the first call."""
+    if value and not value.lower().startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not a URL: start it with https:// (or http://)")
+    return value.rstrip("/")
+
+
 class MoodleSettings(BaseModel):
     url: str = ""
     token: SecretStr = SecretStr("")
@@ -56,6 +68,11 @@ class MoodleSettings(BaseModel):
     def configured(self) -> bool:
         return bool(self.url and self.token.get_secret_value())
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
 
 class CourseSalesSettings(BaseModel):
     url: str = ""
@@ -66,6 +83,11 @@ class CourseSalesSettings(BaseModel):
     @property
     def configured(self) -> bool:
         return bool(self.url and self.username and self.password.get_secret_value())
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
 
 
 class UsersSettings(BaseModel):
@@ -252,7 +274,7 @@ class JobsSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SYNC_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="ignore",
         secrets_dir=os.environ.get("SYNC_SECRETS_DIR") or None,
@@ -291,12 +313,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = Path(os.environ.get("SYNC_CONFIG", "sync.toml"))
         return (
             init_settings,
             env_settings,
             file_secret_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=path),
+            TomlConfigSettingsSource(settings_cls, toml_file=config_path()),
         )
 
     @property
@@ -325,8 +346,8 @@ class Settings(BaseSettings):
 
     def problems(self) -> list[str]:
         """Reasons to refuse to start, one line each naming its variable: required secrets missing or placeholders
-        (production), and in every mode credentials too short to hold, undecodable signing secrets and one value
-        reused for two credentials."""
+        (production), and in every mode credentials too short to hold, undecodable signing secrets, one value
+        reused for two credentials and keys of the configuration file that are no setting."""
         out: list[str] = []
         if self.mode == "production":
             for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
@@ -335,7 +356,14 @@ class Settings(BaseSettings):
             for name, value in _inbound_secrets(self).items():
                 if value is not None and not _set(value):
                     out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")
-        return out + _weak_credentials(self)
+        from app.config_keys import unknown_config_keys
+
+        return out + _weak_credentials(self) + unknown_config_keys()
+
+
+def config_path() -> Path:
+    """The configuration file: ``SYNC_CONFIG``, else ./sync.toml; it is read only if it exists."""
+    return Path(os.environ.get("SYNC_CONFIG", "sync.toml")).expanduser()
 
 
 def _set(value: SecretStr | None) -> bool:

@@ -18,8 +18,23 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("SYNC_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")  # a database of its own
+# The benchmarks' own targets, never the service's: every benchmark empties them (TRUNCATE, FLUSHDB).
+PG_URL = os.environ.get("SYNC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/test")
+REDIS_URL = os.environ.get("SYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")  # a database of its own
+
+
+def _refuse_other_targets() -> None:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(PG_URL).database or ""
+    if not any(word in name.lower() for word in ("bench", "test")):
+        raise SystemExit(f"SYNC_BENCH_DATABASE_URL names database {name!r}: the benchmarks empty it, so its name "
+                         "must contain 'bench' or 'test'")  # fmt: skip
+    if REDIS_URL == os.environ.get("SYNC_REDIS_URL"):
+        raise SystemExit("SYNC_BENCH_REDIS_URL is the service's own SYNC_REDIS_URL: the benchmarks flush it")
+
+
+_refuse_other_targets()
 SECRET_KEY = "bench-secret-key-0123456789abcdefgh"
 TOKENS = {"api": "bench-api-token-1234", "coursesales": "bench-cs-token-1234", "moodle": "bench-moodle-token-1234"}
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

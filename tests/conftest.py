@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import delete
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
@@ -24,6 +25,49 @@ from app.runtime import Runtime, build_runtime
 from app.settings import Settings, WebhookSettings
 
 pytest_plugins = ["tests.smtp_inbox"]  # the `smtp` fixture: a real SMTP server
+
+# The suite's own targets, never the service's: `make test` empties the database and flushes the Redis it is given.
+ROOT_DIR = Path(__file__).resolve().parent.parent
+TEST_DATABASE_URL = os.environ.get("SYNC_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("SYNC_TEST_REDIS_URL", "")
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
+
+
+def target_problems(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Why the suite must not run against these targets (it drops every table and flushes Redis)."""
+    out = []
+    database = environ.get("SYNC_TEST_DATABASE_URL", "")
+    if database:
+        name = make_url(database).database or ""
+        if "test" not in Path(name).name.lower():
+            out.append(
+                f"SYNC_TEST_DATABASE_URL names database {name!r}: the suite empties it, so its name must contain 'test'"
+            )
+    redis = environ.get("SYNC_TEST_REDIS_URL", "")
+    if redis and redis == environ.get("SYNC_REDIS_URL"):
+        out.append(
+            "SYNC_TEST_REDIS_URL is the service's own SYNC_REDIS_URL: the suite flushes it; give it another database"
+        )
+    return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    problems = target_problems(os.environ)
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+    # The service's own variables (an operator's exported SYNC_DATABASE_URL, say) never reach a test.
+    for name in [n for n in os.environ if n.startswith("SYNC_") and not n.startswith(("SYNC_TEST_", "SYNC_BENCH_"))]:
+        del os.environ[name]
+
+
+def postgres_only(why: str) -> None:
+    """Skip a test that needs PostgreSQL on another database; under CI (CI=true) fail instead: CI runs them all."""
+    if ON_POSTGRES:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"needs PostgreSQL (SYNC_TEST_DATABASE_URL): {why}")
+    pytest.skip(why)
+
 
 TEST_TOKENS = {
     "api": "ops-token-for-tests",
@@ -44,7 +88,7 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def database_url(var_dir: Path) -> str:
-    return os.environ.get("SYNC_DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'test.db'}"
+    return TEST_DATABASE_URL or f"sqlite+aiosqlite:///{var_dir / 'test.db'}"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +104,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
         "mode": "test",
         "var_dir": var_dir,
         "database_url": database_url,
-        "redis_url": os.environ.get("SYNC_REDIS_URL", ""),
+        "redis_url": TEST_REDIS_URL,
         "secret_key": SecretStr(TEST_TOKENS["secret_key"]),
         "api": {"token": SecretStr(TEST_TOKENS["api"])},
         "compat": {"wstoken": SecretStr(TEST_TOKENS["compat"])},
@@ -152,7 +196,16 @@ def bearer(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TEST_TOKENS[name]}"}
 
 
-__all__ = ["MOODLE_URL", "TEST_TOKENS", "bearer", "make_settings", "models"]
+__all__ = [
+    "MOODLE_URL",
+    "ON_POSTGRES",
+    "TEST_REDIS_URL",
+    "TEST_TOKENS",
+    "bearer",
+    "make_settings",
+    "models",
+    "postgres_only",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -57,7 +57,6 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
     print_blob=True,
 )
-ON_POSTGRES = os.environ.get("SYNC_DATABASE_URL", "").startswith("postgresql")
 
 # securitySchemes name -> the TEST_TOKENS entry that satisfies it
 SCHEME_TOKEN = {

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from app.runtime import Runtime
+from tests.conftest import postgres_only
 
 
 async def test_postgresql_plans_each_statement_for_its_values(runtime: Runtime) -> None:
     """A generic plan of the claim query, chosen on statistics a burst had made stale, took seconds a claim and
     stalled a first sync of 30,000 events (bench/first_sync.py); custom plans take milliseconds."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("plan_cache_mode is a PostgreSQL setting")
+    postgres_only("plan_cache_mode is a PostgreSQL setting")
     async with runtime.sessions() as s:
         assert (await s.execute(sa.text("SHOW plan_cache_mode"))).scalar_one() == "force_custom_plan"
     async with runtime.intake._sessions() as s:  # the intake's own pool, too
@@ -23,8 +22,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
     """With statistics taken before a burst (as autoanalyze leaves them in a first sync), the claim of fresh events is
     still planned as an ordered walk of ix_events_fresh that stops at its limit, not as a collect-and-sort of the whole
     backlog (37 ms a claim at 15,000 waiting, most of a first sync's database time)."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("the plan is PostgreSQL's")
+    postgres_only("the plan is PostgreSQL's")
     from app.db import claim
     from app.db.models import Event
     from app.db.types import utcnow
@@ -79,8 +77,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
 async def test_the_timers_read_partial_indexes_not_the_years_of_events_kept(runtime: Runtime) -> None:
     """Event rows are kept for good: the retention purge (every sweep) and /metrics' backlog (every scrape) must read
     small partial indexes, not walk the table (220 and 275 ms at 1,000,000 events)."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("the plan is PostgreSQL's")
+    postgres_only("the plan is PostgreSQL's")
     from datetime import timedelta
 
     from app.db import inbox

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,7 +23,7 @@ from app.jobs.redis import redis_settings
 from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
 from app.runtime import Runtime, build_runtime
-from tests.conftest import TEST_TOKENS
+from tests.conftest import TEST_TOKENS, postgres_only
 from tests.helpers import end_loops, events, links, make_due, moodle_user, post_contact, process_all, wait_for
 from tests.procs import RedisServer, ServedApp, WorkerProcess, worker_env
 
@@ -356,13 +355,10 @@ async def load_workers(runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.M
             await rt.close()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("SYNC_DATABASE_URL", "").startswith("postgresql"),
-    reason="ten concurrent jobs writing at once is a PostgreSQL load: SQLite serialises its writers (CI runs this)",
-)
 async def test_upstream_faults_under_load(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, load_workers: LoadRig
 ) -> None:
+    postgres_only("ten concurrent jobs writing at once is a PostgreSQL load: SQLite serialises its writers")
     contacts = 700
     bodies = load_plan(7, contacts=contacts, updates=200, redeliveries=100)
     assert len(bodies) == 1000
@@ -580,6 +576,70 @@ def test_serve_on_the_embedded_defaults_stops_its_redis_server(tmp_path: Path) -
     while psutil.pid_exists(redis_pid) and psutil.Process(redis_pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the embedded redis-server outlived the service"
         time.sleep(0.1)
+
+
+# after: seconds from the start, or None for "the moment the embedded redis-server appears" (before the service
+# has installed its own signal handlers: SIGTERM's default action then skipped every clean-up).
+@pytest.mark.parametrize(
+    ("signum", "after"), [("SIGINT", 0.3), ("SIGINT", None), ("SIGTERM", 0.3), ("SIGTERM", None), ("SIGTERM", 1.0)]
+)
+def test_a_quick_stop_leaves_no_embedded_redis_server(tmp_path: Path, signum: str, after: float | None) -> None:
+    """A stop within a second of `moodle-sync serve` starting (Ctrl-C, or docker stop's SIGTERM) ends the embedded
+    redis-server too, wherever start-up had got to, and leaves no temporary folder of its own."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.procs import free_port, moodle_sync_command
+
+    var = tmp_path / "var"
+    env = worker_env(database_url="", redis_url="", moodle_url="", var_dir=var, SYNC_MODE="dev", SYNC_MOODLE__TOKEN="")
+    subprocess.run([*moodle_sync_command(), "migrate"], env=env, check=True, capture_output=True)  # noqa: S603
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "serve", "--port", str(free_port())], env=env, stdout=log, stderr=log
+    )
+    seen: dict[int, Path] = {}
+    try:
+        deadline = time.monotonic() + (after if after is not None else 30)
+        while time.monotonic() < deadline and not (after is None and seen):
+            seen |= _redis_servers_in(var)
+            time.sleep(0.005)
+        proc.send_signal(getattr(signal, signum))
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    seen |= _redis_servers_in(var)
+    deadline = time.monotonic() + 10
+    while left := [pid for pid in seen if _alive(pid)]:
+        tail = (tmp_path / "serve.log").read_text()[-1500:]
+        assert time.monotonic() < deadline, f"redis-server {left} outlived the service: {tail}"
+        time.sleep(0.1)
+    assert not [folder for folder in seen.values() if folder.exists()], "its temporary folder was left behind"
+
+
+def _redis_servers_in(var: Path) -> dict[int, Path]:
+    """redis-server processes working in ``var`` (the embedded server's dir is the service's var dir), with the
+    temporary folder of their configuration file."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["name", "cwd", "cmdline"]):
+        if "redis-server" in (p.info["name"] or "") and p.info["cwd"] == str(var.resolve()):
+            config = next((a for a in p.info["cmdline"] or [] if a.endswith(".config")), None)
+            out[p.pid] = Path(config).parent if config else var / "no-such-folder"
+    return out
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _answers(port: int) -> bool:

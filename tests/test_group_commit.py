@@ -16,6 +16,7 @@ from app.db.models import EventStatus
 from app.jobs.queue import DEFAULT_QUEUE, loads
 from app.metrics import INTAKE_BATCH
 from app.runtime import Runtime
+from tests.conftest import postgres_only
 from tests.helpers import events, post_contact
 
 
@@ -131,8 +132,7 @@ async def test_a_connection_the_database_closed_is_replaced_not_answered_with_an
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     """The intake's pool skips the ping before each use; a restarted database costs one retry, not a 500."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("terminating a server connection needs PostgreSQL")
+    postgres_only("terminating a server connection needs PostgreSQL")
     assert (await post_contact(client, "gc-before", contact_id=1)).status_code == 202  # the pool holds a connection
     async with runtime.engine.connect() as conn:
         await conn.execute(

@@ -6,7 +6,6 @@ Every server runs on asyncio and on uvloop (what the CLI runs when installed): t
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
 import select
 import socket
@@ -22,6 +21,7 @@ from uvicorn.server import ServerState
 
 from app.http_server import GuardedHttpToolsProtocol, server_config
 from app.settings import ApiSettings
+from tests.conftest import TEST_REDIS_URL
 from tests.procs import LOCALHOST, ServedApp
 
 LIMIT = 4096  # max_header_bytes of most tests (ApiSettings allows 1024 and up)
@@ -410,9 +410,7 @@ def test_the_cli_server_refuses_a_1_mb_header(migrated: str, tmp_path: Any, proc
     from tests.procs import free_port, moodle_sync_command, worker_env
 
     port = free_port()
-    env = worker_env(
-        database_url=migrated, redis_url=os.environ.get("SYNC_REDIS_URL", ""), moodle_url="", var_dir=tmp_path
-    )
+    env = worker_env(database_url=migrated, redis_url=TEST_REDIS_URL, moodle_url="", var_dir=tmp_path)
     log = open(tmp_path / "api.log", "wb")
     args = [*moodle_sync_command(), "api", "--port", str(port), "--workers", str(processes)]
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)  # noqa: S603 (our own CLI)

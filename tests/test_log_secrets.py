@@ -5,7 +5,6 @@ arq and the database driver included: every line goes through the same redaction
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from app import logs
-from tests.conftest import TEST_TOKENS
+from tests.conftest import TEST_REDIS_URL, TEST_TOKENS
 from tests.procs import free_port, moodle_sync_command, worker_env
 
 PASSWORD = "Unm1stakable!Secret#1"
@@ -66,7 +65,7 @@ def _exercise(base: str) -> None:
 def test_no_secret_in_any_log_line(migrated: str, tmp_path: Path) -> None:
     env = worker_env(
         database_url=migrated,
-        redis_url=os.environ.get("SYNC_REDIS_URL", ""),
+        redis_url=TEST_REDIS_URL,
         moodle_url="",
         var_dir=tmp_path / "var",
         SYNC_MOODLE__TOKEN="",
@@ -103,6 +102,11 @@ def test_no_secret_in_any_log_line(migrated: str, tmp_path: Path) -> None:
     paths = {line["path"] for line in access}
     assert {COMPAT, "/webhooks/moodle", "/api/events", "/webhooks/coursesales"} <= paths, paths
     assert all("?" not in p for p in paths)
+    # One log format, each thing said once: arq's per-queue start and stop lines are the CLI's single lines.
+    events = [json.loads(line).get("event") for line in text.splitlines() if line.startswith("{")]
+    assert events.count("worker.started") == 1 and events.count("worker.stopped") == 1
+    assert not [e for e in events if str(e).startswith(("Starting worker", "shutdown on", "redis_version"))]
+    assert all(line.startswith("{") for line in text.splitlines() if "logger" in line)
     loggers = {json.loads(line).get("logger") for line in text.splitlines() if line.startswith("{")}
     assert {
         "uvicorn.error",

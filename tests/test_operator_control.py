@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -61,8 +61,11 @@ async def test_bulk_replay_by_filter_no_second_effect(
 async def test_pause_keeps_events_and_resume_processes_them(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
 ) -> None:
+    before = datetime.now(UTC)
     assert (await client.post("/api/pause", json={"note": "Moodle upgrade"}, headers=OPS)).json()["paused"] is True
-    assert (await client.get("/api/pause", headers=OPS)).json()["paused"] is True
+    state = (await client.get("/api/pause", headers=OPS)).json()
+    assert state["paused"] is True and state["by"] == "api"
+    assert before - timedelta(seconds=1) <= datetime.fromisoformat(state["since"]) <= datetime.now(UTC), "since when"
     r = await post_contact(client, "d-1")
     assert r.status_code == 202
     await process_all(runtime)

@@ -105,6 +105,11 @@ async def test_check_lists_missing_functions_and_hidden_names(runtime: Runtime, 
     moodle_fake.token = "wrong"
     (only,) = await check_moodle(runtime.moodle)
     assert only.level == "error" and "invalidtoken" in only.message
+    moodle_fake.token = "test-token"
+    moodle_fake.fail_next(1, "timeout")
+    (unreachable,) = await check_moodle(runtime.moodle)
+    assert unreachable.message.startswith(f"could not connect to Moodle at {runtime.settings.moodle.url}")
+    assert "refused" not in unreachable.message
 
 
 async def test_check_coursesales_login_and_fields(runtime: Runtime, coursesales_fake: Any) -> None:

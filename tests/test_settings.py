@@ -120,3 +120,16 @@ def test_start_up_refuses_an_unusable_secret_with_one_line(tmp_path: Path) -> No
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "SYNC_" in line]
     assert len(lines) == 1 and "SYNC_WEBHOOKS__COURSESALES_SECRET" in lines[0], done.stderr
+
+
+def test_an_upstream_url_without_a_scheme_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("SYNC_MOODLE__URL", "moodle.example.org")
+    with pytest.raises(ValidationError, match="start it with https://"):
+        Settings()
+    monkeypatch.setenv("SYNC_MOODLE__URL", "https://moodle.example.org/")
+    assert Settings().moodle.url == "https://moodle.example.org"
+    monkeypatch.setenv("SYNC_COURSESALES__URL", "school.coursesales.com")
+    with pytest.raises(ValidationError, match="coursesales"):
+        Settings()

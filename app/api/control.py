@@ -62,15 +62,16 @@ async def bulk_replay(body: BulkReplayIn, rt: RuntimeDep, session: SessionDep) -
 
 @router.get("/pause", response_model=PauseOut, summary="Is processing paused?")
 async def pause_state(session: SessionDep) -> PauseOut:
-    lease = await operations.paused(session)
-    return PauseOut(paused=lease is not None, by=lease.owner if lease else None)
+    lease, since = await operations.pause_state(session)
+    return PauseOut(paused=lease is not None, by=lease.owner if lease else None, since=since)
 
 
 @router.post("/pause", response_model=PauseOut, summary="Pause processing (events are still accepted and kept)")
 async def pause(session: SessionDep, body: NoteIn | None = None) -> PauseOut:
     await operations.pause(session, actor="api", note=body.note if body else None)
     await session.commit()
-    return PauseOut(paused=True, by="api")
+    lease, since = await operations.pause_state(session)
+    return PauseOut(paused=True, by=lease.owner if lease else "api", since=since)
 
 
 @router.post("/resume", response_model=PauseOut, summary="Resume processing")

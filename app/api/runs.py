@@ -11,6 +11,7 @@ from app.api.deps import MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDe
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
 from app.db.models import Run
 from app.jobs.reconcile import create_run
+from app.sync.readiness import unconfigured
 
 router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
@@ -27,11 +28,7 @@ router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(requ
 )
 async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: SessionDep) -> RunOut:
     """Compare CourseSales, our links and Moodle, and queue only the differences; a dry run returns the plan."""
-    missing = [
-        name
-        for name, ok in (("Moodle", rt.settings.moodle.configured), ("CourseSales", rt.settings.coursesales.configured))
-        if not ok
-    ]
+    missing = unconfigured(rt.settings)
     if missing:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"{' and '.join(missing)} not configured yet: nothing to reconcile"

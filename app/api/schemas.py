@@ -161,6 +161,8 @@ class EventOut(BaseModel):
     updated_at: datetime
     attempts: int
     last_error: str | None
+    # Why it cannot run yet (an upstream not configured, with what to set); null when nothing holds it.
+    waiting_for: str | None = None
     next_attempt_at: datetime | None
     result: dict[str, Any] | None
 

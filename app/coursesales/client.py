@@ -101,7 +101,8 @@ class CourseSalesClient:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self._http = http
-        self._endpoint = base_url.rstrip("/") + a.REST_PATH
+        self.url = base_url.rstrip("/")
+        self._endpoint = self.url + a.REST_PATH
         self._username = username
         self._password = password
         self.page_size = page_size

@@ -57,6 +57,7 @@ def _statements(ready: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
         lease_until=bindparam("lease_until"),
         attempts=Event.attempts + 1,
         updated_at=bindparam("now"),
+        waiting_for=None,
     )
     options = {"synchronize_session": False, "populate_existing": True}
     return (

@@ -205,6 +205,21 @@ _FINISH_ATTEMPTS = (
 )
 
 
+async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> bool:
+    """Record why an open event cannot run yet; True when that is news (the caller logs it once, not every sweep)."""
+    done = await session.execute(
+        update(Event)
+        .where(
+            Event.id == event_id,
+            Event.status.in_(OPEN_STATUSES),
+            or_(Event.waiting_for.is_(None), Event.waiting_for != reason),
+        )
+        .values(waiting_for=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:
     if ids:
         await session.execute(

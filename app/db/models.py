@@ -72,6 +72,8 @@ class Event(SQLModel, table=True):
     status: str = Field(default=EventStatus.accepted, max_length=16)
     attempts: int = 0
     last_error: str | None = None
+    # Why it cannot run yet (an upstream not configured), shown with it; cleared when a job takes it.
+    waiting_for: str | None = Field(default=None, max_length=255)
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     next_attempt_at: datetime | None = _ts(nullable=True)
     lease_until: datetime | None = _ts(nullable=True)

@@ -22,6 +22,7 @@ from app.moodle.errors import MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime
 from app.sync import operations
+from app.sync.readiness import waiting_for
 
 log = structlog.get_logger(__name__)
 
@@ -50,10 +51,16 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
         return settled
-    if not rt.settings.moodle.configured:
-        # Kept in the inbox untouched: the sweeper queues it again once Moodle is configured.
-        log.warning("jobs.waiting.moodle_not_configured", event_id=event_id)
-        return "waiting: Moodle is not configured"
+    reason = waiting_for(rt.settings, kind)
+    if reason is not None:
+        # Kept in the inbox, saying why on the event itself; the sweeper queues it again, and after a restart with
+        # the upstream configured it runs.
+        async with rt.sessions() as s:
+            news = await inbox.mark_waiting(s, event_id, reason)
+            await s.commit()
+        if news:
+            log.warning("jobs.waiting", event_id=event_id, waiting_for=reason)
+        return f"waiting: {reason}"
     async with rt.sessions() as s:
         if await operations.paused(s) is not None:
             # Kept queued: the sweeper queues it again after a resume.

@@ -88,6 +88,7 @@ class MoodleClient:
         self.duplicate_timeout = duplicate_timeout
         self.calls = 0
         self._token_user_id: int | None = None
+        self.url = url.rstrip("/")
 
     async def call(
         self, function: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, null, select, update
+from sqlalchemy import delete, func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -87,6 +87,17 @@ async def resolve(session: AsyncSession, event_id: int, *, actor: str, note: str
 
 async def paused(session: AsyncSession) -> Lease | None:
     return await session.get(Lease, PAUSE)
+
+
+async def pause_state(session: AsyncSession) -> tuple[Lease | None, datetime | None]:
+    """The pause, if processing is paused, and since when (its audit entry)."""
+    lease = await paused(session)
+    if lease is None:
+        return None, None
+    since = (
+        await session.execute(select(func.max(AuditEntry.at)).where(AuditEntry.action == "pause"))
+    ).scalar_one_or_none()
+    return lease, since
 
 
 async def pause(session: AsyncSession, *, actor: str, note: str | None) -> None:

@@ -1,0 +1,1 @@
+"""Alembic migrations; shipped in the package as app.migrations (see pyproject.toml)."""
