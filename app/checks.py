@@ -28,6 +28,8 @@ REQUIRED_FUNCTIONS = (
     "core_enrol_get_users_courses",
     "core_completion_get_course_completion_status",
 )
+# Needed by the reconcile's completion pull only (which reports its own failure): the events' work goes on without.
+RECONCILE_ONLY = frozenset({"core_enrol_get_users_courses"})
 
 
 @dataclass(frozen=True)

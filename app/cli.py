@@ -313,12 +313,30 @@ async def _check(settings: Settings) -> bool:
             findings.append(
                 Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)")
             )
+        findings += await _held_upstreams(rt)
     finally:
         await rt.close()
     colours = {"ok": "green", "warn": "yellow", "error": "red"}
     for f in findings:
         console.print(f"[{colours[f.level]}]{f.level:5}[/] {f.message}")
     return not any(f.level == "error" for f in findings)
+
+
+async def _held_upstreams(rt: Any) -> list[Any]:
+    """What the running service last recorded of each upstream: work it holds for one that cannot be used."""
+    from app.checks import Finding
+    from app.sync import upstreams
+
+    try:
+        async with rt.sessions() as s:
+            states = upstreams.report(rt.settings, await upstreams.load(s))
+    except Exception:  # no database yet (a check before the first migrate): nothing recorded
+        return []
+    return [
+        Finding("warn", f"the service holds the work for {name}: {st['state']} since {st['since']}: {st['reason']}")
+        for name, st in states.items()
+        if st["state"] in (upstreams.UNAVAILABLE, upstreams.AUTH_FAILED)
+    ]
 
 
 @cli.command()
@@ -434,6 +452,65 @@ def resume(note: str = typer.Option(None, "--note")) -> None:
     asyncio.run(_operate(_migrated_settings(), "resume", note=note))
 
 
+@cli.command()
+def probe() -> None:
+    """Probe Moodle and CourseSales now and show each one's state; one that answers again has its work resumed."""
+    raise typer.Exit(asyncio.run(_probe(_migrated_settings())))
+
+
+async def _probe(settings: Settings) -> int:
+    from app.jobs.probe import probe_all
+    from app.jobs.queue import Queue, connect
+    from app.jobs.redis import redis_settings
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    rt.queue = Queue(connect(redis_settings(settings)))
+    try:
+        report = await probe_all(rt, "cli", force=True)
+    finally:
+        await rt.close()
+    for name, state in report.items():
+        line = f"{name}: {state['state']}" + (
+            f" since {state['since']}: {state['reason']}" if "reason" in state else ""
+        )
+        console.print(line, highlight=False)
+        if state.get("fix"):
+            console.print(f"  fix: {state['fix']}", highlight=False)
+    return 0 if all(s["state"] in ("ok", "not_configured") for s in report.values()) else 1
+
+
+@cli.command("do-not-sync")
+def do_not_sync(
+    contact: str = typer.Argument(..., help="a contact id, a username, or a key (contact:1234)"),
+    undo: bool = typer.Option(False, "--undo", help="sync the contact again"),
+    note: str = typer.Option(None, "--note", help="why (kept in the audit trail)"),
+) -> None:
+    """Take a contact out of the sync (an erasure request): nothing is made for it in Moodle again."""
+    asyncio.run(_operate(_migrated_settings(), "sync-again" if undo else "do-not-sync", contact=contact, note=note))
+
+
+async def _release_held(settings: Settings) -> None:
+    """Queue the work the pause held, now (the sweeper would take up to its interval)."""
+    from types import SimpleNamespace
+
+    from app.db.engine import make_engine, make_session_factory
+    from app.jobs.queue import Queue, connect
+    from app.jobs.redis import redis_settings
+    from app.jobs.sweeper import release_held
+
+    # The queue and the database are all it needs (no upstream clients, no secret key).
+    engine = make_engine(settings.effective_database_url)
+    queue = Queue(connect(redis_settings(settings)))
+    try:
+        rt = SimpleNamespace(queue=queue, sessions=make_session_factory(engine))
+        count = await release_held(rt, "resumed")  # type: ignore[arg-type]
+    finally:
+        await queue.close()
+        await engine.dispose()
+    console.print(f"{count} held event(s) queued")
+
+
 def _session(settings: Settings) -> Any:
     from contextlib import asynccontextmanager
 
@@ -451,13 +528,17 @@ def _session(settings: Settings) -> Any:
     return scope()
 
 
-async def _operate(settings: Settings, action: str, *, event_id: int | None = None, note: str | None = None) -> None:
+async def _operate(
+    settings: Settings, action: str, *, event_id: int | None = None, note: str | None = None, contact: str = ""
+) -> None:
     import getpass
 
     from app.sync import operations
 
     actor = f"cli:{getpass.getuser()}"
+    was_paused = False
     async with _session(settings) as s:
+        was_paused = action == "resume" and await operations.paused(s) is not None
         try:
             if action == "replay":
                 await operations.replay(s, event_id, actor=actor, note=note)  # type: ignore[arg-type]
@@ -465,14 +546,22 @@ async def _operate(settings: Settings, action: str, *, event_id: int | None = No
                 await operations.resolve(s, event_id, actor=actor, note=note or "")  # type: ignore[arg-type]
             elif action == "pause":
                 await operations.pause(s, actor=actor, note=note)
+            elif action == "do-not-sync":
+                await operations.do_not_sync(s, contact, actor=actor, note=note)
+            elif action == "sync-again":
+                await operations.sync_again(s, contact, actor=actor, note=note)
             else:
                 await operations.resume(s, actor=actor, note=note)
         except operations.OperationError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
         await s.commit()
+    if was_paused:
+        await _release_held(settings)
     # A replayed event is queued by the sweeper within a minute; no Redis needed here.
-    console.print(f"{action} done" + (f" (event {event_id})" if event_id else ""))
+    console.print(
+        f"{action} done" + (f" (event {event_id})" if event_id else "") + (f" ({contact})" if contact else "")
+    )
 
 
 @cli.command()

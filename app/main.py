@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api import compat, control, health, moodle_webhook, ops, runs, webhooks
+from app.api import compat, contacts, control, health, moodle_webhook, ops, runs, upstreams, webhooks
 from app.api.guard import RequestGuard
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Keeps a CourseSales account and a Moodle site in step.",
         lifespan=lifespan,
     )
-    for module in (webhooks, moodle_webhook, compat, ops, control, runs, health):
+    for module in (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, runs, health):
         app.include_router(module.router)
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
     # (it takes the Request and returns its Response), without FastAPI's per-request dependency solving and

@@ -59,7 +59,12 @@ def errorcode_label(code: str) -> str:
     return code if _ERRORCODE.fullmatch(code) else "other"
 
 
-def exposition(*, counts: dict[str, int], oldest_seconds: float, queue_depth: int | None) -> bytes:
+UPSTREAM_STATES = ("ok", "not_configured", "unavailable", "auth_failed")
+
+
+def exposition(
+    *, counts: dict[str, int], oldest_seconds: float, queue_depth: int | None, upstreams: dict[str, str] | None = None
+) -> bytes:
     """The text of a scrape: every process's counters, then the gauges read from the database for it."""
     directory = os.environ.get(ENV)
     if directory:
@@ -67,15 +72,16 @@ def exposition(*, counts: dict[str, int], oldest_seconds: float, queue_depth: in
         MultiProcessCollector(registry, path=directory)
     else:
         registry = REGISTRY
-    return generate_latest(registry) + generate_latest(_Now(counts, oldest_seconds, queue_depth))
+    return generate_latest(registry) + generate_latest(_Now(counts, oldest_seconds, queue_depth, upstreams or {}))
 
 
 class _Now(CollectorRegistry):
     """Gauges of the state as it is at the scrape, kept out of the per-process files (they are not per process)."""
 
-    def __init__(self, counts: dict[str, int], oldest: float, depth: int | None) -> None:
+    def __init__(self, counts: dict[str, int], oldest: float, depth: int | None, states: dict[str, str]) -> None:
         super().__init__(auto_describe=False)
         self._values = counts, oldest, depth
+        self._states = states
 
     def collect(self) -> Iterator[Any]:
         counts, oldest, depth = self._values
@@ -91,3 +97,10 @@ class _Now(CollectorRegistry):
             "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", oldest
         )
         yield GaugeMetricFamily("sync_queue_depth", "Jobs waiting in the queues", -1 if depth is None else depth)
+        state = GaugeMetricFamily(
+            "sync_upstream_state", "1 for the state each upstream is in now", labels=["upstream", "state"]
+        )
+        for upstream, now in self._states.items():
+            for name in UPSTREAM_STATES:
+                state.add_metric([upstream, name], 1 if name == now else 0)
+        yield state

@@ -14,6 +14,7 @@ from app.db.engine import SessionFactory, make_engine, make_session_factory
 from app.db.group_commit import GroupCommit
 from app.moodle.client import MoodleClient
 from app.settings import Settings
+from app.sync.upstreams import StateCache
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Runtime:
     coursesales: CourseSalesClient
     queue: Any = None  # app.jobs.queue.Queue, set once Redis is wired
     extra: dict[str, Any] = field(default_factory=dict)
+    # Whether Moodle and CourseSales can be used now (app.sync.upstreams), as this process last read it.
+    upstream_states: StateCache = field(default_factory=StateCache)
     _intake: GroupCommit | None = field(default=None, repr=False)
 
     _intake_engine: AsyncEngine | None = field(default=None, repr=False)

@@ -63,6 +63,8 @@ class MoodleSettings(BaseModel):
     max_batch: int = Field(100, ge=1, le=1000)
     # PHP's max_input_vars is 5000 by default; a bigger form is silently cut short.
     max_input_vars: int = Field(4000, ge=50)
+    # While Moodle is unusable (maintenance, unreachable, a token problem), one probe every this many seconds.
+    probe_seconds: float = Field(5.0, gt=0, le=300)
 
     @property
     def configured(self) -> bool:
@@ -79,6 +81,8 @@ class CourseSalesSettings(BaseModel):
     username: str = ""
     password: SecretStr = SecretStr("")
     timeout_seconds: float = 30.0
+    # While CourseSales is unusable (unreachable, a refused login), one probe every this many seconds.
+    probe_seconds: float = Field(5.0, gt=0, le=300)
 
     @property
     def configured(self) -> bool:
@@ -213,6 +217,8 @@ class AlertsSettings(BaseModel):
     window_minutes: int = Field(60, ge=1)
     # No Moodle event for this long while enrolments are active is itself worth an email (0 = off).
     silence_hours: int = Field(24, ge=0)
+    # An upstream unusable for longer than this is worth a second email (work is waiting for it).
+    waiting_minutes: int = Field(30, ge=1)
     # An optional debug log file, as the plugins had.
     debug_log_file: str | None = None
 

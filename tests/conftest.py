@@ -168,6 +168,18 @@ def coursesales_fake() -> Any:
 
 
 @pytest.fixture
+def catalogue(coursesales_fake: Any) -> Any:
+    """CourseSales with two categories (one mapped to Moodle category 2) and their course dates."""
+    coursesales_fake.add_category(500, "First Aid", moodle_category_id="2")
+    coursesales_fake.add_category(600, "Forklift")
+    for n in range(5):
+        coursesales_fake.add_course_date(9000 + n, f"2026-12-0{n + 1}", f"2026-12-0{n + 1}", 500)
+    coursesales_fake.add_course_date(9100, "2026-12-10", "2026-12-10", 600)
+    coursesales_fake.add_course_date(9200, "2026-12-11", "2026-12-11", 500, status_id=3)
+    return coursesales_fake
+
+
+@pytest.fixture
 async def runtime(
     settings: Settings, moodle_fake: Any, coursesales_fake: Any, clean_db: None
 ) -> AsyncIterator[Runtime]:

@@ -13,7 +13,6 @@ from app.runtime import Runtime
 from app.sync.users import UserSync
 from tests.conftest import bearer
 from tests.helpers import events, links, moodle_user, post_contact, process_all
-from tests.test_reconcile import catalogue  # noqa: F401 (a fixture)
 from tests.test_users_sync import seed_user
 
 TEACHER = "teacher@example.com"

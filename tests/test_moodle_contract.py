@@ -2,6 +2,8 @@
 
 Every call recording in tests/fixtures/moodle/v43 (Moodle 4.3) and v5 (Moodle 5.0.6+) is replayed in recording
 order (file order, but see LATER_SESSION) on a fresh fake, (a) as the raw recorded HTTP request and (b) through MoodleClient, and must give the recorded answer.
+Recordings numbered SECOND_SITE_FROM and above come from another site and are checked as behaviour instead, in
+tests/test_moodle_outages_contract.py.
 Between some recordings the recorder changed the site by hand (granted a capability, ticked self completion, ran
 cron, deleted a user); ``site_changes_before`` does the same to the fake.
 """
@@ -97,13 +99,27 @@ def expected_error_class(errorcode: str) -> type[MoodleError]:
 # still show the first names that 038 changes, so these three are replayed where they were really recorded.
 LATER_SESSION = ("038", "039", "074")
 
+# 150-158 (README "Deleted users are still found by id", "Operational failures") were recorded on a SECOND site:
+# other user ids (1414 / 1237), another site name and function list, and on 4.3 a token that sees full names. No
+# in-order replay against the first site's state can give their answers, so they are left out here and checked as
+# behaviour (fake put in the same state, shapes and id-free values compared) by tests/test_moodle_outages_contract.py,
+# which also fails if a recording from this number on is not one it checks.
+SECOND_SITE_FROM = 150
+
+
+def recording_number(path: Path) -> int:
+    """The case number of a call recording: 096 for 096_... and 096d_..."""
+    return int(path.name[:3])
+
 
 def call_recordings(line: str) -> list[Path]:
     """The call recordings of one line in recording order; events and READMEs are not calls.
 
-    That is file-name order, except the LATER_SESSION files, which go between 125 and 130.
+    That is file-name order, except the LATER_SESSION files, which go between 125 and 130. The second site's
+    recordings (SECOND_SITE_FROM on) are not part of it.
     """
-    paths = sorted(p for p in LINES[line].glob("*.json") if not p.name.startswith("event_"))
+    calls = (p for p in LINES[line].glob("*.json") if not p.name.startswith("event_"))
+    paths = sorted(p for p in calls if recording_number(p) < SECOND_SITE_FROM)
     later = [p for p in paths if p.name[:3] in LATER_SESSION]
     main = [p for p in paths if p.name[:3] not in LATER_SESSION]
     cut = next(i for i, p in enumerate(main) if p.name[:3] > "125")

@@ -38,12 +38,16 @@ async def test_resolve_failed_event_with_note(client: httpx.AsyncClient, runtime
 async def test_bulk_replay_by_filter_no_second_effect(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
 ) -> None:
-    moodle_fake.token = "wrong"  # every event fails for good
+    from tests.test_users_sync import seed_user
+
+    # Every event fails for good: each email belongs to an account someone made by hand.
+    taken = [seed_user(moodle_fake, f"other{n}", f"u{n}@example.com") for n in range(3)]
     for n in range(3):
         await post_contact(client, f"d-{n}", contact_id=n + 1, username=f"u{n}", email=f"u{n}@example.com")
     await process_all(runtime)
     assert {e.status for e in await events(runtime)} == {"failed"}
-    moodle_fake.token = "test-token"  # the admin fixed the token
+    for account in taken:  # the admin gave those accounts their own emails
+        moodle_fake.users[account["id"]]["email"] = f"{account['username']}@staff.example.com"
     r = await client.post("/api/events/replay", json={"status": "failed", "kind": "contact.upserted"}, headers=OPS)
     assert r.status_code == 200 and len(r.json()["replayed"]) == 3
     await process_all(runtime)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
 from app.jobs import reconcile as jobs
 from app.runtime import Runtime
@@ -26,17 +25,6 @@ WRITES = {
 
 def writes(fake: Any) -> list[str]:
     return [f for f, _ in fake.calls if f in WRITES]
-
-
-@pytest.fixture
-def catalogue(coursesales_fake: Any) -> Any:
-    coursesales_fake.add_category(500, "First Aid", moodle_category_id="2")
-    coursesales_fake.add_category(600, "Forklift")
-    for n in range(5):
-        coursesales_fake.add_course_date(9000 + n, f"2026-12-0{n + 1}", f"2026-12-0{n + 1}", 500)
-    coursesales_fake.add_course_date(9100, "2026-12-10", "2026-12-10", 600)
-    coursesales_fake.add_course_date(9200, "2026-12-11", "2026-12-11", 500, status_id=3)
-    return coursesales_fake
 
 
 RUNNING = 9300  # a course date that runs today: its enrolments must be active

@@ -180,13 +180,17 @@ async def test_contact_without_password_not_created(
     assert event.status == "failed" and "no password" in event.last_error
 
 
-async def test_moodle_down_retries_then_succeeds(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
-    moodle_fake.fail_next(1, "503")
+async def test_a_failed_call_retries_then_succeeds(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """A fault of one call (an HTTP 500) is the event's: it retries with backoff. (A 503, Moodle's maintenance, is the
+    upstream's: test_upstream_outages.)"""
+    moodle_fake.fail_next(1, "500")
     await post_contact(client, "d-1")
     await process_all(runtime)
     (event,) = await events(runtime)
     assert event.status == "retrying" and event.next_attempt_at is not None
-    assert "maintenance" in event.last_error
+    assert "HTTP 500" in event.last_error
     await process_all(runtime)  # not due yet: nothing happens
     assert (await events(runtime))[0].status == "retrying"
     from app.db.models import Event
@@ -201,21 +205,47 @@ async def test_moodle_down_retries_then_succeeds(client: httpx.AsyncClient, runt
     assert moodle_user(moodle_fake, "jane.doe@example.com") is not None
 
 
-async def test_wrong_moodle_token_fails_with_reason(
+async def test_a_503_holds_the_event_without_spending_an_attempt(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
 ) -> None:
+    from app.jobs.probe import probe_all
+
+    moodle_fake.fail_next(1, "503")
+    await post_contact(client, "d-1")
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "accepted" and event.attempts == 0 and "maintenance" in event.waiting_for
+    assert (await probe_all(runtime, "test"))["moodle"] == {"state": "ok"}
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done" and event.attempts == 1
+
+
+async def test_wrong_moodle_token_holds_the_work_until_fixed(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """A token problem is the upstream's, not the event's: the event waits, saying why; one alert names the fix; once
+    fixed, a probe resumes it with no replay (issue 16 changed this from a failed event)."""
+    from sqlalchemy import select
+
+    from app.db.models import Alert
+    from app.jobs.probe import probe_all
+
     moodle_fake.token = "another"
     await post_contact(client, "d-1")
     await process_all(runtime)
     (event,) = await events(runtime)
-    assert event.status == "failed" and "moodle-sync check" in event.last_error and "invalidtoken" in event.last_error
-    from sqlalchemy import select
-
-    from app.db.models import Alert
-
+    assert event.status in ("accepted", "queued") and event.attempts == 0
+    assert "invalidtoken" in event.waiting_for and "SYNC_MOODLE__TOKEN" in event.waiting_for
     async with runtime.sessions() as s:
         (alert,) = (await s.execute(select(Alert))).scalars()
-    assert alert.cause == "moodle.token" and alert.event_id == event.id and "SYNC_MOODLE__TOKEN" in alert.fix
+    assert alert.cause == "upstream.moodle" and "SYNC_MOODLE__TOKEN" in alert.fix
+    moodle_fake.token = "test-token"
+    report = await probe_all(runtime, "test", force=True)
+    assert report["moodle"] == {"state": "ok"}
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done" and event.waiting_for is None and event.attempts == 1
 
 
 async def test_one_batch_adopts_without_a_password_and_creates_with_one(

@@ -24,6 +24,7 @@ from app.api.schemas import (
 )
 from app.db import inbox
 from app.db.models import AuditEntry, Event
+from app.jobs.sweeper import release_held
 from app.sync import operations
 
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
@@ -76,8 +77,11 @@ async def pause(session: SessionDep, body: NoteIn | None = None) -> PauseOut:
 
 @router.post("/resume", response_model=PauseOut, summary="Resume processing")
 async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> PauseOut:
+    was_paused = await operations.paused(session) is not None
     await operations.resume(session, actor="api", note=body.note if body else None)
     await session.commit()
+    if was_paused:
+        await release_held(rt, "resumed")  # the held work starts now, not at the sweeper's next round
     return PauseOut(paused=False)
 
 

@@ -14,6 +14,7 @@ from app.db import inbox
 from app.db.schema import schema_problem
 from app.db.types import utcnow
 from app.metrics import exposition
+from app.sync import upstreams
 
 router = APIRouter(tags=["health"])
 
@@ -55,6 +56,14 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
             "detail": "CourseSales is not configured yet: set SYNC_COURSESALES__URL, __USERNAME and __PASSWORD",
         }
     )
+    try:
+        async with rt.sessions() as session:
+            states = upstreams.report(s, await upstreams.load(session))
+    except Exception:  # the database check above says why
+        states = {}
+    for name, state in states.items():
+        checks[name]["state"] = state["state"]
+        checks[name].update({k: v for k, v in state.items() if k in ("since", "reason", "fix")})
     checks["inbound"] = s.inbound_methods()
     checks["mode"] = s.mode
     ok = checks["database"]["ok"]
@@ -75,9 +84,13 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""
     async with rt.sessions() as s:
         now = await inbox.backlog(s)
+        states = upstreams.report(rt.settings, await upstreams.load(s))
     oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None
-    text = exposition(counts=now.counts, oldest_seconds=oldest, queue_depth=depth)
+    text = exposition(
+        counts=now.counts, oldest_seconds=oldest, queue_depth=depth,
+        upstreams={name: state["state"] for name, state in states.items()},
+    )  # fmt: skip
     return PlainTextResponse(text.decode(), media_type=CONTENT_TYPE_LATEST)
 
 

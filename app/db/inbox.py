@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -205,8 +205,27 @@ _FINISH_ATTEMPTS = (
 )
 
 
+async def hold(session: AsyncSession, ids: Sequence[int], reason: str) -> None:
+    """Give claimed events back untouched: their upstream cannot be used now. The claim's attempt is taken back
+    (no attempt and no retry horizon is spent on an outage); ``waiting_for`` says why. The caller commits."""
+    await session.execute(
+        update(Event)
+        .where(Event.id.in_(list(ids)), Event.status == EventStatus.running)
+        .values(
+            status=EventStatus.accepted,
+            attempts=Event.attempts - 1,
+            lease_until=None,
+            waiting_for=reason[:255],
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(delete(Attempt).where(Attempt.event_id.in_(list(ids)), Attempt.finished_at.is_(None)))
+
+
 async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> bool:
     """Record why an open event cannot run yet; True when that is news (the caller logs it once, not every sweep)."""
+    reason = reason[:255]
     done = await session.execute(
         update(Event)
         .where(

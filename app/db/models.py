@@ -257,6 +257,31 @@ class UserIntent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class UpstreamState(SQLModel, table=True):
+    """Whether Moodle or CourseSales can be used now, shared by every process: work bound for an unusable upstream
+    waits (no attempt, no retry horizon spent) until a probe finds it answering again."""
+
+    __tablename__ = "upstream_states"
+
+    name: str = Field(primary_key=True, max_length=16)  # moodle | coursesales
+    state: str = Field(max_length=16)  # ok | unavailable | auth_failed
+    reason: str | None = None
+    since: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    checked_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    alerted_long: bool = False  # the "still waiting" alert was raised for this spell
+
+
+class DoNotSync(SQLModel, table=True):
+    """A contact an operator has taken out of the sync (an erasure request): nothing is made for it again."""
+
+    __tablename__ = "do_not_sync"
+
+    contact_key: str = Field(primary_key=True, max_length=255)
+    actor: str = Field(max_length=64)
+    note: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
 class AuditEntry(SQLModel, table=True):
     """Every operator action: who, what, on what, why."""
 

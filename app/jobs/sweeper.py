@@ -25,7 +25,6 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
     """Enqueue the job of every open event that should be in the queue; safe to repeat (job ids dedupe)."""
     if rt.queue is None:
         return 0
-    now = utcnow()
     async with rt.sessions() as s:
         if not await leases.acquire(s, LEASE, owner, rt.settings.jobs.sweep_interval_seconds * 2):
             await s.rollback()
@@ -34,6 +33,28 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         await s.commit()
         if purged:
             log.info("retention.purged", events=purged)
+    count = await requeue(rt, grace=grace, limit=limit)
+    if count:
+        log.info("sweeper.requeued", count=count)
+    return count
+
+
+async def release_held(rt: Runtime, why: str) -> int:
+    """Queue at once every open event that waits to run: the one path for each "held, now free" moment (a resume, an
+    upstream usable again, an upstream configured at start-up), in the sweeper's order, in one pipelined enqueue.
+    Safe beside the sweeper: job ids dedupe, and a repeated job finds its event taken."""
+    count = await requeue(rt, grace=timedelta(0))
+    if count:
+        log.info("jobs.released", count=count, why=why)
+    return count
+
+
+async def requeue(rt: Runtime, *, grace: timedelta, limit: int = 5000) -> int:
+    """Enqueue the job of every open event that should be in the queue, oldest first; returns how many."""
+    if rt.queue is None:
+        return 0
+    now = utcnow()
+    async with rt.sessions() as s:
         rows = (
             await s.execute(
                 select(Event.id, Event.attempts, Event.kind)
@@ -55,7 +76,6 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         async with rt.sessions() as s:
             await inbox.mark_queued(s, queued)
             await s.commit()
-        log.info("sweeper.requeued", count=len(queued))
     return len(queued)
 
 

@@ -21,8 +21,8 @@ from app.metrics import EVENTS_FINISHED, JOB_SECONDS
 from app.moodle.errors import MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime
-from app.sync import operations
-from app.sync.readiness import waiting_for
+from app.sync import operations, upstreams
+from app.sync.readiness import COURSESALES_KINDS, waiting_for
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
         return settled
-    reason = waiting_for(rt.settings, kind)
+    reason = waiting_for(rt.settings, kind) or _blocked(kind, await rt.upstream_states.get(rt.sessions))
     if reason is not None:
         # Kept in the inbox, saying why on the event itself; the sweeper queues it again, and after a restart with
         # the upstream configured it runs.
@@ -108,6 +108,12 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | No
             outcomes = await runner(rt, s, claimed)
         except (MoodleError, CourseSalesError) as exc:
             await s.rollback()
+            fault = upstreams.fault_of(exc)
+            if fault is not None:
+                # The upstream as a whole cannot be used: one shared state, and the batch waits for it untouched.
+                await _hold(rt, s, ids, fault)  # type: ignore[arg-type]
+                structlog.contextvars.unbind_contextvars("event_ids")
+                return 0
             claimed = await _reload(s, ids)  # type: ignore[arg-type]
             outcomes = {e.id: outcome_for_failure(rt, e, exc) for e in claimed}  # type: ignore[misc]
         except IntegrityError as exc:
@@ -133,6 +139,26 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | No
     if asked_internal:  # a course to make: its job now, not at the sweeper's next pass
         await enqueue_internal(rt)
     return len(ids)
+
+
+def _blocked(kind: str, states: dict[str, Any]) -> str | None:
+    """Why an event of ``kind`` waits for an upstream that cannot be used now, or None."""
+    for name in (upstreams.MOODLE, upstreams.COURSESALES):
+        row = states.get(name)
+        if row is not None and row.state != upstreams.OK and (name == upstreams.MOODLE or kind in COURSESALES_KINDS):
+            return upstreams.waiting_reason(row)
+    return None
+
+
+async def _hold(rt: Runtime, s: AsyncSession, ids: list[int], fault: upstreams.Fault) -> None:
+    news = await upstreams.mark(s, fault)
+    await inbox.hold(s, ids, upstreams.waiting_text(fault.upstream, fault.state, fault.reason))
+    if news:
+        await raise_alert(s, cause=f"upstream.{fault.upstream}", message=fault.reason,
+                          fix=upstreams.FIX.get((fault.upstream, fault.state)))  # fmt: skip
+    await s.commit()
+    rt.upstream_states.forget()
+    log.warning("upstream.unusable", upstream=fault.upstream, state=fault.state, reason=fault.reason, held=len(ids))
 
 
 async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict[int, Outcome]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from arq.worker import Worker
 
-from app.jobs import reconcile, sweeper
+from app.jobs import probe, reconcile, sweeper
 from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loads
 from app.jobs.redis import redis_settings
 from app.jobs.tasks import process_event
@@ -47,7 +47,10 @@ def make_worker(
                 asyncio.create_task(sweeper.run_forever(rt)),
                 asyncio.create_task(reconcile.run_periodically(rt)),
                 asyncio.create_task(alerts.run_forever(rt)),
+                asyncio.create_task(probe.run_forever(rt)),
             ]
+            # Work that waited for an upstream configured since (a restart with it set) starts now.
+            ctx["loops"].append(asyncio.create_task(sweeper.release_held(rt, "started")))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         for task in ctx.get("loops", []):

@@ -7,7 +7,7 @@ Moodle answers errors with HTTP 200 and a JSON body ``{"exception", "errorcode",
     MoodleError
     ├── MoodleTransientError        retry later: network, timeout, 5xx, maintenance, non-JSON body
     └── MoodlePermanentError        a person must fix something; never retried blindly
-        ├── MoodleAuthError         invalidtoken, accessexception, REST protocol disabled (403)
+        ├── MoodleAuthError         invalidtoken, accessexception, wsaccessusersuspended, REST disabled (403)
         ├── MoodleInvalidParameter  invalidparameter, invalidextparam, codingerror, setting locks
         ├── MoodleRecordMissing     invalidrecord (4.3), invalidrecordunknown (5.0), invaliduser, ...
         ├── MoodleConflict          shortnametaken, courseidnumbertaken, categoryidnumbertaken
@@ -107,7 +107,14 @@ class MoodleInvalidResponse(MoodlePermanentError):
     """Moodle could not encode its answer; some items of the call may have been applied."""
 
 
-AUTH_CODES = frozenset({"invalidtoken", "accessexception", "sitemaintenance_denied"})
+# The token cannot be used at all: revoked, its user suspended (recording 156) or deleted, its service disabled.
+AUTH_CODES = frozenset(
+    {
+        "invalidtoken", "accessexception", "sitemaintenance_denied", "wsaccessusersuspended", "wsaccessuserdeleted",
+        "wsaccessusernologin", "wsaccessuserunconfirmed", "wsaccessuserexpired", "servicenotavailable",
+        "usernotfullysetup", "forcepasswordchangenotice",
+    }
+)  # fmt: skip
 INVALID_CODES = frozenset(
     {
         "invalidparameter",

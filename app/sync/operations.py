@@ -12,12 +12,14 @@ from app.db.models import (
     AuditEntry,
     Completion,
     CourseLink,
+    DoNotSync,
     Event,
     EventStatus,
     Lease,
     UserLink,
 )
 from app.db.types import utcnow
+from app.sync.gone import contact_key_for
 
 PAUSE = "pause"
 COMPLETION_KINDS = ("moodle.course_completed", "completion.pull")
@@ -110,6 +112,27 @@ async def pause(session: AsyncSession, *, actor: str, note: str | None) -> None:
 async def resume(session: AsyncSession, *, actor: str, note: str | None) -> None:
     await session.execute(delete(Lease).where(Lease.name == PAUSE))
     audit(session, actor=actor, action="resume", note=note)
+
+
+async def do_not_sync(session: AsyncSession, contact: str, *, actor: str, note: str | None) -> DoNotSync:
+    """Take a contact out of the sync (its id or username): nothing is made for it again, its account deleted in
+    Moodle on purpose stays deleted. Marking it twice keeps the first mark."""
+    key = contact_key_for(contact)
+    row = await session.get(DoNotSync, key)
+    if row is None:
+        row = DoNotSync(contact_key=key, actor=actor[:64], note=note)
+        session.add(row)
+        audit(session, actor=actor, action="contact.do_not_sync", target=key, note=note)
+    return row
+
+
+async def sync_again(session: AsyncSession, contact: str, *, actor: str, note: str | None) -> None:
+    key = contact_key_for(contact)
+    row = await session.get(DoNotSync, key)
+    if row is None:
+        raise OperationError(404, f"{key} is not marked do not sync")
+    await session.delete(row)
+    audit(session, actor=actor, action="contact.sync_again", target=key, note=note)
 
 
 async def unlink_user(session: AsyncSession, moodle_user_id: int, *, actor: str, note: str | None) -> None:

@@ -25,11 +25,14 @@ from app.db.engine import SessionFactory
 from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, Registration, UserLink
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
+from app.notify.alerts import raise_alert
 from app.settings import Settings
 from app.sync.adoption import AccountPlan
 from app.sync.course_sync import Catalogue, remember_course_date
 from app.sync.courses import CategoryMapping, course_times, eligibility, plan_course
+from app.sync.gone import deleted_in_moodle, held
 from app.sync.links import latest_contact, user_links
+from app.sync.operations import audit
 from app.sync.paging import bounded, chunks, keyset_pages
 
 log = structlog.get_logger(__name__)
@@ -88,6 +91,15 @@ class Reconciler:
                 await self._accounts()
         except Stop as exc:
             self.report.status, self.report.error = "stopped", str(exc)
+        failed = self.report.counts.get("failed", 0)
+        if failed and not dry_run:
+            async with self.sessions() as s:
+                await raise_alert(
+                    s, cause="reconcile.repairs_failed",
+                    message=f"the reconcile could not make {failed} repair(s) Moodle refused: see the run's plan",
+                    fix="open the run (GET /api/runs/<id>): each failed repair says what Moodle answered",
+                )  # fmt: skip
+                await s.commit()
         await self._tick(self.report.status)
         return self.report
 
@@ -227,8 +239,12 @@ class Reconciler:
         ]
         present: set[int] = set()
         if missing:
-            found = await self.moodle.get_users_by_field("id", [u.moodle_user_id for _, u in missing])
-            present = {int(u["id"]) for u in found}
+            found = {
+                int(u["id"]): u
+                for u in await self.moodle.get_users_by_field("id", [u.moodle_user_id for _, u in missing])
+            }
+            # A deleted user is still answered by id, renamed (recording 150): present only while it is the link's.
+            present = {u.moodle_user_id for _, u in missing if not deleted_in_moodle(found.get(u.moodle_user_id), u)}
         return CourseCheck(link, len(regs), missing, present)
 
     async def _act(self, check: CourseCheck, *, dry_run: bool) -> None:
@@ -342,9 +358,19 @@ class Reconciler:
         self, cdid: int, course_id: int, missing: list[tuple[Registration, Any]], present: set[int]
     ) -> None:
         async with self.sessions() as s:
+            stopped = await held(s, [k for r, u in missing for k in (r.contact_key, f"username:{u.username}")])
+            kept = []
             for r, u in missing:
-                if u.moodle_user_id not in present:
-                    await self._recreate(s, r, u)
+                if {r.contact_key, f"username:{u.username}"} & stopped:
+                    self._plan("skip", "the contact is marked do not sync", username=u.username)
+                    continue
+                if u.moodle_user_id not in present and not await self._recreate(s, r, u):
+                    continue
+                kept.append((r, u))
+            missing = kept
+            if not missing:
+                await s.commit()
+                return
             row = await s.get(CourseDateRow, cdid)
             start, end = (
                 course_times(row, self.settings.courses)
@@ -363,7 +389,7 @@ class Reconciler:
             results = await self.moodle.enrol_users(items)
             for (r, u), item, res in zip(missing, items, results, strict=True):
                 if not res.ok:
-                    self._plan("error", f"Moodle refused the enrolment: {res.error}", document=r.document_external_id)
+                    self._failed(f"Moodle refused the enrolment: {res.error}", document=r.document_external_id)
                     continue
                 link = (
                     await s.execute(
@@ -385,12 +411,19 @@ class Reconciler:
                 self.report.counts["enrolments_repaired"] += 1
             await s.commit()
 
-    async def _recreate(self, s: Any, reg: Registration, link: UserLink) -> None:
-        """No stored password: Moodle's createpassword makes one and emails the learner."""
+    def _failed(self, reason: str, **target: Any) -> None:
+        """A repair Moodle refused: in the plan, in the run's counts, and in the log above info (an alert follows)."""
+        self._plan("error", reason, **target)
+        self.report.counts["failed"] += 1
+        log.warning("reconcile.repair_failed", reason=reason, **target)
+
+    async def _recreate(self, s: Any, reg: Registration, link: UserLink) -> bool:
+        """Make a user deleted in Moodle again (no stored password: Moodle's createpassword makes one and emails the
+        learner); False when it could not be."""
         contact = await latest_contact(s, reg.contact_key)
         if contact is None:
-            self._plan("error", "cannot re-create the user: no contact data kept", username=link.username)
-            return
+            self._failed("cannot re-create the user: no contact data kept", username=link.username)
+            return False
         user = {
             "username": link.username,
             "createpassword": 1,
@@ -401,14 +434,18 @@ class Reconciler:
         }
         (res,) = await self.moodle.create_users([user])
         if not res.ok:
-            self._plan("error", f"Moodle refused to re-create the user: {res.error}", username=link.username)
-            return
+            self._failed(f"Moodle refused to re-create the user: {res.error}", username=link.username)
+            return False
         db_link = await s.get(UserLink, link.id)
+        old = db_link.moodle_user_id
         db_link.moodle_user_id = int(res.value["id"])  # type: ignore[index]
         db_link.password_digest = None
         link.moodle_user_id = db_link.moodle_user_id
-        await s.flush()
+        audit(s, actor="reconcile", action="user.recreated", target=f"moodle_user:{db_link.moodle_user_id}",
+              note=f"Moodle user {old} of contact {reg.contact_key} was deleted in Moodle: made again")  # fmt: skip
         self.report.counts["users_recreated"] += 1
+        await s.flush()
+        return True
 
 
 def _inside(window: tuple[int, int], now: int) -> bool:

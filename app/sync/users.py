@@ -30,6 +30,7 @@ from app.moodle.errors import MoodleError, MoodleInvalidParameter, MoodlePasswor
 from app.settings import FieldPolicy, UsersSettings
 from app.sync.adoption import ADMIN_REFUSALS, describe, refusal_message, verdict
 from app.sync.contacts import Contact, password_failures
+from app.sync.gone import deleted_in_moodle, held
 from app.sync.operations import audit
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,7 @@ class Work:
     link: UserLink | None = None
     moodle_user: dict[str, Any] | None = None
     adopting: bool = False  # an existing account this run adopts (its first link)
+    lost_user_id: int | None = None  # the linked Moodle user, deleted in Moodle: made again
 
 
 def contact_of(event: Event) -> Contact:
@@ -97,6 +99,15 @@ class UserSync:
         """Outcome per event id. Transient Moodle errors propagate: the whole batch is retried."""
         works = collapse(events, self.vault)
         outcomes: dict[int, Outcome] = {}
+        stopped = await held(
+            self.session, [k for w in works for k in (w.contact.key, f"username:{w.contact.moodle_username}")]
+        )
+        if stopped:
+            for w in [w for w in works if {w.contact.key, f"username:{w.contact.moodle_username}"} & stopped]:
+                works.remove(w)
+                skipped = Outcome(EventStatus.done, result={"skipped": "the contact is marked do not sync"})
+                for event in (w.event, *w.superseded):
+                    outcomes[event.id] = skipped  # type: ignore[index]
         await self._load_links(works)
         checked: list[Work] = []
         for work in works:
@@ -158,9 +169,11 @@ class UserSync:
         }  # type: ignore[union-attr]
         for w in linked:
             w.moodle_user = by_id.get(w.link.moodle_user_id)  # type: ignore[union-attr]
-            if w.moodle_user is None:
-                # Deleted in Moodle: forget the link; the user is looked up by name or made again.
+            if deleted_in_moodle(w.moodle_user, w.link):  # type: ignore[arg-type]
+                # Deleted in Moodle (answered by id all the same, renamed: recording 150): forget the link; the user
+                # is looked up by name or made again.
                 log.warning("moodle.user.link_lost", moodle_user_id=w.link.moodle_user_id)  # type: ignore[union-attr]
+                w.lost_user_id, w.moodle_user = w.link.moodle_user_id, None  # type: ignore[union-attr]
                 await self.session.delete(w.link)
                 await self.session.flush()
                 w.link = None
@@ -319,6 +332,10 @@ class UserSync:
             self._settled_intents.add(w.contact.moodle_username)
             if res.ok:
                 self._link(w, int(res.value["id"]), created=True)  # type: ignore[index]
+                if w.lost_user_id is not None:
+                    audit(self.session, actor="sync", action="user.recreated", target=f"moodle_user:{res.value['id']}",  # type: ignore[index]
+                          note=f"Moodle user {w.lost_user_id} of contact {w.contact.key} was deleted in Moodle: "
+                               f"made again (event {w.event.id})")  # fmt: skip
                 outcomes[w.event.id] = Outcome(
                     EventStatus.done, result={"moodle_user_id": int(res.value["id"]), "action": "created"}
                 )  # type: ignore[index]
@@ -394,6 +411,14 @@ class UserSync:
                 outcomes[w.event.id] = Outcome(  # type: ignore[index]
                     EventStatus.needs_review, refusal_message(reason), alert="user.adoption", fix=refusal_message("")
                 )
+                continue
+            if warning is not None and warning.get("warningcode") == "usernotupdateddeleted" and w.link is not None:
+                # Deleted in Moodle since we read it (recording 154): the next attempt makes it again.
+                await self.session.delete(w.link)
+                outcomes[w.event.id] = Outcome(  # type: ignore[index]
+                    EventStatus.retrying, f"Moodle user {uid} was deleted in Moodle: it is made again",
+                    next_attempt_at=utcnow(),
+                )  # fmt: skip
                 continue
             if warning is not None:
                 outcomes[w.event.id] = Outcome(EventStatus.failed, _explain_warning(warning, ch))  # type: ignore[index]

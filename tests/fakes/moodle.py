@@ -12,9 +12,23 @@ form body, in PHP array notation. Errors are HTTP 200 bodies like Moodle's, in J
 ``moodlewsrestformat=json`` and in XML otherwise.
 
 Test helpers: ``users``/``courses``/``categories``/``enrolments``/``completions`` (the site's tables, writable),
-``functions`` (the external service's function list), ``calls`` (every call as ``(wsfunction, params)``),
-``mark_self_completed``/``mark_complete`` (completion), ``delete_user``, ``fail_next`` (faults) and
+``functions`` (the external service's function list; ``remove_function``/``add_function``), ``calls`` (every call
+as ``(wsfunction, params)``), ``mark_self_completed``/``mark_complete`` (completion), ``fail_next`` (faults) and
 ``latency``/``item_latency`` (seconds per call / per batch item).
+
+Site states an admin can cause, each checked against a recording (tests/test_moodle_outages_contract.py):
+
+- ``delete_user(uid)``: Moodle's delete_user() (core_user_delete_users or an admin). The user stays in ``users``,
+  renamed ``<email>.<timestamp>``, email the md5 of its old username, flagged ``deleted`` (never answered). By id it
+  is still returned (150); by its old username or email it is not found (151, 152); enrolling it is refused (153:
+  ``coding_exception``/``codingerror`` on 4.3, ``userdeleted`` on 5.0); updating it answers a
+  ``usernotupdateddeleted`` warning (154); its enrolments are gone (155).
+- ``suspend_token_user(on=True)``: suspends the token's own user (``users[token_userid]["suspended"]``): every call
+  with the right token answers ``wsaccessusersuspended`` (HTTP 200, 156) until ``suspend_token_user(False)``.
+- ``maintenance(on=True)``: CLI maintenance mode: every request answers HTTP 503 with ``Retry-After: 300`` and the
+  maintenance HTML page as ``text/html`` (157) until ``maintenance(False)``; then calls answer normally (158).
+- ``remove_function(name)``: takes a function out of the token's external service: calling it then answers
+  ``webservice_access_exception``/``accessexception`` (004), as a real function outside the service does.
 
 Flags: ``debug`` (adds ``debuginfo``; on 5.0 also table-specific dml error codes), ``viewfullnames`` (4.3 only:
 user objects gain firstname/lastname; 5.0 always returns them), ``viewuseridentity`` (off: user objects lose
@@ -24,6 +38,8 @@ user objects gain firstname/lastname; 5.0 always returns them), ``viewuseridenti
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import html
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +50,7 @@ import httpx
 from tests.fakes.moodle_functions import missing_record
 from tests.fakes.moodle_protocol import (
     MoodleException,
+    clean_username,
     exception_class,
     invalid_param,
     moodle_error,
@@ -76,6 +93,64 @@ MAINTENANCE_PAGE = (
     "<!DOCTYPE html>\n<html><head><title>Maintenance</title></head><body>"
     '<div class="box">This site is undergoing maintenance and is currently not available</div></body></html>\n'
 )
+# admin/cli/maintenance.php --enable writes this page; lib/setup.php serves it to every request (157, both lines:
+# only the site name differs). The recorded content type is "text/html", without a charset.
+CLI_MAINTENANCE_STATUS, CLI_MAINTENANCE_RETRY_AFTER, CLI_MAINTENANCE_CONTENT_TYPE = 503, "300", "text/html"
+CLI_MAINTENANCE_PAGE = """<!DOCTYPE html>
+<html  lang="en" xml:lang="en">
+    <head>
+        <meta http-equiv="Content-Type" content="text/html; charset=utf-8" />
+                <title>@SITENAME@ under maintenance</title>
+        <style>
+body {
+    margin: 0;
+    font-family: -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif,\
+"Apple Color Emoji","Segoe UI Emoji","Segoe UI Symbol","Noto Color Emoji";
+    font-size: .9375rem;
+    font-weight: 400;
+    line-height: 1.5;
+    color: #343a40;
+    text-align: left;
+    background-color: #f2f2f2;
+}
+#page {
+    margin-top: 15px;
+    background: white;
+    max-width: 600px;
+    margin: 0 auto;
+    padding: 15px;
+}
+#region-main {
+    margin: 0 auto;
+    border: 1px solid rgba(0,0,0,.125);
+    padding: 1rem 1.25rem 1.25rem;
+    background-color: #fff;
+}
+h1 {
+    font-size: 2.34rem;
+    margin: 0 0 .5rem;
+    font-weight: 300;
+    line-height: 1.2;
+}
+.alert-danger {
+    color: #6e211e;
+    background-color: #f6d9d8;
+    border-color: #f3c9c8;
+    padding: .75rem 1.25rem;
+}
+    </style>
+    </head>
+    <body>
+        <div id="page">
+            <div id="region-main">
+                <h1>@SITENAME@ under maintenance</h1>
+                <div class='alert-danger'>The site is undergoing maintenance and is currently not available</div>\
+                            </div>
+        </div>
+    </body>
+</html>
+
+"""
 PHP_FATAL_PAGE = (
     "<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted in "
     "<b>/var/www/moodle/lib/dml/moodle_database.php</b> on line <b>1234</b><br />\n"
@@ -113,6 +188,7 @@ class MoodleFake:
         self.latency = 0.0
         self.item_latency = 0.0
         self._faults: list[tuple[str, float | None, int]] = []
+        self.in_maintenance = False  # see maintenance()
 
     # -- identity -------------------------------------------------------------------------------------------------
 
@@ -192,16 +268,69 @@ class MoodleFake:
         row["timecompleted"] = row["timecompleted"] or when or now()
 
     def delete_user(self, userid: int) -> None:
-        """Delete an account as delete_user() does: flagged deleted, username and email freed, enrolments removed."""
-        import hashlib
+        """Delete an account as lib/moodlelib.php delete_user() does (core_user_delete_users, an admin's delete).
 
+        The row stays, flagged ``deleted`` (internal: answers never show it); ``username`` becomes
+        ``<email>.<timestamp>`` (the email cleaned as a username: lower case, only ``[-.@_a-z0-9]``; the next free
+        timestamp if taken), ``email`` the md5 hex of the OLD username (150: 32 hex chars), ``idnumber`` is cleared;
+        ``suspended`` and the other fields are left as they were. Its enrolments (and with them its roles) are
+        removed (155). Deleting a deleted user changes nothing. What the site then answers: see the module docstring.
+        """
         user = self.state.users[userid]
-        user["deleted"] = True
-        # lib/moodlelib.php delete_user(): username becomes "<email>.<time>", email the md5 of the old username.
-        user["username"] = f"{user['email']}.{now()}"
-        user["email"] = hashlib.md5(user["username"].encode()).hexdigest()  # noqa: S324 (Moodle's own choice)
+        if user["deleted"]:
+            return
+        deltime = now()
+        email = user["email"] or f"{user['username']}.{user['id']}@unknownemail.invalid"
+        stem = clean_username(email)[: 100 - (len(str(deltime)) + 1)]
+        taken = {u["username"] for u in self.state.users.values()}
+        stamp = deltime
+        while f"{stem}.{stamp}" in taken:  # Moodle's "$delname++" for bulk deletes of users with the same email
+            stamp += 1
+        old_username = user["username"]
+        user.update(
+            deleted=True,
+            username=f"{stem}.{stamp}",
+            email=hashlib.md5(old_username.encode()).hexdigest(),  # noqa: S324 - Moodle's own choice
+            idnumber="",
+            timemodified=deltime,
+        )
         for key in [k for k in self.state.enrolments if k[0] == userid]:
             del self.state.enrolments[key]
+
+    def suspend_token_user(self, on: bool = True) -> None:
+        """Suspend (or, with ``on=False``, unsuspend) the token's own user, as an admin does (156).
+
+        Sets ``users[token_userid]["suspended"]``. While it is set, every call with the right token answers HTTP 200
+        ``moodle_exception``/``wsaccessusersuspended`` "Refused web service access for suspended username:
+        <its username>" (webservice::authenticate_user(): after the token check, before the function is looked at).
+        A wrong token still answers ``invalidtoken``.
+        """
+        self.state.users[self.token_userid]["suspended"] = on
+
+    def maintenance(self, on: bool = True) -> None:
+        """Switch CLI maintenance mode (``admin/cli/maintenance.php --enable``) on or off (157, 158).
+
+        While on, every HTTP request (any path, any method, before the token is looked at) answers HTTP 503 with
+        ``Retry-After: 300``, content type ``text/html`` and the maintenance page naming ``sitename``; nothing is
+        applied, queued ``fail_next`` faults stay queued, and web-service calls are still logged in ``calls``.
+        Once off, calls answer normally at once (158). ASGI only: ``handle()`` has no HTTP status to give.
+        """
+        self.in_maintenance = on
+
+    def remove_function(self, name: str) -> None:
+        """Take ``name`` out of the token's external service (ValueError if it is not in it).
+
+        A call to it then answers ``webservice_access_exception``/``accessexception`` "Access control exception"
+        (004), as for any real Moodle function outside the service; site info no longer lists it.
+        """
+        if name not in self.functions:
+            raise ValueError(f"{name} is not in the external service: {self.functions}")
+        self.functions.remove(name)
+
+    def add_function(self, name: str) -> None:
+        """Add ``name`` to the token's external service (no-op if it is there), e.g. USERS_COURSES on 4.3."""
+        if name not in self.functions:
+            self.functions.append(name)
 
     def fail_next(self, n: int = 1, kind: str = "503", *, delay: float | None = None, retry_after: int = 30) -> None:
         """Make the next ``n`` calls fail.
@@ -255,6 +384,11 @@ class MoodleFake:
     def _run(self, token: Any, function: Any, params: dict[str, Any]) -> Any:
         if not token or token != self.token:
             raise moodle_error("invalidtoken", "Invalid token - token not found")
+        token_user = self.state.users.get(self.token_userid)
+        if token_user is not None and token_user["suspended"]:  # suspend_token_user() (156)
+            raise moodle_error(
+                "wsaccessusersuspended", f"Refused web service access for suspended username: {token_user['username']}"
+            )
         if not function:
             raise invalid_param("Missing function name")
         if not isinstance(function, str) or function not in KNOWN_FUNCTIONS:
@@ -290,11 +424,17 @@ class MoodleFake:
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
+        if self.in_maintenance:  # lib/setup.php answers before any script runs (157)
+            if scope["path"] == REST_PATH:
+                self._parse_call(*self._request_items(scope, body))
+            page = CLI_MAINTENANCE_PAGE.replace("@SITENAME@", html.escape(self.sitename, quote=False))
+            headers = [(b"retry-after", CLI_MAINTENANCE_RETRY_AFTER.encode())]
+            await _respond(send, CLI_MAINTENANCE_STATUS, CLI_MAINTENANCE_CONTENT_TYPE, page, headers)
+            return
         if scope["path"] != REST_PATH or scope["method"] not in ("GET", "POST"):
             await _respond(send, 404, "text/html; charset=utf-8", "<h1>Not Found</h1>")
             return
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if scope["method"] == "POST" else []
+        query, form = self._request_items(scope, body)
         if self._faults:  # a failed call is logged but not applied
             self._parse_call(query, form)
             await self._fault(send, *self._faults.pop(0))
@@ -302,6 +442,13 @@ class MoodleFake:
         content_type, text = self.handle(query, form)
         await asyncio.sleep(self._cost(form or query))
         await _respond(send, 200, content_type, text)
+
+    @staticmethod
+    def _request_items(scope: Scope, body: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(query string pairs, form body pairs) of one HTTP request."""
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if scope["method"] == "POST" else []
+        return query, form
 
     def _cost(self, items: list[tuple[str, str]]) -> float:
         # Per-item cost: count distinct batch indexes (users[0][...], users[1][...] -> 2).

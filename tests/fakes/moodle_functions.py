@@ -200,8 +200,8 @@ def _update_one_user(fake: MoodleFake, item: dict[str, Any]) -> None:
         raise moodle_error("invaliduserid", "Invalid user ID")
     if user["id"] == 2:
         raise moodle_error("useradminodelete")
-    if user["deleted"]:
-        raise moodle_error("usernotexists")
+    if user["deleted"]:  # a warning, nothing applied (154)
+        raise moodle_error("usernotupdateddeleted")
     if user["id"] == 1:
         raise moodle_error("guestuser")
     email = item.get("email")
@@ -275,9 +275,11 @@ def get_users_by_field(fake: MoodleFake, params: dict[str, Any]) -> list[dict[st
         )
     wanted = {_clean_lookup(field, v) for v in params["values"]}
     found = []
+    # No "deleted" filter: get_records_list('user', $field, ...). A deleted user is found by its id, renamed (150),
+    # and not by its old username or email, which delete_user() replaced (151, 152).
     for uid in sorted(fake.state.users):
         user = fake.state.users[uid]
-        if user["deleted"] or user[field] not in wanted:
+        if user[field] not in wanted:
             continue
         details = fake.user_details(user, admin_fields=True)
         # Moodle drops matches whose searched field the caller may not see (043).

@@ -118,7 +118,7 @@ class Multiple:
     default: Any = field(default_factory=list)
 
 
-def _clean_username(value: str) -> str:
+def clean_username(value: str) -> str:
     # PARAM_USERNAME with extendedusernamechars=0: trim, lower-case, keep [-.@_a-z0-9].
     return re.sub(r"[^-.@_a-z0-9]", "", value.strip().lower())
 
@@ -126,7 +126,7 @@ def _clean_username(value: str) -> str:
 _CLEANERS: dict[str, Any] = {
     "int": lambda v: str(int(v)) if re.fullmatch(r"-?\d+", v.strip()) else "0",
     "float": lambda v: v if re.fullmatch(r"[+-]?\d*\.?\d*(e[-+]?\d+)?", v, re.I) else "",
-    "username": _clean_username,
+    "username": clean_username,
     "alpha": lambda v: re.sub(r"[^a-zA-Z]", "", v),
     "alphanum": lambda v: re.sub(r"[^a-zA-Z0-9]", "", v),
     "alphaext": lambda v: re.sub(r"[^a-zA-Z_-]", "", v),

@@ -1,0 +1,52 @@
+"""/api/contacts: contacts taken out of the sync ("do not sync", e.g. after an erasure request)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from app.api.deps import NOT_FOUND, OPS_RESPONSES, SessionDep, require_ops
+from app.api.schemas import NoteIn
+from app.db.models import DoNotSync
+from app.sync import operations
+
+router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
+Contact = Annotated[
+    str,
+    Path(min_length=1, max_length=255, description="a contact id (1234), a username, or a key (contact:1234)"),
+]
+
+
+class DoNotSyncOut(BaseModel):
+    contact_key: str
+    actor: str
+    note: str | None
+    created_at: datetime
+
+
+@router.get("/contacts/do-not-sync", response_model=list[DoNotSyncOut], summary="Contacts taken out of the sync")
+async def list_do_not_sync(session: SessionDep) -> list[DoNotSyncOut]:
+    rows = (await session.execute(select(DoNotSync).order_by(DoNotSync.created_at))).scalars()
+    return [DoNotSyncOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.put(
+    "/contacts/{contact}/do-not-sync",
+    response_model=DoNotSyncOut,
+    summary="Take a contact out of the sync: nothing is made for it in Moodle again (an account deleted on purpose "
+    "stays deleted)",
+)
+async def mark_do_not_sync(contact: Contact, session: SessionDep, body: NoteIn | None = None) -> DoNotSyncOut:
+    row = await operations.do_not_sync(session, contact, actor="api", note=body.note if body else None)
+    await session.commit()
+    return DoNotSyncOut.model_validate(row, from_attributes=True)
+
+
+@router.delete("/contacts/{contact}/do-not-sync", status_code=204, responses=NOT_FOUND, summary="Sync a contact again")
+async def unmark_do_not_sync(contact: Contact, session: SessionDep) -> None:
+    await operations.sync_again(session, contact, actor="api", note=None)
+    await session.commit()
