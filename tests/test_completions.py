@@ -298,7 +298,9 @@ async def test_new_moodle_enrolment_becomes_one_registration(
     await settle(runtime)
     assert len(coursesales_fake.registrations) == 1
     posted = coursesales_fake.registrations[0]
-    assert "Walk" in json.dumps(posted) and "walkin@example.com" in json.dumps(posted)
+    # Each value in the form field configured for it (new_enrolments.*_field_id: 1, 2, 3, 4).
+    assert (posted["form_id"], posted["process_path_id"], posted["process_step_id"]) == (1639, 12, 34)
+    assert {k: posted["fields"][k] for k in (1, 2, 3, 4)} == {1: "Walk", 2: "In", 3: "walkin", 4: "walkin@example.com"}
     event = (await events(runtime))[-1]
     assert event.status == "done" and event.result["course_date_id"] == CD and event.result["document"]
 

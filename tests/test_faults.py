@@ -23,7 +23,7 @@ from app.jobs.redis import redis_settings
 from app.jobs.tasks import run_event
 from app.jobs.worker import make_worker
 from app.runtime import Runtime, build_runtime
-from tests.conftest import TEST_TOKENS, postgres_only
+from tests.conftest import ON_POSTGRES, TEST_TOKENS
 from tests.helpers import end_loops, events, links, make_due, moodle_user, post_contact, process_all, wait_for
 from tests.procs import RedisServer, ServedApp, WorkerProcess, worker_env
 
@@ -260,7 +260,8 @@ class FlakyMoodle:
 
             await self.fake(scope, receive, drop)
             raise httpx.ReadTimeout("Moodle applied the call; the answer was lost")
-        # A short Retry-After: Moodle's maintenance answer is honoured, but the test must stay fast.
+        # A 503 makes Moodle "unavailable" for every process until a probe finds it answering (load_workers probes
+        # every 0.2 s); the other kinds are the call's own failure, retried.
         self.fake.fail_next(1, kind, retry_after=1)
         await self.fake(scope, receive, send)
 
@@ -334,6 +335,7 @@ async def load_workers(runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.M
     settings = runtime.settings
     settings.jobs.lease_seconds = 6  # a job that died is taken again after this long (also arq's job timeout)
     settings.jobs.sweep_interval_seconds = 1
+    settings.moodle.probe_seconds = 0.2
     flaky = FlakyMoodle(moodle_fake, rate=0.2, seed=1234)
     runtimes: list[Runtime] = []
     running: list[tuple[Worker, asyncio.Task[Any]]] = []
@@ -358,10 +360,12 @@ async def load_workers(runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.M
 async def test_upstream_faults_under_load(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, load_workers: LoadRig
 ) -> None:
-    postgres_only("ten concurrent jobs writing at once is a PostgreSQL load: SQLite serialises its writers")
-    contacts = 700
-    bodies = load_plan(7, contacts=contacts, updates=200, redeliveries=100)
-    assert len(bodies) == 1000
+    # The whole load on PostgreSQL (CI); a fifth of it on SQLite, whose writers queue behind one another, so that
+    # `make test` on the defaults runs the strongest test too.
+    scale = 1 if ON_POSTGRES else 5
+    contacts, updates, redeliveries = 700 // scale, 200 // scale, 100 // scale
+    bodies = load_plan(7, contacts=contacts, updates=updates, redeliveries=redeliveries)
+    assert len(bodies) == contacts + updates + redeliveries
     headers = {"Authorization": f"Bearer {TEST_TOKENS['coursesales']}"}
     gate = asyncio.Semaphore(8)  # a sender with a few deliveries in flight
 
@@ -373,7 +377,7 @@ async def test_upstream_faults_under_load(
     # them only slows both; the 900 queued jobs then run 10 at a time, so batches still overlap.
     answers = await asyncio.gather(*(deliver(b) for b in bodies))
     assert {r.status_code for r in answers} == {202}
-    assert sum(r.json()["duplicate"] for r in answers) == 100
+    assert sum(r.json()["duplicate"] for r in answers) == redeliveries
     load_workers.start()
     flaky = load_workers.flaky
 
@@ -386,7 +390,7 @@ async def test_upstream_faults_under_load(
         raise AssertionError(f"still open: {Counter(await statuses(runtime))}") from None
 
     found = await events(runtime)
-    assert len(found) == 900
+    assert len(found) == contacts + updates
     not_done = [(e.id, e.status, e.last_error) for e in found if e.status != "done"]
     assert not not_done, f"{len(not_done)} events not done, e.g. {not_done[:5]}"
 

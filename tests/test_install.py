@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT_DIR
 
 
@@ -22,6 +24,8 @@ def test_the_package_list_is_every_package_of_app() -> None:
     assert listed == found
 
 
+# Building the wheel may fetch the build backend (setuptools) into pip's isolated build environment first.
+@pytest.mark.timeout(600)
 def test_migrate_from_an_installed_wheel_in_an_empty_folder(tmp_path: Path) -> None:
     wheels, site, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     empty.mkdir()

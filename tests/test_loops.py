@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 
-from app.jobs import reconcile, sweeper
+from app.jobs import probe, reconcile, sweeper
 from app.notify import alerts
 from app.runtime import Runtime
+
+ROUND_STARTED: list[asyncio.Event] = []  # set by the round of the test running now
 
 
 async def _lose_a_cancellation(*_args: Any, **_kw: Any) -> None:
     """A round that swallows the cancellation that reaches it, as a racing wait_for does."""
+    ROUND_STARTED[-1].set()
     try:
         await asyncio.sleep(30)
     except asyncio.CancelledError:
@@ -40,6 +43,11 @@ def _reconcile(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Coroutine[Any, A
     return reconcile.run_periodically(rt)
 
 
+def _probe(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Coroutine[Any, Any, None]:
+    monkeypatch.setattr(probe, "probe_all", _lose_a_cancellation)
+    return probe.run_forever(rt)
+
+
 def _no_pause_once() -> Callable[[float], Coroutine[Any, Any, None]]:
     """The reconcile loop pauses first (minutes): let its first round start at once, then pause for real."""
     real, calls = reconcile.pause, []
@@ -51,14 +59,18 @@ def _no_pause_once() -> Callable[[float], Coroutine[Any, Any, None]]:
     return pause
 
 
-@pytest.mark.parametrize("loop", [_sweeper, _alerts, _reconcile], ids=["sweeper", "alerts", "reconcile"])
+@pytest.mark.parametrize(
+    "loop", [_sweeper, _alerts, _reconcile, _probe], ids=["sweeper", "alerts", "reconcile", "probe"]
+)
 async def test_a_loop_ends_when_cancelled_even_if_its_round_lost_the_cancellation(
     loop: Callable[[Runtime, pytest.MonkeyPatch], Coroutine[Any, Any, None]],
     runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    ROUND_STARTED.append(asyncio.Event())
     task = asyncio.create_task(loop(runtime, monkeypatch))
-    await asyncio.sleep(0.05)  # inside its first round
+    # Cancelled inside its first round, not before it (a fixed sleep let a slow machine cancel first, testing nothing).
+    await asyncio.wait_for(ROUND_STARTED[-1].wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(task), 5)

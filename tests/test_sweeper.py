@@ -56,10 +56,17 @@ async def test_one_sweeper_at_a_time(client: httpx.AsyncClient, runtime: Runtime
 
 async def test_unconfigured_moodle_keeps_events_waiting(client: httpx.AsyncClient, runtime: Runtime) -> None:
     await post_contact(client, "d-1")
+    url = runtime.settings.moodle.url
     runtime.settings.moodle.url = ""
     await process_all(runtime)
     (event,) = await events(runtime)
-    assert event.status == "queued" and event.attempts == 0
+    assert event.status == "queued" and event.attempts == 0 and "SYNC_MOODLE__URL" in event.waiting_for
+    runtime.settings.moodle.url = url  # configured (and restarted): the sweeper's next round takes it
+    await runtime.queue.redis.flushdb()
+    assert await sweep(runtime, "w1", grace=timedelta(0)) == 1
+    await process_all(runtime)
+    (event,) = await events(runtime)
+    assert event.status == "done" and event.attempts == 1 and event.waiting_for is None
 
 
 async def test_a_round_that_died_after_dropping_its_batchs_jobs_is_finished_by_the_sweeper(
