@@ -33,8 +33,6 @@ def _refuse_other_targets() -> None:
     if REDIS_URL == os.environ.get("SYNC_REDIS_URL"):
         raise SystemExit("SYNC_BENCH_REDIS_URL is the service's own SYNC_REDIS_URL: the benchmarks flush it")
 
-
-_refuse_other_targets()
 SECRET_KEY = "bench-secret-key-0123456789abcdefgh"
 TOKENS = {"api": "bench-api-token-1234", "coursesales": "bench-cs-token-1234", "moodle": "bench-moodle-token-1234"}
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -122,7 +120,9 @@ def write_signed_requests(path: Path, deliveries: Iterable[dict[str, Any]], port
 
 async def fresh_stores() -> None:
     """Empty the benchmark's database and Redis database, as a fresh install: TRUNCATE, not DELETE, so that no dead
-    rows are left behind, and fresh planner statistics (a benchmark must not time a stale query plan)."""
+    rows are left behind, and fresh planner statistics (a benchmark must not time a stale query plan). Refused for
+    targets that may be someone's data."""
+    _refuse_other_targets()
     from redis.asyncio import Redis
     from sqlalchemy import text
     from sqlmodel import SQLModel

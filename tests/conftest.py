@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 import app.db.models as models
@@ -136,18 +135,10 @@ async def clean_db(migrated: str, var_dir: Path) -> AsyncIterator[None]:
     """Every test starts with empty tables (children first)."""
     rt = build_runtime(make_settings(migrated, var_dir))
     try:
-        for attempt in range(5):
-            try:
-                async with rt.engine.begin() as conn:
-                    for table in reversed(SQLModel.metadata.sorted_tables):
-                        await conn.execute(delete(table))
-                break
-            except OperationalError:
-                # SQLite: a previous test's background loop (a cancelled worker's sweeper) may still hold the
-                # write lock for a moment; wait for it instead of failing the next test's set-up.
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(1)
+        # No retry: a previous test's background task still writing would be a leak (no_loops_left_running).
+        async with rt.engine.begin() as conn:
+            for table in reversed(SQLModel.metadata.sorted_tables):
+                await conn.execute(delete(table))
     finally:
         await rt.close()
     yield
@@ -225,10 +216,19 @@ async def no_loops_left_running() -> AsyncIterator[None]:
     """A worker's loops (sweeper, reconcile, alerts) must end with their test: a sweeper left running holds its
     lease, and a later test's sweep then silently does nothing."""
     yield
-    await asyncio.sleep(0.01)  # let cancellations requested at teardown land
-    left = [
-        t.get_coro().__qualname__  # type: ignore[union-attr]
+    loops = [
+        t
         for t in asyncio.all_tasks()
-        if not t.done() and t.get_coro().__qualname__ in ("run_forever", "run_periodically")  # type: ignore[union-attr]
+        if not t.done() and t.get_coro().__qualname__ in BACKGROUND  # type: ignore[union-attr]
     ]
+    # A loop cancelled at teardown may still be finishing its round (a sweeper mid-transaction holds SQLite's write
+    # lock): wait for it to end here, so the next test starts on a quiet database.
+    stopping = [t for t in loops if t.cancelling()]
+    if stopping:
+        await asyncio.wait(stopping, timeout=10)
+    left = [t.get_coro().__qualname__ for t in loops if not t.done()]  # type: ignore[union-attr]
     assert not left, f"background loops left running: {left}"
+
+
+# The workers' background tasks (app.jobs: sweeper, probe, alerts, reconcile schedule, the release at start).
+BACKGROUND = frozenset({"run_forever", "run_periodically", "release_held"})

@@ -111,35 +111,6 @@ def _values(value: Any) -> Iterator[Any]:
         yield value
 
 
-def _request_values(case: Any) -> list[Any]:
-    return [
-        *_values(case.path_parameters or {}),
-        *_values(case.query or {}),
-        *_values(case.body if isinstance(case.body, (dict, list, str, int)) else None),
-    ]
-
-
-def _as_int(value: Any) -> int | None:
-    """The integer a value means to FastAPI/pydantic (1, 1.0, "1", "1.0"), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+(\.0*)?\s*", value):
-        return int(value.strip().split(".")[0])
-    return None
-
-
-def _beyond_int32(case: Any) -> bool:
-    return any(abs(n) > 2**31 - 1 for n in map(_as_int, _request_values(case)) if n is not None)
-
-
-def _has_nul(case: Any) -> bool:
-    return any(isinstance(v, str) and "\x00" in v for v in _request_values(case))
-
-
 @dataclass(frozen=True)
 class KnownBug:
     id: str
