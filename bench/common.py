@@ -33,6 +33,7 @@ def _refuse_other_targets() -> None:
     if REDIS_URL == os.environ.get("SYNC_REDIS_URL"):
         raise SystemExit("SYNC_BENCH_REDIS_URL is the service's own SYNC_REDIS_URL: the benchmarks flush it")
 
+
 SECRET_KEY = "bench-secret-key-0123456789abcdefgh"
 TOKENS = {"api": "bench-api-token-1234", "coursesales": "bench-cs-token-1234", "moodle": "bench-moodle-token-1234"}
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
