@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 Mode = Literal["production", "dev", "test"]
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo", "placeholder", "<secret>"})
@@ -284,6 +290,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         secrets_dir=os.environ.get("SYNC_SECRETS_DIR") or None,
+        # A file per variable, section secrets too (SYNC_MOODLE__TOKEN): as Docker and Kubernetes mount secrets.
+        secrets_nested_delimiter="__",
     )
 
     mode: Mode = "production"
@@ -322,7 +330,7 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            file_secret_settings,
+            NestedSecretsSettingsSource(file_secret_settings),
             TomlConfigSettingsSource(settings_cls, toml_file=config_path()),
         )
 

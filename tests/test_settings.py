@@ -133,3 +133,15 @@ def test_an_upstream_url_without_a_scheme_is_a_configuration_error(monkeypatch: 
     monkeypatch.setenv("SYNC_COURSESALES__URL", "school.coursesales.com")
     with pytest.raises(ValidationError, match="coursesales"):
         Settings()
+
+
+def test_secrets_from_files_named_like_their_variables(tmp_path: Path) -> None:
+    """SYNC_SECRETS_DIR holds one file per variable, section secrets too (as Docker and Kubernetes mount them)."""
+    (tmp_path / "SYNC_MOODLE__TOKEN").write_text("moodle-token-from-a-file")
+    (tmp_path / "SYNC_SECRET_KEY").write_text("k" * 40)
+    (tmp_path / "SYNC_WEBHOOKS__COURSESALES_TOKEN").write_text("cs-token-from-a-file")
+    s = Settings(mode="test", _secrets_dir=tmp_path)  # type: ignore[call-arg]
+    assert s.moodle.token.get_secret_value() == "moodle-token-from-a-file"
+    assert s.secret_key is not None and s.secret_key.get_secret_value() == "k" * 40
+    assert s.webhooks.coursesales_token is not None
+    assert s.webhooks.coursesales_token.get_secret_value() == "cs-token-from-a-file"
