@@ -492,8 +492,6 @@ def do_not_sync(
 
 async def _release_held(settings: Settings) -> None:
     """Queue the work the pause held, now (the sweeper would take up to its interval)."""
-    from types import SimpleNamespace
-
     from app.db.engine import make_engine, make_session_factory
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
@@ -503,8 +501,7 @@ async def _release_held(settings: Settings) -> None:
     engine = make_engine(settings.effective_database_url)
     queue = Queue(connect(redis_settings(settings)))
     try:
-        rt = SimpleNamespace(queue=queue, sessions=make_session_factory(engine))
-        count = await release_held(rt, "resumed")  # type: ignore[arg-type]
+        count = await release_held(make_session_factory(engine), queue, "resumed")
     finally:
         await queue.close()
         await engine.dispose()

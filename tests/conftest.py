@@ -145,6 +145,25 @@ async def clean_db(migrated: str, var_dir: Path) -> AsyncIterator[None]:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A private redis-server: stopping it cannot disturb the shared one."""
+    from tests.procs import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def served_moodle(moodle_fake: Any) -> Iterator[Any]:
+    """The test's Moodle fake on a real port: subprocesses call it, the test inspects the same object."""
+    from tests.procs import ServedApp
+
+    with ServedApp(moodle_fake) as served:
+        yield served
+
+
+@pytest.fixture
 def moodle_fake() -> Any:
     from tests.fakes.moodle import MoodleFake
 

@@ -70,6 +70,27 @@ async def test_a_contact_update_makes_a_deleted_user_again(
     assert ("user.recreated", f"moodle_user:{new['id']}") in await audit_actions(runtime)
 
 
+async def test_a_user_deleted_between_the_read_and_the_update_is_made_again(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording 154: the update of a deleted user answers usernotupdateddeleted; the next attempt makes it again."""
+    from app.sync import users
+
+    await post_contact(client, "c-1")
+    await process_all(runtime)
+    old = moodle_user(moodle_fake, "jane.doe@example.com")
+    moodle_fake.delete_user(old["id"])  # type: ignore[index]
+    monkeypatch.setattr(users, "deleted_in_moodle", lambda account, link: account is None)  # read before it went
+    await post_contact(client, "c-2", firstname="Janet")
+    await process_all(runtime)
+    second = (await events(runtime))[1]
+    new = moodle_user(moodle_fake, "jane.doe@example.com")
+    assert second.status == "done" and second.attempts == 2, "the refused update, then the re-creation"
+    assert new is not None and new["id"] != old["id"] and new["firstname"] == "Janet"  # type: ignore[index]
+    (link,) = await links(runtime)
+    assert link.moodle_user_id == new["id"]  # type: ignore[index]
+
+
 async def test_a_do_not_sync_contact_is_left_alone(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
 ) -> None:

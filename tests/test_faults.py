@@ -34,27 +34,12 @@ USERNAME = "jane.doe@example.com"  # tests.helpers.contact()'s, lower-cased
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server: stopping it cannot disturb the shared one."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 async def api_on_own_redis(runtime: Runtime, own_redis: RedisServer) -> Runtime:
     """The in-process API (the `client` fixture) enqueues on the private Redis."""
     await runtime.queue.close()
     runtime.settings.redis_url = own_redis.url
     runtime.queue = Queue(connect(RedisSettings.from_dsn(own_redis.url)))
     return runtime
-
-
-@pytest.fixture
-def served_moodle(moodle_fake: Any) -> Iterator[ServedApp]:
-    """The test's Moodle fake on a real port: worker subprocesses call it, the test inspects the same object."""
-    with ServedApp(moodle_fake) as served:
-        yield served
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS
@@ -55,19 +53,6 @@ async def test_invented_event_names_leave_the_series_unchanged(client: httpx.Asy
         value(after, "sync_events_received_total", **ignored) - value(before, "sync_events_received_total", **ignored)
         == 300
     )
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
-def served_moodle(moodle_fake: Any) -> Iterator[ServedApp]:
-    with ServedApp(moodle_fake) as served:
-        yield served
 
 
 async def _scrape(url: str) -> str:

@@ -161,3 +161,46 @@ async def test_check_shows_the_work_the_service_holds(runtime: Runtime, moodle_f
     (finding,) = await _held_upstreams(runtime)
     assert finding.level == "warn" and "moodle: auth_failed" in finding.message
     assert "wsaccessusersuspended" in finding.message
+
+
+async def test_a_long_wait_raises_a_second_alert_once(runtime: Runtime, moodle_fake: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from app.db.models import Alert, UpstreamState
+    from app.db.types import utcnow
+
+    moodle_fake.suspend_token_user(True)
+    await probe_all(runtime, "test", force=True)
+    async with runtime.sessions() as s:  # the spell began longer ago than alerts.waiting_minutes
+        await s.execute(update(UpstreamState).values(since=utcnow() - timedelta(minutes=31)))
+        await s.commit()
+    await probe_all(runtime, "test")
+    await probe_all(runtime, "test")
+    async with runtime.sessions() as s:
+        causes = [a.cause for a in (await s.execute(select(Alert).order_by(Alert.id))).scalars()]
+    assert causes == ["upstream.moodle.waiting"], "one 'still waiting' alert, not one a probe"
+
+
+async def test_a_worker_start_releases_work_held_for_an_upstream_configured_since(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    moodle = runtime.settings.moodle
+    runtime.settings.moodle = moodle.model_copy(update={"url": ""})
+    await post_contacts(client, 3)
+    await process_all(runtime)
+    assert {e.status for e in await events(runtime)} == {"queued"}
+    await runtime.queue.redis.flushdb()  # their jobs ran and found Moodle not configured
+    runtime.settings.moodle = moodle  # configured; the sweeper's next round is an hour away
+    runtime.settings.jobs.sweep_interval_seconds = 3600
+    async with runtime.sessions() as s:  # another process holds the sweeper's lease
+        from app.db import leases
+
+        assert await leases.acquire(s, "sweeper", "elsewhere", 3600)
+        await s.commit()
+    ((worker, task),) = workers(runtime, 1)
+    try:
+        await wait_for(lambda: all_done(runtime), timeout=20)
+    finally:
+        await stop_worker(worker, task)

@@ -81,7 +81,9 @@ async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None
     await operations.resume(session, actor="api", note=body.note if body else None)
     await session.commit()
     if was_paused:
-        await release_held(rt, "resumed")  # the held work starts now, not at the sweeper's next round
+        await release_held(
+            rt.sessions, rt.queue, "resumed"
+        )  # the held work starts now, not at the sweeper's next round
     return PauseOut(paused=False)
 
 

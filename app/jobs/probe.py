@@ -49,6 +49,7 @@ async def probe_all(rt: Runtime, owner: str, *, force: bool = False) -> dict[str
     }
     async with rt.sessions() as s:
         states = await upstreams.load(s)
+    probed = False
     for name, ok in configured.items():
         row = states.get(name)
         if not ok or (not force and (row is None or row.state == upstreams.OK)):
@@ -58,6 +59,7 @@ async def probe_all(rt: Runtime, owner: str, *, force: bool = False) -> dict[str
                 await s.rollback()
                 continue
             await s.commit()
+        probed = True
         try:
             fault = await probe(rt, name)
         finally:
@@ -83,9 +85,11 @@ async def probe_all(rt: Runtime, owner: str, *, force: bool = False) -> dict[str
             await s.commit()
         rt.upstream_states.forget()
         if fault is None:
-            await release_held(rt, f"{name} usable again")
-    async with rt.sessions() as s:
-        return upstreams.report(rt.settings, await upstreams.load(s))
+            await release_held(rt.sessions, rt.queue, f"{name} usable again")
+    if probed:  # the idle loop (everything usable) reads the states once a round, not twice
+        async with rt.sessions() as s:
+            states = await upstreams.load(s)
+    return upstreams.report(rt.settings, states)
 
 
 def _every(rt: Runtime, name: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import time
@@ -67,8 +68,6 @@ def stop_embedded() -> None:
 
 
 def _wait_gone(pid: int | None, timeout: float = 5.0) -> None:
-    import os
-
     deadline = time.monotonic() + timeout
     while pid and time.monotonic() < deadline:
         try:

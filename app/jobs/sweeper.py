@@ -9,9 +9,11 @@ import structlog
 from sqlalchemy import and_, or_, select
 
 from app.db import inbox, leases
+from app.db.engine import SessionFactory
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
 from app.jobs.loops import pause
+from app.jobs.queue import Queue
 from app.runtime import Runtime
 from app.sync import operations
 
@@ -33,28 +35,28 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         await s.commit()
         if purged:
             log.info("retention.purged", events=purged)
-    count = await requeue(rt, grace=grace, limit=limit)
+    count = await requeue(rt.sessions, rt.queue, grace=grace, limit=limit)
     if count:
         log.info("sweeper.requeued", count=count)
     return count
 
 
-async def release_held(rt: Runtime, why: str) -> int:
+async def release_held(sessions: SessionFactory, queue: Queue | None, why: str) -> int:
     """Queue at once every open event that waits to run: the one path for each "held, now free" moment (a resume, an
     upstream usable again, an upstream configured at start-up), in the sweeper's order, in one pipelined enqueue.
     Safe beside the sweeper: job ids dedupe, and a repeated job finds its event taken."""
-    count = await requeue(rt, grace=timedelta(0))
+    count = await requeue(sessions, queue, grace=timedelta(0))
     if count:
         log.info("jobs.released", count=count, why=why)
     return count
 
 
-async def requeue(rt: Runtime, *, grace: timedelta, limit: int = 5000) -> int:
+async def requeue(sessions: SessionFactory, queue: Queue | None, *, grace: timedelta, limit: int = 5000) -> int:
     """Enqueue the job of every open event that should be in the queue, oldest first; returns how many."""
-    if rt.queue is None:
+    if queue is None:
         return 0
     now = utcnow()
-    async with rt.sessions() as s:
+    async with sessions() as s:
         rows = (
             await s.execute(
                 select(Event.id, Event.attempts, Event.kind)
@@ -71,9 +73,9 @@ async def requeue(rt: Runtime, *, grace: timedelta, limit: int = 5000) -> int:
                 .limit(limit)
             )
         ).all()
-    queued = await rt.queue.enqueue_events([(r.id, r.attempts, r.kind) for r in rows])
+    queued = await queue.enqueue_events([(r.id, r.attempts, r.kind) for r in rows])
     if queued:
-        async with rt.sessions() as s:
+        async with sessions() as s:
             await inbox.mark_queued(s, queued)
             await s.commit()
     return len(queued)

@@ -22,7 +22,7 @@ from app.moodle.errors import MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime
 from app.sync import operations, upstreams
-from app.sync.readiness import COURSESALES_KINDS, waiting_for
+from app.sync.readiness import waiting_for
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
         return settled
-    reason = waiting_for(rt.settings, kind) or _blocked(kind, await rt.upstream_states.get(rt.sessions))
+    reason = waiting_for(rt.settings, kind, await rt.upstream_states.get(rt.sessions))
     if reason is not None:
         # Kept in the inbox, saying why on the event itself; the sweeper queues it again, and after a restart with
         # the upstream configured it runs.
@@ -139,15 +139,6 @@ async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | No
     if asked_internal:  # a course to make: its job now, not at the sweeper's next pass
         await enqueue_internal(rt)
     return len(ids)
-
-
-def _blocked(kind: str, states: dict[str, Any]) -> str | None:
-    """Why an event of ``kind`` waits for an upstream that cannot be used now, or None."""
-    for name in (upstreams.MOODLE, upstreams.COURSESALES):
-        row = states.get(name)
-        if row is not None and row.state != upstreams.OK and (name == upstreams.MOODLE or kind in COURSESALES_KINDS):
-            return upstreams.waiting_reason(row)
-    return None
 
 
 async def _hold(rt: Runtime, s: AsyncSession, ids: list[int], fault: upstreams.Fault) -> None:

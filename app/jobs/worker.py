@@ -50,7 +50,7 @@ def make_worker(
                 asyncio.create_task(probe.run_forever(rt)),
             ]
             # Work that waited for an upstream configured since (a restart with it set) starts now.
-            ctx["loops"].append(asyncio.create_task(sweeper.release_held(rt, "started")))
+            ctx["loops"].append(asyncio.create_task(sweeper.release_held(rt.sessions, rt.queue, "started")))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         for task in ctx.get("loops", []):

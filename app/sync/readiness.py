@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from app.settings import Settings
+from app.sync.upstreams import COURSESALES, MOODLE, OK, waiting_reason
 
 MOODLE_MISSING = "Moodle is not configured: set SYNC_MOODLE__URL and SYNC_MOODLE__TOKEN, then restart"
 COURSESALES_MISSING = (
@@ -22,12 +26,19 @@ COURSESALES_KINDS = frozenset(
 )
 
 
-def waiting_for(settings: Settings, kind: str) -> str | None:
-    """Why an event of ``kind`` cannot run yet, or None."""
-    if not settings.moodle.configured:
-        return MOODLE_MISSING
-    if kind in COURSESALES_KINDS and not settings.coursesales.configured:
-        return COURSESALES_MISSING
+def waiting_for(settings: Settings, kind: str, states: Mapping[str, Any] | None = None) -> str | None:
+    """Why an event of ``kind`` cannot run yet (an upstream it needs not configured, or not usable now per
+    ``states``, app.sync.upstreams), or None."""
+    needs = ((MOODLE, settings.moodle.configured, MOODLE_MISSING),)
+    if kind in COURSESALES_KINDS:
+        needs += ((COURSESALES, settings.coursesales.configured, COURSESALES_MISSING),)
+    for _, configured, missing in needs:
+        if not configured:
+            return missing
+    for name, _, _ in needs:
+        row = (states or {}).get(name)
+        if row is not None and row.state != OK:
+            return waiting_reason(row)
     return None
 
 
