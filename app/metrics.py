@@ -52,7 +52,6 @@ INTAKE_BATCH = Histogram(
 
 # Moodle's error codes are identifiers; a password-policy failure's "code" is the policy's text.
 _ERRORCODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
-IGNORED_KIND = "moodle.ignored"  # the label of every Moodle event we do not act on, whatever its name
 
 
 def errorcode_label(code: str) -> str:

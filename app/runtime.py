@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +17,9 @@ from app.moodle.client import MoodleClient
 from app.settings import Settings
 from app.sync.upstreams import StateCache
 
+if TYPE_CHECKING:
+    from app.jobs.queue import Queue
+
 
 @dataclass
 class Runtime:
@@ -27,8 +31,11 @@ class Runtime:
     moodle: MoodleClient
     coursesales_http: httpx.AsyncClient
     coursesales: CourseSalesClient
-    queue: Any = None  # app.jobs.queue.Queue, set once Redis is wired
-    extra: dict[str, Any] = field(default_factory=dict)
+    queue: Queue | None = None  # set once Redis is wired
+    # The Moodle user of our token (new enrolments made by it are our own), read once.
+    token_user_id: int | None = None
+    # One gathering round per family at a time in this process (app.jobs.tasks._claim).
+    gathering: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Whether Moodle and CourseSales can be used now (app.sync.upstreams), as this process last read it.
     upstream_states: StateCache = field(default_factory=StateCache)
     _intake: GroupCommit | None = field(default=None, repr=False)

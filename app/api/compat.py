@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
 from app.db.models import Event, EventStatus, UserLink
+from app.events.registry import EventKind, Source
 from app.metrics import EVENTS_RECEIVED
 from app.moodle import wire
 from app.settings import secret
@@ -177,7 +178,9 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
     for row, contact in zip(stored, contacts, strict=True):
         moodle_id = await _linked_id(session, known.get(row.event_id), contact)
         answer.append({"id": moodle_id, "username": contact.moodle_username})
-        EVENTS_RECEIVED.labels("compat", "contact.upserted", "accepted" if row.created else "duplicate").inc()
+        EVENTS_RECEIVED.labels(
+            Source.compat, EventKind.contact_upserted, "accepted" if row.created else "duplicate"
+        ).inc()
         log.info("compat.user.accepted", event_id=row.event_id, duplicate=not row.created)
     return answer, [row.event_id for row in stored]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request, status
@@ -15,17 +16,10 @@ from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db.inbox import Delivery
 from app.db.models import EventStatus
-from app.metrics import EVENTS_RECEIVED, IGNORED_KIND
-from app.moodle.events import (
-    COURSE_COMPLETED,
-    ENROLMENT_CREATED,
-    BadEvent,
-    MoodleEvent,
-    body_tokens,
-    normalise,
-    parse_body,
-)
-from app.settings import Settings, secret
+from app.events.registry import IGNORED_LABEL, Source, moodle_handled
+from app.metrics import EVENTS_RECEIVED
+from app.moodle.events import BadEvent, MoodleEvent, body_tokens, normalise, parse_body
+from app.settings import secret
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -49,14 +43,6 @@ EXAMPLE = {
     "timecreated": 1795608984,
     "token": "<SYNC_WEBHOOKS__MOODLE_TOKEN>",
 }
-
-
-def handled_kinds(settings: Settings) -> dict[str, str]:
-    """eventname -> kind for the events we act on; every other event is recorded as ignored."""
-    kinds = {COURSE_COMPLETED: "moodle.course_completed"}
-    if settings.new_enrolments.enabled:
-        kinds[ENROLMENT_CREATED] = "moodle.user_enrolment_created"
-    return kinds
 
 
 @router.post(
@@ -113,7 +99,7 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
         events = [normalise(i) for i in (items if items is not None else parse_body(body))]
     except (BadEvent, UnicodeDecodeError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not Moodle event data: {exc}") from None
-    kinds = handled_kinds(settings)
+    kinds = moodle_handled(settings)
     deliveries = [_delivery(ev, kinds) for ev in events]
     for d in deliveries:
         if d.status == EventStatus.accepted and rt.queue is not None:
@@ -126,7 +112,7 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
     ]
     for d, outcome in zip(deliveries, outcomes, strict=True):
         # A sender may post any event name: every one we ignore shares one label value.
-        EVENTS_RECEIVED.labels("moodle", d.kind if d.status != EventStatus.ignored else IGNORED_KIND, outcome).inc()
+        EVENTS_RECEIVED.labels("moodle", d.kind if d.status != EventStatus.ignored else IGNORED_LABEL, outcome).inc()
     counts = Counter(outcomes)
     answer = MoodleAccepted(
         accepted=counts["accepted"],
@@ -138,13 +124,13 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
     return answer
 
 
-def _delivery(ev: MoodleEvent, kinds: dict[str, str]) -> Delivery:
+def _delivery(ev: MoodleEvent, kinds: Mapping[str, str]) -> Delivery:
     key = ev.dedupe_key
     if len(key) > 128:
         key = hashlib.sha256(key.encode()).hexdigest()
     kind = kinds.get(ev.eventname)
     return Delivery(
-        source="moodle",
+        source=Source.moodle,
         kind=kind or ev.short_name[:64],
         dedupe_key=key,
         # A resend through another plugin differs in transport keys but is the same event: no 422 here.

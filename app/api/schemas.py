@@ -1,4 +1,4 @@
-"""The service's published event schema and its API answers."""
+"""The API's answers and operator requests (the published event schema is app.events.payloads)."""
 
 from __future__ import annotations
 
@@ -7,129 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.sync.contacts import Contact
-
 T = TypeVar("T")
-
-CONTACT_EXAMPLE = {
-    "contact_id": 1234,
-    "username": "Jane.Doe@example.com",
-    "firstname": "Jane",
-    "lastname": "Doe",
-    "email": "jane.doe@example.com",
-    "password": "S3cret!pass",
-    "phone": "0400000000",
-    "active": True,
-}
-
-
-class ContactUpserted(BaseModel):
-    """A contact was created or changed in CourseSales: make or update its Moodle user."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"example": {"type": "contact.upserted", "id": "d-0001", "contact": CONTACT_EXAMPLE}},
-    )
-
-    type: Literal["contact.upserted"]
-    id: str = Field(..., min_length=1, max_length=128, description="The sender's delivery id; a repeat is a duplicate")
-    contact: Contact
-
-
-class Registered(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    document_external_id: str = Field(..., min_length=1, max_length=128, description="The Document's external id")
-    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
-    contact: Contact
-
-
-class RegistrationRegistered(BaseModel):
-    """A Document was registered: ensure the user and the course, then enrol."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "example": {
-                "type": "registration.registered",
-                "id": "d-0002",
-                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact": CONTACT_EXAMPLE},
-            }
-        },
-    )
-
-    type: Literal["registration.registered"]
-    id: str = Field(..., min_length=1, max_length=128)
-    registration: Registered
-
-
-class Cancelled(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    document_external_id: str = Field(..., min_length=1, max_length=128)
-    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
-    contact_id: int = Field(..., ge=1, le=2_147_483_647)
-
-
-class RegistrationCancelled(BaseModel):
-    """A Document was cancelled: suspend, unenrol or keep, per enrolments.unenrol_action."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "example": {
-                "type": "registration.cancelled",
-                "id": "d-0003",
-                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact_id": 1234},
-            }
-        },
-    )
-
-    type: Literal["registration.cancelled"]
-    id: str = Field(..., min_length=1, max_length=128)
-    registration: Cancelled
-
-
-class CourseDateChanged(BaseModel):
-    """A course date changed: its Moodle course is brought in step (names per policy, dates, visibility)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"example": {"type": "course_date.changed", "id": "d-0004", "course_date_id": 26519}},
-    )
-
-    type: Literal["course_date.changed"]
-    id: str = Field(..., min_length=1, max_length=128)
-    course_date_id: int = Field(..., ge=1, le=2_147_483_647)
-
-
-# type -> model: the published event schema.
-COURSESALES_EVENTS: dict[str, type[BaseModel]] = {
-    "contact.upserted": ContactUpserted,
-    "registration.registered": RegistrationRegistered,
-    "registration.cancelled": RegistrationCancelled,
-    "course_date.changed": CourseDateChanged,
-}
-
-
-def event_contact(event: BaseModel) -> Contact | None:
-    if isinstance(event, ContactUpserted):
-        return event.contact
-    if isinstance(event, RegistrationRegistered):
-        return event.registration.contact
-    return None
-
-
-def event_subject(event: BaseModel) -> str | None:
-    """What the event is about: its events run in order."""
-    contact = event_contact(event)
-    if contact is not None:
-        return contact.key
-    if isinstance(event, RegistrationCancelled):
-        return f"contact:{event.registration.contact_id}"
-    if isinstance(event, CourseDateChanged):
-        return f"course_date:{event.course_date_id}"
-    return None
 
 
 class Accepted(BaseModel):
@@ -221,7 +99,8 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
             return [resolve(v) for v in node]
         return node
 
-    return resolve(schema)
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 class ReconcileRequest(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -10,10 +10,12 @@ from pydantic import ValidationError
 
 from app import jsonsafe
 from app.api.deps import read_body, refuse_nul
-from app.api.schemas import COURSESALES_EVENTS, Accepted, Problem, event_contact, event_subject, inline_schema
+from app.api.schemas import Accepted, Problem, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
 from app.db.models import EventStatus
+from app.events.payloads import CourseSalesEvent, event_contact, event_subject
+from app.events.registry import COURSESALES_EVENTS
 from app.metrics import EVENTS_RECEIVED
 from app.runtime import Runtime
 from app.settings import secret
@@ -75,11 +77,11 @@ async def coursesales_webhook(request: Request) -> Response:
     data = _parse_json(body)
     kind = data.get("type")
     model = COURSESALES_EVENTS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if model is None or not isinstance(kind, str):
         known = ", ".join(sorted(COURSESALES_EVENTS))
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"type: unknown event type {kind!r}; known: {known}")
     try:
-        event = model.model_validate(data)
+        event = cast(CourseSalesEvent, model.model_validate(data))
     except ValidationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _errors(exc)) from None
     contact = event_contact(event)
@@ -96,7 +98,7 @@ async def coursesales_webhook(request: Request) -> Response:
         kind=kind,
         delivery_id=event.id,
         contact=contact,
-        subject=event_subject(event),  # type: ignore[attr-defined, arg-type]
+        subject=event_subject(event),
     )
     # Stored as queued straight away (one commit on the hot path, shared with the deliveries arriving with it);
     # a failed enqueue turns it back to accepted for the sweeper.

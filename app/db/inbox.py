@@ -15,9 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
 from app.db.upsert import insert_for
-
-# Set on a session that asked for an internal event: a round queues internal events only after such a session.
-INTERNAL_REQUESTED = "internal_requested"
+from app.events.registry import Source
 
 
 class BodyMismatch(Exception):
@@ -272,7 +270,7 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     event = Event(
         **_row(
             Delivery(
-                source="internal",
+                source=Source.internal,
                 kind=kind,
                 dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
                 body_hash="-",
@@ -284,7 +282,6 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     )
     session.add(event)
     await session.flush()
-    session.info[INTERNAL_REQUESTED] = True  # its job is queued once the caller has committed (enqueue_internal)
     return event
 
 

@@ -59,7 +59,7 @@ class Event(SQLModel, table=True):
         Index("ix_events_attention", "status", postgresql_where=ATTENTION_WHERE, sqlite_where=ATTENTION_WHERE),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     source: str = Field(max_length=32)
     kind: str = Field(max_length=64)
     dedupe_key: str = Field(max_length=128)
@@ -86,7 +86,7 @@ class Attempt(SQLModel, table=True):
 
     __tablename__ = "attempts"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     event_id: int = Field(foreign_key="events.id", index=True, ondelete="CASCADE")
     number: int
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
@@ -100,7 +100,7 @@ class UserLink(SQLModel, table=True):
 
     __tablename__ = "user_links"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     contact_id: int | None = Field(default=None, unique=True)
     username: str = Field(max_length=100, unique=True)
     moodle_user_id: int = Field(unique=True)
@@ -150,7 +150,7 @@ class CourseLink(SQLModel, table=True):
 
     __tablename__ = "course_links"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     course_date_id: int = Field(unique=True)
     moodle_course_id: int = Field(unique=True)
     created_by_sync: bool = True
@@ -164,7 +164,7 @@ class Registration(SQLModel, table=True):
     __tablename__ = "registrations"
     __table_args__ = (Index("ix_registrations_contact_course_date", "contact_key", "course_date_id"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     document_external_id: str = Field(max_length=128, unique=True)
     course_date_id: int = Field(index=True)
     contact_key: str = Field(max_length=255)
@@ -179,7 +179,7 @@ class EnrolmentLink(SQLModel, table=True):
     __tablename__ = "enrolment_links"
     __table_args__ = (UniqueConstraint("moodle_user_id", "moodle_course_id", name="uq_enrolment_user_course"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     moodle_user_id: int
     moodle_course_id: int = Field(index=True)
     course_date_id: int
@@ -197,7 +197,7 @@ class Run(SQLModel, table=True):
 
     __tablename__ = "runs"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     kind: str = Field(default="reconcile", max_length=32)
     trigger: str = Field(default="api", max_length=16)  # api | cron | cli
     dry_run: bool = False
@@ -216,7 +216,7 @@ class Alert(SQLModel, table=True):
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_cause_sent", "cause", "sent_at"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     cause: str = Field(max_length=64)  # e.g. "category.unmapped", "event.failed", "moodle.token"
     message: str
     fix: str | None = None
@@ -231,7 +231,7 @@ class Completion(SQLModel, table=True):
     __tablename__ = "completions"
     __table_args__ = (UniqueConstraint("contact_key", "course_date_id", name="uq_completion_learner_course_date"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     contact_key: str = Field(max_length=255)
     course_date_id: int
     document_external_id: str = Field(max_length=128)
@@ -250,7 +250,7 @@ class UserIntent(SQLModel, table=True):
 
     __tablename__ = "user_intents"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     username: str = Field(max_length=100, unique=True)
     contact_id: int | None = None
     event_id: int | None = None
@@ -287,7 +287,7 @@ class AuditEntry(SQLModel, table=True):
 
     __tablename__ = "audit"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None only until the insert
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     actor: str = Field(max_length=64)  # "api" or "cli:<user>"
     action: str = Field(max_length=32)

@@ -16,17 +16,17 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.exceptions import RedisError
 
+from app.events.registry import Lane, spec
+
 log = structlog.get_logger(__name__)
 
 DEFAULT_QUEUE = "sync:default"
-# Course creation and duplication (a whole backup and restore in Moodle): own queue, own long timeout,
-# so that a killed worker's quick jobs are not held back by the slow ones' recovery delay.
-SLOW_QUEUE = "sync:slow"
-SLOW_KINDS = frozenset({"course_date.changed", "course.sync"})
+SLOW_QUEUE = "sync:slow"  # the slow lane (app.events.registry.Lane): own queue, own long timeout
 
 
 def queue_for(kind: str | None) -> str:
-    return SLOW_QUEUE if kind in SLOW_KINDS else DEFAULT_QUEUE
+    known = spec(kind) if kind is not None else None
+    return SLOW_QUEUE if known is not None and known.lane == Lane.slow else DEFAULT_QUEUE
 
 
 def dumps(obj: Any) -> bytes:

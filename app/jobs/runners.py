@@ -1,68 +1,102 @@
-"""The runners: what a batch of claimed events of one family does, by event kind (the rules are in app.sync)."""
+"""The runners: what a batch of claimed events of one family does (the rules are in app.sync).
+
+Each family of app.events.registry has one runner here, registered with ``@runs(Family.x)``. A runner returns
+what it wants done as a value (``Ran``: an outcome per event, internal events to ask for); the round
+(app.jobs.tasks) alone records them, commits, and then enqueues.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.coursesales.errors import CourseSalesAuthError, CourseSalesError
-from app.db import inbox, leases
+from app.db import leases
 from app.db.inbox import Outcome
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
+from app.events.registry import EventKind, Family
 from app.jobs.retry import next_attempt
 from app.moodle.errors import MoodleAuthError, MoodleError
 from app.runtime import Runtime
 from app.sync.completions import CompletionSync
 from app.sync.course_sync import Catalogue, CourseProblem, CourseResult, CourseSync
-from app.sync.new_enrolments import NewEnrolmentSync
+from app.sync.intake import Request, course_request
+from app.sync.new_enrolments import POSTING, NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
 
 # A registration whose course is being made looks again after this long.
 COURSE_WAIT = timedelta(seconds=3)
 
-Runner = Callable[[Runtime, AsyncSession, list[Event]], Awaitable[dict[int, Outcome]]]
+
+@dataclass
+class Ran:
+    """What a runner decided for its batch."""
+
+    outcomes: dict[int, Outcome]
+    requests: list[Request] = field(default_factory=list)  # internal events to add (a course to make)
 
 
-async def _run_people(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+Runner = Callable[[Runtime, AsyncSession, list[Event]], Awaitable[Ran]]
+
+RUNNERS: dict[Family, Runner] = {}
+
+# Families whose Moodle calls take arrays: a round waits while a burst still arrives (app.jobs.tasks, LINGER), so
+# that one array call carries a full batch rather than whatever came in the last few milliseconds.
+GATHERED = frozenset({Family.people, Family.courses})
+
+
+def runs(family: Family) -> Callable[[Runner], Runner]:
+    """Register the runner of a family."""
+
+    def register(runner: Runner) -> Runner:
+        RUNNERS[family] = runner
+        return runner
+
+    return register
+
+
+@runs(Family.people)
+async def _run_people(rt: Runtime, session: AsyncSession, events: list[Event]) -> Ran:
     """Contacts, registrations and cancellations of one batch: courses checked, users settled, then enrolments in
     array calls. A registration whose course is not there yet waits without touching Moodle."""
     regs = RegistrationSync(session=session, moodle=rt.moodle, settings=rt.settings)
-    registered = [e for e in events if e.kind == "registration.registered"]
+    registered = [e for e in events if e.kind == EventKind.registration_registered]
     outcomes = await regs.hold(registered)
     with_contacts = [
         e
         for e in events
-        if e.kind == "contact.upserted" or (e.kind == "registration.registered" and e.id not in outcomes)
+        if e.kind == EventKind.contact_upserted
+        or (e.kind == EventKind.registration_registered and e.id not in outcomes)
     ]
     users = UserSync(session=session, moodle=rt.moodle, vault=rt.vault, rules=rt.settings.users)
     if with_contacts:
         outcomes.update(await users.run(with_contacts))
-    user_ids = {e.id: uid for e in registered if (uid := _moodle_user_id(outcomes[e.id])) is not None}  # type: ignore[index]
+    user_ids = {e.id: uid for e in registered if (uid := _moodle_user_id(outcomes[e.id])) is not None}
     ready = [e for e in registered if e.id in user_ids]
-    outcomes.update(await regs.registered(ready, user_ids, unverified=users.unverified))  # type: ignore[arg-type]
-    outcomes.update(await regs.cancelled([e for e in events if e.kind == "registration.cancelled"]))
-    for cdid in sorted(regs.pending.course_dates):
-        await request_course(session, cdid)
+    outcomes.update(await regs.registered(ready, user_ids, unverified=users.unverified))
+    outcomes.update(await regs.cancelled([e for e in events if e.kind == EventKind.registration_cancelled]))
     for outcome in outcomes.values():
         if outcome.status == EventStatus.retrying and outcome.next_attempt_at is None:
             outcome.next_attempt_at = utcnow() + COURSE_WAIT
-    return outcomes
+    return Ran(outcomes, [course_request(cdid) for cdid in sorted(regs.pending.course_dates)])
 
 
 def _moodle_user_id(outcome: Outcome) -> int | None:
     """The Moodle user a settled contact has (none when it was skipped, failed or is held back)."""
-    if outcome.status != EventStatus.done or "moodle_user_id" not in (outcome.result or {}):
+    if outcome.status != EventStatus.done or outcome.result is None or "moodle_user_id" not in outcome.result:
         return None
-    return int(outcome.result["moodle_user_id"])  # type: ignore[index]
+    return int(outcome.result["moodle_user_id"])
 
 
-async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+@runs(Family.courses)
+async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) -> Ran:
     """The batch's course dates under their leases (never two creations or duplications for one course date),
     ensured together: one CourseSales read, new courses in one array call."""
     outcomes: dict[int, Outcome] = {}
@@ -74,10 +108,10 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
     wanted: dict[int, bool] = {}
     for cdid in sorted(by_date):  # one order for every job: two jobs never wait on each other's leases in a cycle
         if await leases.acquire(session, _course_lease(cdid), owner, ttl):
-            wanted[cdid] = any(e.kind == "course_date.changed" for e in by_date[cdid])
+            wanted[cdid] = any(e.kind == EventKind.course_date_changed for e in by_date[cdid])
             continue
         for event in by_date[cdid]:
-            outcomes[event.id] = Outcome(  # type: ignore[index]
+            outcomes[event.id] = Outcome(
                 EventStatus.retrying, f"course date {cdid} is being worked on", next_attempt_at=utcnow() + COURSE_WAIT
             )
     sync = CourseSync(
@@ -94,8 +128,8 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
             await leases.release(session, _course_lease(cdid), owner)
     for cdid, result in results.items():
         for event in by_date[cdid]:
-            outcomes[event.id] = _course_outcome(result)  # type: ignore[index]
-    return outcomes
+            outcomes[event.id] = _course_outcome(result)
+    return Ran(outcomes)
 
 
 def _course_lease(course_date_id: int) -> str:
@@ -111,7 +145,8 @@ def _course_outcome(result: CourseResult | CourseProblem) -> Outcome:
     )
 
 
-async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
+@runs(Family.completions)
+async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Event]) -> Ran:
     """Completions from Moodle's events and from the reconcile's pull, each through the same once-only guard."""
     sync = CompletionSync(sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=rt.settings)
     gate = asyncio.Semaphore(rt.settings.moodle.max_in_flight * 2)
@@ -125,50 +160,42 @@ async def _run_completions(rt: Runtime, session: AsyncSession, events: list[Even
                 return outcome_for_failure(rt, event, exc)
 
     results = await asyncio.gather(*(one(e) for e in events))
-    return {e.id: o for e, o in zip(events, results, strict=True)}  # type: ignore[misc]
+    return Ran({e.id: o for e, o in zip(events, results, strict=True)})
 
 
-async def _run_new_enrolments(rt: Runtime, session: AsyncSession, events: list[Event]) -> dict[int, Outcome]:
-    if "token_user_id" not in rt.extra:
-        rt.extra["token_user_id"] = int((await rt.moodle.site_info())["userid"])
+@runs(Family.new_enrolments)
+async def _run_new_enrolments(rt: Runtime, session: AsyncSession, events: list[Event]) -> Ran:
+    """One enrolment at a time: its registration's intent is committed before CourseSales is called."""
+    if rt.token_user_id is None:
+        rt.token_user_id = int((await rt.moodle.site_info())["userid"])
+    sync = NewEnrolmentSync(
+        session=session,
+        moodle=rt.moodle,
+        coursesales=rt.coursesales,
+        settings=rt.settings,
+        token_user_id=rt.token_user_id,
+    )
     outcomes: dict[int, Outcome] = {}
     for event in events:
-        sync = NewEnrolmentSync(
-            session=session,
-            moodle=rt.moodle,
-            coursesales=rt.coursesales,
-            settings=rt.settings,
-            token_user_id=rt.extra["token_user_id"],
-        )
         try:
-            outcomes[event.id] = await sync.handle(event)  # type: ignore[index]
+            outcomes[event.id] = await _new_enrolment(session, sync, event)
         except (MoodleError, CourseSalesError) as exc:
-            outcomes[event.id] = outcome_for_failure(rt, event, exc)  # type: ignore[index]
-    return outcomes
+            outcomes[event.id] = outcome_for_failure(rt, event, exc)
+    return Ran(outcomes)
 
 
-# Runners whose Moodle calls take arrays: a round waits while a burst still arrives (app.jobs.tasks, LINGER), so
-# that one array call carries a full batch rather than whatever came in the last few milliseconds.
-GATHERED: frozenset[Runner] = frozenset({_run_people, _run_courses})
-
-# kind -> runner; kinds sharing a runner are claimed together and batched.
-HANDLERS: dict[str, Runner] = {
-    "contact.upserted": _run_people,
-    "registration.registered": _run_people,
-    "registration.cancelled": _run_people,
-    "course_date.changed": _run_courses,
-    "course.sync": _run_courses,
-    "moodle.course_completed": _run_completions,
-    "completion.pull": _run_completions,
-    "moodle.user_enrolment_created": _run_new_enrolments,
-}
-
-
-async def request_course(session: AsyncSession, course_date_id: int) -> Event | None:
-    """Ask for the course of a course date to be made, unless that is already on its way."""
-    return await inbox.request_internal(
-        session, kind="course.sync", subject=f"course_date:{course_date_id}", payload={"course_date_id": course_date_id}
-    )
+async def _new_enrolment(session: AsyncSession, sync: NewEnrolmentSync, event: Event) -> Outcome:
+    plan = await sync.plan(event)
+    if isinstance(plan, Outcome):
+        return plan
+    event.result = POSTING  # a crash during the call must not post the registration twice
+    await session.commit()
+    try:
+        return await sync.post(event, plan)
+    except CourseSalesError:
+        event.result = None  # it never reached CourseSales: the retry posts it
+        await session.commit()
+        raise
 
 
 def outcome_for_failure(rt: Runtime, event: Event, exc: Exception) -> Outcome:

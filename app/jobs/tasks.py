@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.coursesales.errors import CourseSalesError
 from app.db import claim, inbox
 from app.db.inbox import Outcome
 from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
-from app.jobs.runners import COURSE_WAIT, GATHERED, HANDLERS, Runner, outcome_for_failure
+from app.events.registry import Family, Source, kinds_of, metric_label, spec
+from app.jobs.runners import COURSE_WAIT, GATHERED, RUNNERS, outcome_for_failure
 from app.metrics import EVENTS_FINISHED, JOB_SECONDS
 from app.moodle.errors import MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime
 from app.sync import operations, upstreams
+from app.sync.intake import add_request
 from app.sync.readiness import waiting_for
 
 log = structlog.get_logger(__name__)
@@ -65,16 +70,16 @@ async def run_event(rt: Runtime, event_id: int) -> str:
         if await operations.paused(s) is not None:
             # Kept queued: the sweeper queues it again after a resume.
             return "paused"
-    runner = HANDLERS.get(kind)
-    if runner is None:
+    known = spec(kind)
+    if known is None or known.family not in RUNNERS:
         await _fail_unknown(rt, event_id, kind)
         return "unknown-kind"
-    kinds = [k for k, r in HANDLERS.items() if r is runner]
+    family = known.family
     total = 0
     # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
     budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
     for _ in range(MAX_ROUNDS):
-        n = await _round(rt, runner, kinds, own=event_id)
+        n = await _round(rt, family, own=event_id)
         total += n
         if n == 0 or time.monotonic() > budget:
             break
@@ -91,54 +96,82 @@ def _settled_elsewhere(event: Event) -> str | None:
     return None
 
 
-async def _round(rt: Runtime, runner: Runner, kinds: list[str], *, own: int | None = None) -> int:
-    """Claim a batch, run it, record its outcomes. ``own``: the event of the job running this round, whose job
-    arq finishes; the waiting jobs of the rest of the batch are taken out of the queue."""
+async def _round(rt: Runtime, family: Family, *, own: int | None = None) -> int:
+    """Claim a batch, run it, record its outcomes, commit, then enqueue what follows. ``own``: the event of the
+    job running this round, whose job arq finishes; the waiting jobs of the rest of the batch are taken out of the
+    queue. The number of events worked (0 when the batch was held for an unusable upstream)."""
     async with rt.sessions() as s:
-        claimed = await _claim(rt, s, runner, kinds)
+        claimed = await _claim(rt, s, family)
         if not claimed:
             return 0
         if rt.queue is not None:
-            await rt.queue.drop_events([(e.id, e.attempts - 1, e.kind) for e in claimed if e.id != own])  # type: ignore[misc]
-        ids = [e.id for e in claimed]
-        structlog.contextvars.bind_contextvars(event_ids=ids)
-        log.info("jobs.batch.start", event_ids=ids)
-        started = time.perf_counter()
+            await rt.queue.drop_events([(e.id, e.attempts - 1, e.kind) for e in claimed if e.id != own])
+        structlog.contextvars.bind_contextvars(event_ids=[e.id for e in claimed])
         try:
-            outcomes = await runner(rt, s, claimed)
-        except (MoodleError, CourseSalesError) as exc:
-            await s.rollback()
-            fault = upstreams.fault_of(exc)
-            if fault is not None:
-                # The upstream as a whole cannot be used: one shared state, and the batch waits for it untouched.
-                await _hold(rt, s, ids, fault)  # type: ignore[arg-type]
-                structlog.contextvars.unbind_contextvars("event_ids")
-                return 0
-            claimed = await _reload(s, ids)  # type: ignore[arg-type]
-            outcomes = {e.id: outcome_for_failure(rt, e, exc) for e in claimed}  # type: ignore[misc]
-        except IntegrityError as exc:
-            # Another job recorded the same link a moment ago: run the batch again shortly, against the new state.
-            await s.rollback()
-            claimed = await _reload(s, ids)  # type: ignore[arg-type]
-            why = f"a concurrent job changed the same records ({type(exc.orig).__name__}); retrying"
-            outcomes = {
-                e.id: Outcome(EventStatus.retrying, why, next_attempt_at=utcnow() + COURSE_WAIT) for e in claimed
-            }  # type: ignore[misc]
-        await _record_outcomes(s, claimed, outcomes)
-        await s.commit()
-        asked_internal = s.info.pop(inbox.INTERNAL_REQUESTED, False)
-        follow = [(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying]
-        JOB_SECONDS.labels(claimed[0].kind).observe(time.perf_counter() - started)
-        for e in claimed:
-            EVENTS_FINISHED.labels(e.kind, e.status).inc()
-            log.info("jobs.event.finished", event_id=e.id, status=e.status, error=e.last_error)
-    structlog.contextvars.unbind_contextvars("event_ids")
-    if rt.queue is not None:
-        for event_id, attempts, kind, at in follow:
-            await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)  # type: ignore[arg-type]
-    if asked_internal:  # a course to make: its job now, not at the sweeper's next pass
-        await enqueue_internal(rt)
-    return len(ids)
+            after = await _run_batch(rt, s, family, claimed)
+        finally:
+            structlog.contextvars.unbind_contextvars("event_ids")
+    if after is None:
+        return 0
+    await after.enqueue(rt)
+    return len(claimed)
+
+
+@dataclass
+class AfterCommit:
+    """What a round enqueues once its transaction is committed, never before (a job must find its event stored)."""
+
+    retries: list[tuple[int, int, str, datetime | None]] = field(default_factory=list)
+    added: list[tuple[int, str]] = field(default_factory=list)  # internal events the batch asked for
+
+    async def enqueue(self, rt: Runtime) -> None:
+        if rt.queue is None:
+            return
+        for event_id, attempts, kind, at in self.retries:
+            await rt.queue.enqueue_event(event_id, attempts, kind=kind, defer_until=at)
+        # A course to make: its job now, not at the sweeper's next pass.
+        queued = await rt.queue.enqueue_events([(event_id, 0, kind) for event_id, kind in self.added])
+        if queued:
+            async with rt.sessions() as s:
+                await inbox.mark_queued(s, queued)
+                await s.commit()
+
+
+async def _run_batch(rt: Runtime, s: AsyncSession, family: Family, claimed: list[Event]) -> AfterCommit | None:
+    """Run the family's runner on the batch and record what it decided, in one commit; None: the batch was held."""
+    ids = [e.id for e in claimed]
+    log.info("jobs.batch.start", event_ids=ids)
+    started = time.perf_counter()
+    added: list[Event] = []
+    try:
+        ran = await RUNNERS[family](rt, s, claimed)
+        outcomes = ran.outcomes
+        added = [e for r in ran.requests if (e := await add_request(s, r)) is not None]
+    except (MoodleError, CourseSalesError) as exc:
+        await s.rollback()
+        fault = upstreams.fault_of(exc)
+        if fault is not None:
+            # The upstream as a whole cannot be used: one shared state, and the batch waits for it untouched.
+            await _hold(rt, s, ids, fault)
+            return None
+        claimed = await _reload(s, ids)
+        outcomes = {e.id: outcome_for_failure(rt, e, exc) for e in claimed}
+    except IntegrityError as exc:
+        # Another job recorded the same link a moment ago: run the batch again shortly, against the new state.
+        await s.rollback()
+        claimed = await _reload(s, ids)
+        why = f"a concurrent job changed the same records ({type(exc.orig).__name__}); retrying"
+        outcomes = {e.id: Outcome(EventStatus.retrying, why, next_attempt_at=utcnow() + COURSE_WAIT) for e in claimed}
+    await _record_outcomes(s, claimed, outcomes)
+    await s.commit()
+    JOB_SECONDS.labels(metric_label(claimed[0].kind)).observe(time.perf_counter() - started)
+    for e in claimed:
+        EVENTS_FINISHED.labels(metric_label(e.kind), e.status).inc()
+        log.info("jobs.event.finished", event_id=e.id, status=e.status, error=e.last_error)
+    return AfterCommit(
+        retries=[(e.id, e.attempts, e.kind, e.next_attempt_at) for e in claimed if e.status == EventStatus.retrying],
+        added=[(e.id, e.kind) for e in added],
+    )
 
 
 async def _hold(rt: Runtime, s: AsyncSession, ids: list[int], fault: upstreams.Fault) -> None:
@@ -154,9 +187,9 @@ async def _hold(rt: Runtime, s: AsyncSession, ids: list[int], fault: upstreams.F
 
 async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict[int, Outcome]) -> None:
     """Finish the events (their attempts read in one query) and alert on what a person must fix; the caller commits."""
-    await inbox.finish_all(s, [(e, outcomes[e.id]) for e in claimed])  # type: ignore[index]
+    await inbox.finish_all(s, [(e, outcomes[e.id]) for e in claimed])
     for e in claimed:
-        outcome = outcomes[e.id]  # type: ignore[index]
+        outcome = outcomes[e.id]
         if outcome.status in (EventStatus.failed, EventStatus.needs_review):
             await raise_alert(
                 s,
@@ -167,13 +200,14 @@ async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict
             )
 
 
-async def _claim(rt: Runtime, s: AsyncSession, runner: Runner, kinds: list[str]) -> list[Event]:
-    """Claim (and commit) a batch. For runners whose Moodle calls take arrays, one round per process at a time
+async def _claim(rt: Runtime, s: AsyncSession, family: Family) -> list[Event]:
+    """Claim (and commit) a batch. For families whose Moodle calls take arrays, one round per process at a time
     gathers its batch, and waits for a burst still arriving to fill it: concurrent rounds would split it."""
     limit = rt.settings.moodle.max_batch
-    if runner not in GATHERED:
+    kinds: list[str] = list(kinds_of(family))
+    if family not in GATHERED:
         return await _claim_now(rt, s, kinds, limit)
-    async with rt.extra.setdefault(f"gathering:{runner.__name__}", asyncio.Lock()):
+    async with rt.gathering.setdefault(family, asyncio.Lock()):
         await _await_batch(s, kinds, limit)
         return await _claim_now(rt, s, kinds, limit)
 
@@ -198,8 +232,8 @@ async def _await_batch(s: AsyncSession, kinds: list[str], limit: int) -> None:
 async def _arrived(s: AsyncSession, kinds: list[str], limit: int) -> int:
     """Events of these kinds waiting for their first run, counted up to ``limit``."""
     waiting = (
-        select(Event.id)
-        .where(Event.kind.in_(kinds), Event.status.in_([EventStatus.accepted, EventStatus.queued]))
+        select(col(Event.id))
+        .where(col(Event.kind).in_(kinds), col(Event.status).in_([EventStatus.accepted, EventStatus.queued]))
         .limit(limit)
         .subquery()
     )
@@ -207,13 +241,16 @@ async def _arrived(s: AsyncSession, kinds: list[str], limit: int) -> int:
 
 
 async def enqueue_internal(rt: Runtime) -> None:
-    """Queue the internal events a job asked for (a course to make, a completion found); else the sweeper will."""
+    """Queue the internal events waiting for their first job (the reconcile's courses to make and completions
+    found), now rather than at the sweeper's next pass."""
     if rt.queue is None:
         return
     async with rt.sessions() as s:
         rows = (
             await s.execute(
-                select(Event.id, Event.kind).where(Event.status == EventStatus.accepted, Event.source == "internal")
+                select(col(Event.id), col(Event.kind)).where(
+                    col(Event.status) == EventStatus.accepted, col(Event.source) == Source.internal
+                )
             )
         ).all()
     queued = await rt.queue.enqueue_events([(r.id, 0, r.kind) for r in rows])
@@ -224,7 +261,7 @@ async def enqueue_internal(rt: Runtime) -> None:
 
 
 async def _reload(s: AsyncSession, ids: list[int]) -> list[Event]:
-    rows = await s.execute(select(Event).where(Event.id.in_(ids)).execution_options(populate_existing=True))
+    rows = await s.execute(select(Event).where(col(Event.id).in_(ids)).execution_options(populate_existing=True))
     return list(rows.scalars())
 
 

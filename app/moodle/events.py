@@ -14,9 +14,6 @@ from urllib.parse import parse_qsl
 from app import jsonsafe
 from app.db.types import MAX_ID
 
-COURSE_COMPLETED = "\\core\\event\\course_completed"
-ENROLMENT_CREATED = "\\core\\event\\user_enrolment_created"
-
 _DIGITS = re.compile(r"-?[0-9]{1,18}")
 ID_FIELDS = ("objectid", "courseid", "relateduserid", "userid", "contextinstanceid", "contextid")
 INT_FIELDS = (*ID_FIELDS, "timecreated")
@@ -106,7 +103,7 @@ def normalise(item: dict[str, Any]) -> MoodleEvent:
         if ints["relateduserid"] is not None
         else _int(other.get("relateduserid"), "other.relateduserid"),
         userid=ints["userid"],
-        timecreated=ints["timecreated"],  # type: ignore[arg-type]
+        timecreated=ints["timecreated"],
         other=other,
         data=data,
     )

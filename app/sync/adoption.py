@@ -16,11 +16,10 @@ from typing import Any
 from sqlalchemy import select
 
 from app.db.models import OPEN_STATUSES, Event, EventStatus, UserIntent
+from app.events.registry import CONTACT_KINDS
 from app.settings import UsersSettings
 from app.sync.contacts import Contact
 from app.sync.links import user_links
-
-CONTACT_KINDS = ("contact.upserted", "registration.registered")
 
 # Moodle's answer to an update of a site administrator by a token that is not one (4.x: usernotupdatedadmin;
 # older core code reused useradminodelete).

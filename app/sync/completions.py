@@ -20,6 +20,7 @@ from app.db.engine import SessionFactory
 from app.db.inbox import Outcome
 from app.db.models import Completion, CourseLink, Event, EventStatus, Registration, UserLink
 from app.db.types import utcnow
+from app.events.registry import EventKind
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodlePermanentError
 from app.settings import Settings
@@ -76,7 +77,7 @@ class CompletionSync:
                 EventStatus.needs_review,
                 f"an earlier step call for Document {target.document} has an unknown outcome (event {guard.event_id}): check CourseSales, then resolve",
             )
-        if self.settings.completion.verify and event.kind == "moodle.course_completed":
+        if self.settings.completion.verify and event.kind == EventKind.moodle_course_completed:
             incomplete = await self._not_complete(user_id, course_id)
             if incomplete:
                 return Outcome(EventStatus.done, result={"step": "not run", "why": incomplete})

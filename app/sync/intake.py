@@ -1,15 +1,19 @@
-"""Turning what a sender posted into inbox deliveries: keys, hashes, and the password sealed away."""
+"""Turning what a sender posted, or what the service asks of itself, into inbox events: keys, hashes, and the
+password sealed away."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from app.crypto import Vault
-from app.db.inbox import Delivery
-from app.sync.contacts import Contact
+from sqlalchemy.ext.asyncio import AsyncSession
 
-SOURCE_COURSESALES = "coursesales"
-SOURCE_COMPAT = "compat"
+from app.crypto import Vault
+from app.db import inbox
+from app.db.inbox import Delivery
+from app.db.models import Event
+from app.events.registry import EventKind, Source
+from app.sync.contacts import Contact
 
 
 def coursesales_delivery(
@@ -31,7 +35,7 @@ def coursesales_delivery(
         holder["contact"] = contact.model_dump(exclude={"password"})
         secret = vault.encrypt(contact.password) if contact.password else None
     return Delivery(
-        source=SOURCE_COURSESALES,
+        source=Source.coursesales,
         kind=kind,
         dedupe_key=delivery_id,
         body_hash=vault.digest(body),
@@ -48,11 +52,39 @@ def compat_delivery(vault: Vault, *, fields: dict[str, Any], contact: Contact) -
     """
     digest = vault.digest(["compat.user", fields])
     return Delivery(
-        source=SOURCE_COMPAT,
-        kind="contact.upserted",
+        source=Source.compat,
+        kind=EventKind.contact_upserted,
         dedupe_key=digest,
         body_hash=digest,
         payload={"contact": contact.model_dump(exclude={"password"})},
         subject=contact.key,
         secret=vault.encrypt(contact.password) if contact.password else None,
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    """Work the service asks of itself: an internal event, added unless the same kind is open for the subject."""
+
+    kind: EventKind
+    subject: str
+    payload: dict[str, Any]
+
+
+def course_request(course_date_id: int) -> Request:
+    """Make (or bring in step) the Moodle course of a course date."""
+    return Request(EventKind.course_sync, f"course_date:{course_date_id}", {"course_date_id": course_date_id})
+
+
+def completion_request(*, contact_key: str, course_date_id: int, user_id: int, course_id: int) -> Request:
+    """Run the process step of a completion found in Moodle (the same once-only guard as the webhook's)."""
+    return Request(
+        EventKind.completion_pull,
+        f"completion:{contact_key}:{course_date_id}",
+        {"relateduserid": user_id, "courseid": course_id},
+    )
+
+
+async def add_request(session: AsyncSession, request: Request) -> Event | None:
+    """Add the request's event in the caller's transaction; None when the same work is already open."""
+    return await inbox.request_internal(session, kind=request.kind, subject=request.subject, payload=request.payload)

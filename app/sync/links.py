@@ -9,13 +9,14 @@ from sqlalchemy import desc, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Event, UserLink
+from app.events.registry import CONTACT_KINDS
 
 
 async def latest_contact(s: Any, contact_key: str) -> dict[str, Any] | None:
     """The newest contact data an event brought for this contact (passwords are never kept)."""
     rows = await s.execute(
         select(Event.payload)
-        .where(Event.subject == contact_key, Event.kind.in_(["contact.upserted", "registration.registered"]))
+        .where(Event.subject == contact_key, Event.kind.in_(CONTACT_KINDS))
         .order_by(desc(Event.id))
         .limit(1)
     )

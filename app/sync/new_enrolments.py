@@ -3,10 +3,15 @@
 local_webhooks posts *before* Moodle commits, so the enrolment is confirmed in Moodle first (after a short
 delay); one that never appears was rolled back and is dropped. Enrolments this service made are never
 echoed back: the actor is our own token user, or the enrolment is already in our links.
+
+Posting is in two steps: ``plan`` decides (an outcome, or a ``Post``); the caller makes the intent durable
+(``POSTING`` on the event, committed), then ``post`` calls CourseSales: a crash during the call must not post the
+registration twice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +27,20 @@ from app.moodle.client import MoodleClient
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# The event's result while its registration post may be on its way (a replay clears it: app.sync.operations).
+POSTING: dict[str, Any] = {"posting": True}
+
+
+@dataclass(frozen=True)
+class Post:
+    """A registration to post to CourseSales for a confirmed Moodle enrolment."""
+
+    user: dict[str, Any]
+    user_id: int
+    course_id: int
+    course_date_id: int
+    fields: dict[int, str]
 
 
 class NewEnrolmentSync:
@@ -42,7 +61,8 @@ class NewEnrolmentSync:
         self.settings = settings
         self.token_user_id = token_user_id
 
-    async def handle(self, event: Event) -> Outcome:
+    async def plan(self, event: Event) -> Outcome | Post:
+        """What to do with the enrolment: an outcome now, or a registration to post."""
         cfg = self.settings.new_enrolments
         p = event.payload or {}
         user_id, course_id, actor = (
@@ -102,33 +122,39 @@ class NewEnrolmentSync:
                 EventStatus.failed,
                 f"new_enrolments is on but {', '.join('new_enrolments.' + m for m in missing)} not set",
             )
-        fields = _fields(cfg, user)
-        # Marked before the call: a crash during it must not post the registration twice.
-        event.result = {"posting": True}
-        await self.session.commit()
+        return Post(
+            user=user,
+            user_id=user_id,
+            course_id=course_id,
+            course_date_id=link.course_date_id,
+            fields=_fields(cfg, user),
+        )
+
+    async def post(self, event: Event, post: Post) -> Outcome:
+        """Post the registration (the caller has committed ``POSTING``); a failure that surely never reached
+        CourseSales is raised, for the caller to clear the mark and retry."""
+        cfg = self.settings.new_enrolments
         try:
             answer = await self.coursesales.post_registration(
                 form_id=cfg.form_id,
                 process_path_id=cfg.process_path_id,
                 process_step_id=cfg.process_step_id,
-                fields=fields,
+                fields=post.fields,
             )
         except CourseSalesTransientError as exc:
             if exc.maybe_sent:
                 return Outcome(
                     EventStatus.needs_review, f"the registration post's outcome is unknown ({exc}): check CourseSales"
                 )
-            event.result = None
-            await self.session.commit()
             raise
         except CourseSalesError as exc:
             return Outcome(EventStatus.failed, f"CourseSales refused the registration: {exc}")
         document = self.coursesales.registration_document_id(answer)
         self.session.add(
             EnrolmentLink(
-                moodle_user_id=user_id,
-                moodle_course_id=course_id,
-                course_date_id=link.course_date_id,
+                moodle_user_id=post.user_id,
+                moodle_course_id=post.course_id,
+                course_date_id=post.course_date_id,
                 document_external_id=document,
             )
         )
@@ -137,12 +163,12 @@ class NewEnrolmentSync:
                 EventStatus.needs_review,
                 "registration posted, but CourseSales' answer names no Document: link it by hand for completions",
             )
-        key = await self._contact_key(user)
+        key = await self._contact_key(post.user)
         self.session.add(
-            Registration(document_external_id=document, course_date_id=link.course_date_id, contact_key=key)
+            Registration(document_external_id=document, course_date_id=post.course_date_id, contact_key=key)
         )
         log.info("coursesales.registration.posted", event_id=event.id, document=document)
-        return Outcome(EventStatus.done, result={"document": document, "course_date_id": link.course_date_id})
+        return Outcome(EventStatus.done, result={"document": document, "course_date_id": post.course_date_id})
 
     async def _contact_key(self, user: dict[str, Any]) -> str:
         """The learner as completions find them: through a user link, made here when Moodle had the user first."""

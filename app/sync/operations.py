@@ -19,10 +19,10 @@ from app.db.models import (
     UserLink,
 )
 from app.db.types import utcnow
+from app.events.registry import COMPLETION_KINDS
 from app.sync.gone import contact_key_for
 
 PAUSE = "pause"
-COMPLETION_KINDS = ("moodle.course_completed", "completion.pull")
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.events.registry import COURSESALES_KINDS
 from app.settings import Settings
 from app.sync.upstreams import COURSESALES, MOODLE, OK, waiting_reason
 
@@ -14,22 +15,12 @@ COURSESALES_MISSING = (
     "CourseSales is not configured: set SYNC_COURSESALES__URL, SYNC_COURSESALES__USERNAME and "
     "SYNC_COURSESALES__PASSWORD, then restart"
 )
-# Kinds whose work reads or writes CourseSales (course dates, process steps, registration forms).
-COURSESALES_KINDS = frozenset(
-    {
-        "course_date.changed",
-        "course.sync",
-        "moodle.course_completed",
-        "completion.pull",
-        "moodle.user_enrolment_created",
-    }
-)
 
 
 def waiting_for(settings: Settings, kind: str, states: Mapping[str, Any] | None = None) -> str | None:
     """Why an event of ``kind`` cannot run yet (an upstream it needs not configured, or not usable now per
     ``states``, app.sync.upstreams), or None."""
-    needs = ((MOODLE, settings.moodle.configured, MOODLE_MISSING),)
+    needs: tuple[tuple[str, bool, str], ...] = ((MOODLE, settings.moodle.configured, MOODLE_MISSING),)
     if kind in COURSESALES_KINDS:
         needs += ((COURSESALES, settings.coursesales.configured, COURSESALES_MISSING),)
     for _, configured, missing in needs:

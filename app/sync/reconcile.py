@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.coursesales.schemas import CourseDate
-from app.db import inbox
 from app.db.engine import SessionFactory
 from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, Registration, UserLink
 from app.db.types import utcnow
@@ -31,6 +30,7 @@ from app.sync.adoption import AccountPlan
 from app.sync.course_sync import Catalogue, remember_course_date
 from app.sync.courses import CategoryMapping, course_times, eligibility, plan_course
 from app.sync.gone import deleted_in_moodle, held
+from app.sync.intake import add_request, completion_request, course_request
 from app.sync.links import latest_contact, user_links
 from app.sync.operations import audit
 from app.sync.paging import bounded, chunks, keyset_pages
@@ -173,9 +173,7 @@ class Reconciler:
                     changes=plan.course,
                 )
                 if not dry_run:
-                    await inbox.request_internal(
-                        s, kind="course.sync", subject=f"course_date:{cd.id}", payload={"course_date_id": cd.id}
-                    )
+                    await add_request(s, course_request(cd.id))
 
     async def _moodle_courses(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
@@ -338,11 +336,14 @@ class Reconciler:
             )
             if not dry_run:
                 async with self.sessions() as s:
-                    await inbox.request_internal(
+                    await add_request(
                         s,
-                        kind="completion.pull",
-                        subject=f"completion:{reg.contact_key}:{reg.course_date_id}",
-                        payload={"relateduserid": user_id, "courseid": course_id},
+                        completion_request(
+                            contact_key=reg.contact_key,
+                            course_date_id=reg.course_date_id,
+                            user_id=user_id,
+                            course_id=course_id,
+                        ),
                     )
                     await s.commit()
 

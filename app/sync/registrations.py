@@ -14,6 +14,7 @@ from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
 from app.db.types import utcnow
 from app.db.upsert import insert_for
+from app.events.registry import Family, kinds_of
 from app.moodle.client import MoodleClient
 from app.settings import Settings
 from app.sync.contacts import Contact
@@ -165,7 +166,7 @@ class RegistrationSync:
                 select(Event)
                 .where(
                     Event.subject.in_(list(subjects)),
-                    Event.kind.in_(["course.sync", "course_date.changed"]),
+                    Event.kind.in_(kinds_of(Family.courses)),
                     Event.status.in_([EventStatus.done, EventStatus.failed]),
                     Event.updated_at >= since,
                 )

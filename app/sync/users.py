@@ -25,6 +25,7 @@ from app.db.inbox import Outcome
 from app.db.models import Event, EventStatus, UserIntent, UserLink
 from app.db.types import utcnow
 from app.db.upsert import insert_for
+from app.events.registry import EventKind
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError, MoodleInvalidParameter, MoodlePasswordPolicy
 from app.settings import FieldPolicy, UsersSettings
@@ -205,7 +206,7 @@ class UserSync:
         if link is None or link.data_digest is None or utcnow() - link.updated_at > CONFIRMED_FOR:
             return False
         for event in (w.event, *w.superseded):
-            if event.kind != "registration.registered" or (event.result or {}).get(VERIFY_USER):
+            if event.kind != EventKind.registration_registered or (event.result or {}).get(VERIFY_USER):
                 return False
         same_password = w.password is None or link.password_digest == self._digest(w.password)
         return same_password and link.data_digest == self._data_digest(w.contact)
