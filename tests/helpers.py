@@ -13,31 +13,24 @@ from sqlalchemy import select, update
 
 from app.db.models import Event, UserLink
 from app.db.types import utcnow
+from app.events.examples import coursesales_example
 from app.jobs.tasks import run_event
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS
 
 
 def contact(**kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "contact_id": 1234,
-        "username": "Jane.Doe@example.com",
-        "firstname": "Jane",
-        "lastname": "Doe",
-        "email": "jane.doe@example.com",
-        "password": "S3cret!pass",
-        "phone": "0400000000",
-        "active": True,
-    }
-    base.update(kw)
-    return base
+    """The example contact (1234, Jane Doe) with ``kw`` over it."""
+    return coursesales_example("contact.upserted")["contact"] | kw
+
+
+def contact_delivery(delivery_id: str, **kw: Any) -> dict[str, Any]:
+    """The contact.upserted example as delivery ``delivery_id``, its contact with ``kw`` over it."""
+    return coursesales_example("contact.upserted") | {"id": delivery_id, "contact": contact(**kw)}
 
 
 async def post_contact(client: httpx.AsyncClient, delivery_id: str, **kw: Any) -> httpx.Response:
-    body = {"type": "contact.upserted", "id": delivery_id, "contact": contact(**kw)}
-    return await client.post(
-        "/webhooks/coursesales", json=body, headers={"Authorization": f"Bearer {TEST_TOKENS['coursesales']}"}
-    )
+    return await post_event(client, contact_delivery(delivery_id, **kw))
 
 
 async def events(rt: Runtime) -> list[Event]:
@@ -84,26 +77,18 @@ async def post_event(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.R
 async def register(
     client: httpx.AsyncClient, delivery_id: str, document: str, course_date_id: int, **contact_kw: Any
 ) -> httpx.Response:
-    body = {
-        "type": "registration.registered",
-        "id": delivery_id,
-        "registration": {
-            "document_external_id": document,
-            "course_date_id": course_date_id,
-            "contact": contact(**contact_kw),
-        },
-    }
+    body = coursesales_example("registration.registered") | {"id": delivery_id}
+    body["registration"].update(
+        document_external_id=document, course_date_id=course_date_id, contact=contact(**contact_kw)
+    )
     return await post_event(client, body)
 
 
 async def cancel(
     client: httpx.AsyncClient, delivery_id: str, document: str, course_date_id: int, contact_id: int = 1234
 ) -> httpx.Response:
-    body = {
-        "type": "registration.cancelled",
-        "id": delivery_id,
-        "registration": {"document_external_id": document, "course_date_id": course_date_id, "contact_id": contact_id},
-    }
+    body = coursesales_example("registration.cancelled") | {"id": delivery_id}
+    body["registration"].update(document_external_id=document, course_date_id=course_date_id, contact_id=contact_id)
     return await post_event(client, body)
 
 

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from app.jobs.queue import DEFAULT_QUEUE
 from app.runtime import Runtime
 from tests.conftest import TEST_TOKENS
-from tests.helpers import contact, events, links, moodle_user, post_contact, process_all
+from tests.helpers import contact_delivery, events, links, moodle_user, post_contact, process_all
 
 
 async def test_same_delivery_three_times_one_user_one_job(
@@ -79,7 +79,7 @@ async def test_unknown_type_and_malformed_json(client: httpx.AsyncClient) -> Non
 
 
 async def test_auth_required_and_per_source(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    body = {"type": "contact.upserted", "id": "d-auth", "contact": contact()}
+    body = contact_delivery("d-auth")
     assert (await client.post("/webhooks/coursesales", json=body)).status_code == 401
     wrong = {"Authorization": f"Bearer {TEST_TOKENS['moodle']}"}  # the Moodle token must not forge CourseSales events
     assert (await client.post("/webhooks/coursesales", json=body, headers=wrong)).status_code == 401
@@ -87,7 +87,7 @@ async def test_auth_required_and_per_source(client: httpx.AsyncClient, runtime: 
 
 
 async def test_standard_webhooks_signature(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    raw = json.dumps({"type": "contact.upserted", "id": "d-signed", "contact": contact()})
+    raw = json.dumps(contact_delivery("d-signed"))
     hook = Webhook(TEST_TOKENS["cs_whsec"])
     from datetime import UTC, datetime, timedelta
 
@@ -168,17 +168,17 @@ async def test_signature_window_is_the_configured_tolerance_both_ways(
     runtime.settings.webhooks.tolerance_seconds = 60
     now = time.time()
     for n, offset in enumerate((-50, 50)):
-        raw = json.dumps({"type": "contact.upserted", "id": f"d-window-{n}", "contact": contact()})
+        raw = json.dumps(contact_delivery(f"d-window-{n}"))
         inside = await client.post(
             "/webhooks/coursesales", content=raw, headers=_signed(raw, f"msg_in{n}", now + offset)
         )
         assert inside.status_code == 202, inside.text
     for offset, word in ((-70, "too old"), (70, "too new"), (-3600, "too old"), (3600, "too new")):
-        raw = json.dumps({"type": "contact.upserted", "id": f"d-out-{offset}", "contact": contact()})
+        raw = json.dumps(contact_delivery(f"d-out-{offset}"))
         outside = await client.post("/webhooks/coursesales", content=raw, headers=_signed(raw, "msg_out", now + offset))
         assert outside.status_code == 401 and word in outside.text, (offset, outside.text)
     runtime.settings.webhooks.tolerance_seconds = 7200
-    raw = json.dumps({"type": "contact.upserted", "id": "d-wide", "contact": contact()})
+    raw = json.dumps(contact_delivery("d-wide"))
     wide = await client.post("/webhooks/coursesales", content=raw, headers=_signed(raw, "msg_wide", now - 3600))
     assert wide.status_code == 202, wide.text
     assert len(await events(runtime)) == 3

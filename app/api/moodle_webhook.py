@@ -16,6 +16,7 @@ from app.api.schemas import Problem
 from app.api.webhook_auth import SIGNATURE_HEADERS, verify
 from app.db.inbox import Delivery
 from app.db.models import EventStatus
+from app.events.examples import moodle_example
 from app.events.registry import IGNORED_LABEL, Source, moodle_handled
 from app.metrics import EVENTS_RECEIVED
 from app.moodle.events import BadEvent, MoodleEvent, body_tokens, normalise, parse_body
@@ -32,17 +33,7 @@ class MoodleAccepted(BaseModel):
     event_ids: list[int]
 
 
-EXAMPLE = {
-    "eventname": "\\core\\event\\course_completed",
-    "objectid": "2",
-    "courseid": "11",
-    "relateduserid": "5010",
-    "userid": "2",
-    "contextinstanceid": "11",
-    "other": {"relateduserid": "5010"},
-    "timecreated": 1795608984,
-    "token": "<SYNC_WEBHOOKS__MOODLE_TOKEN>",
-}
+EXAMPLE = moodle_example("local_webhooks.course_completed")
 
 
 @router.post(

@@ -14,6 +14,7 @@ from app.api.schemas import Accepted, Problem, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
 from app.db.models import EventStatus
+from app.events.examples import coursesales_example
 from app.events.payloads import CourseSalesEvent, event_contact, event_subject
 from app.events.registry import COURSESALES_EVENTS
 from app.metrics import EVENTS_RECEIVED
@@ -25,10 +26,7 @@ from app.sync.intake import coursesales_delivery
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
 
-_EXAMPLES = {
-    kind: {"summary": kind, "value": model.model_config["json_schema_extra"]["example"]}  # type: ignore[index]
-    for kind, model in COURSESALES_EVENTS.items()
-}
+_EXAMPLES = {kind: {"summary": kind, "value": coursesales_example(kind)} for kind in COURSESALES_EVENTS}
 
 
 @router.post(

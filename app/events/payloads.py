@@ -3,24 +3,14 @@ events as the inbox keeps them. The registry (app.events.registry) names one of 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.events.examples import coursesales_example
 from app.sync.contacts import Contact
 
 MAX_INT = 2_147_483_647  # our id columns are 32-bit
-
-CONTACT_EXAMPLE: dict[str, Any] = {
-    "contact_id": 1234,
-    "username": "Jane.Doe@example.com",
-    "firstname": "Jane",
-    "lastname": "Doe",
-    "email": "jane.doe@example.com",
-    "password": "S3cret!pass",
-    "phone": "0400000000",
-    "active": True,
-}
 
 
 class ContactUpserted(BaseModel):
@@ -28,7 +18,7 @@ class ContactUpserted(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"example": {"type": "contact.upserted", "id": "d-0001", "contact": CONTACT_EXAMPLE}},
+        json_schema_extra={"example": coursesales_example("contact.upserted")},
     )
 
     type: Literal["contact.upserted"]
@@ -49,13 +39,7 @@ class RegistrationRegistered(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "example": {
-                "type": "registration.registered",
-                "id": "d-0002",
-                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact": CONTACT_EXAMPLE},
-            }
-        },
+        json_schema_extra={"example": coursesales_example("registration.registered")},
     )
 
     type: Literal["registration.registered"]
@@ -76,13 +60,7 @@ class RegistrationCancelled(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "example": {
-                "type": "registration.cancelled",
-                "id": "d-0003",
-                "registration": {"document_external_id": "D-1001", "course_date_id": 26519, "contact_id": 1234},
-            }
-        },
+        json_schema_extra={"example": coursesales_example("registration.cancelled")},
     )
 
     type: Literal["registration.cancelled"]
@@ -95,7 +73,7 @@ class CourseDateChanged(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"example": {"type": "course_date.changed", "id": "d-0004", "course_date_id": 26519}},
+        json_schema_extra={"example": coursesales_example("course_date.changed")},
     )
 
     type: Literal["course_date.changed"]
