@@ -94,9 +94,10 @@ async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list
         ("Moodle category", settings.category_field_id, settings.category_field_name),
         ("template", settings.template_field_id, settings.template_field_name),
     ):
-        found = {field_id(forms, c.form_id, explicit=explicit, name=name) for c in categories} - {None}
+        ids = {field_id(forms, c.form_id, explicit=explicit, name=name) for c in categories}
+        found = sorted(i for i in ids if i is not None)
         if found:
-            out.append(Finding("ok", f"{label} field: {', '.join(map(str, sorted(found)))}"))
+            out.append(Finding("ok", f"{label} field: {', '.join(map(str, found))}"))
         else:
             level = "error" if label == "Moodle category" else "warn"
             out.append(Finding(level, f"no {label} field ({explicit or repr(name)}) in the course category forms"))

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from app.logs import register_secrets
 from app.logs import setup as setup_logs
 from app.notify.debuglog import setup_debug_log
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)  # messages: never wrapped at 80 columns when captured
@@ -399,18 +402,19 @@ def events(
     asyncio.run(_events(_migrated_settings(), status, kind, limit))
 
 
-async def _events(settings: Settings, status: str | None, kind: str | None, limit: int) -> None:
+async def _events(settings: Settings, status: EventStatusChoice | None, kind: str | None, limit: int) -> None:
     from rich.table import Table
     from sqlalchemy import select
+    from sqlmodel import col
 
     from app.db.models import Event
 
     async with _session(settings) as s:
-        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        query = select(Event).order_by(col(Event.id).desc()).limit(limit)
         if status:
-            query = query.where(Event.status == status.value)
+            query = query.where(col(Event.status) == status.value)
         if kind:
-            query = query.where(Event.kind == kind)
+            query = query.where(col(Event.kind) == kind)
         rows = list((await s.execute(query)).scalars())
     table = Table()
     for column in ("id", "source", "kind", "status", "attempts", "created", "waiting for / last error"):
@@ -508,13 +512,13 @@ async def _release_held(settings: Settings) -> None:
     console.print(f"{count} held event(s) queued")
 
 
-def _session(settings: Settings) -> Any:
+def _session(settings: Settings) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
     from contextlib import asynccontextmanager
 
     from app.db.engine import make_engine, make_session_factory
 
     @asynccontextmanager
-    async def scope() -> Any:
+    async def scope() -> AsyncIterator[AsyncSession]:
         engine = make_engine(settings.effective_database_url)
         try:
             async with make_session_factory(engine)() as session:
@@ -538,9 +542,11 @@ async def _operate(
         was_paused = action == "resume" and await operations.paused(s) is not None
         try:
             if action == "replay":
-                await operations.replay(s, event_id, actor=actor, note=note)  # type: ignore[arg-type]
+                assert event_id is not None, "the replay command passes its event id"
+                await operations.replay(s, event_id, actor=actor, note=note)
             elif action == "resolve":
-                await operations.resolve(s, event_id, actor=actor, note=note or "")  # type: ignore[arg-type]
+                assert event_id is not None, "the resolve command passes its event id"
+                await operations.resolve(s, event_id, actor=actor, note=note or "")
             elif action == "pause":
                 await operations.pause(s, actor=actor, note=note)
             elif action == "do-not-sync":

@@ -63,7 +63,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
 
-    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]  # uvicorn narrows it too
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
@@ -72,14 +72,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._stage < _BODY:
             counted = self._head_bytes + len(data)
             self._head_bytes = counted
             if counted > self.max_header_bytes:
                 self._limit_within(data, len(data) - (counted - self.max_header_bytes))
                 return
-        super().data_received(data)
+        # httptools parses any buffer; uvicorn annotates bytes, and _limit_within passes memoryview slices.
+        super().data_received(cast(bytes, data))
         # Armed after parsing, not per stage change: a request complete in this read needs no timer.
         stage = self._stage
         if stage == _HEAD:
@@ -88,7 +89,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif stage == _BODY and self._body_timer is None:
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
-    def _limit_within(self, data: bytes, allowed: int) -> None:
+    def _limit_within(self, data: bytes | memoryview, allowed: int) -> None:
         """The limit falls inside this read: the head is within it only if it ends in the first ``allowed`` bytes
         (the rest may be its body or the next request, both legitimate)."""
         self._head_bytes -= len(data)

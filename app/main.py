@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     def current_settings() -> Settings:
         rt = getattr(app.state, "runtime", None)
@@ -107,5 +107,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(RequestGuard, settings=current_settings)
     # An operator action refused by its rules (unknown id, wrong state, a clashing link): its status and reason,
     # answered as an HTTPException would be, for every endpoint at once.
-    app.add_exception_handler(operations.OperationError, _operation_refused)  # type: ignore[arg-type]
+    # The decorator form, called directly: typed for a handler of this exception class, not of any Exception.
+    app.exception_handler(operations.OperationError)(_operation_refused)
     return app

@@ -12,7 +12,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -380,7 +380,7 @@ def config_path() -> Path:
     return Path(os.environ.get("SYNC_CONFIG", "sync.toml")).expanduser()
 
 
-def _set(value: SecretStr | None) -> bool:
+def _set(value: SecretStr | None) -> TypeGuard[SecretStr]:
     return value is not None and value.get_secret_value().strip().lower() not in PLACEHOLDERS
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.api.deps import NOT_FOUND, OPS_RESPONSES, SessionDep, require_ops
 from app.api.schemas import NoteIn
@@ -30,7 +31,7 @@ class DoNotSyncOut(BaseModel):
 
 @router.get("/contacts/do-not-sync", response_model=list[DoNotSyncOut], summary="Contacts taken out of the sync")
 async def list_do_not_sync(session: SessionDep) -> list[DoNotSyncOut]:
-    rows = (await session.execute(select(DoNotSync).order_by(DoNotSync.created_at))).scalars()
+    rows = (await session.execute(select(DoNotSync).order_by(col(DoNotSync.created_at)))).scalars()
     return [DoNotSyncOut.model_validate(r, from_attributes=True) for r in rows]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlmodel import col
 
 from app.api.deps import CONFLICT, MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import (
@@ -45,20 +46,22 @@ async def resolve_event(event_id: IdPath, body: ResolveIn, session: SessionDep) 
 
 @router.post("/events/replay", response_model=BulkReplayOut, summary="Replay every event matching a filter")
 async def bulk_replay(body: BulkReplayIn, rt: RuntimeDep, session: SessionDep) -> BulkReplayOut:
-    where = [Event.status == body.status]
+    where: list[ColumnElement[bool]] = [col(Event.status) == body.status]
     if body.source:
-        where.append(Event.source == body.source)
+        where.append(col(Event.source) == body.source)
     if body.kind:
-        where.append(Event.kind == body.kind)
-    rows = list((await session.execute(select(Event).where(*where).order_by(Event.id).limit(body.limit))).scalars())
+        where.append(col(Event.kind) == body.kind)
+    rows = list(
+        (await session.execute(select(Event).where(*where).order_by(col(Event.id)).limit(body.limit))).scalars()
+    )
     for event in rows:
-        await operations.replay(session, event.id, actor="api", note=body.note or "bulk replay")  # type: ignore[arg-type]
+        await operations.replay(session, event.id, actor="api", note=body.note or "bulk replay")
     await session.commit()
     if rt.queue is not None:
-        queued = await rt.queue.enqueue_events([(e.id, e.attempts, e.kind) for e in rows])  # type: ignore[misc]
+        queued = await rt.queue.enqueue_events([(e.id, e.attempts, e.kind) for e in rows])
         await inbox.mark_queued(session, queued)
         await session.commit()
-    return BulkReplayOut(replayed=[e.id for e in rows])  # type: ignore[misc]
+    return BulkReplayOut(replayed=[e.id for e in rows])
 
 
 @router.get("/pause", response_model=PauseOut, summary="Is processing paused?")
@@ -155,5 +158,5 @@ async def audit_trail(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[AuditOut]:
     total = (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
-    rows = await session.execute(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset))
+    rows = await session.execute(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit).offset(offset))
     return Page(items=[AuditOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

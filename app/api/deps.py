@@ -32,7 +32,8 @@ bearer = HTTPBearer(auto_error=False, scheme_name="OpsToken", description="`Auth
 
 async def get_runtime(request: Request) -> Runtime:
     # async: a plain def dependency would cost a thread-pool hop on every request
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

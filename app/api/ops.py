@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlmodel import col
 
 from app.api.deps import (
     CONFLICT,
@@ -51,15 +52,15 @@ async def list_events(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EventOut]:
-    where = []
+    where: list[ColumnElement[bool]] = []
     if status_ is not None:
-        where.append(Event.status == status_)
+        where.append(col(Event.status) == status_)
     if source:
-        where.append(Event.source == source)
+        where.append(col(Event.source) == source)
     if kind:
-        where.append(Event.kind == kind)
+        where.append(col(Event.kind) == kind)
     total = (await session.execute(select(func.count()).select_from(Event).where(*where))).scalar_one()
-    rows = await session.execute(select(Event).where(*where).order_by(Event.id.desc()).limit(limit).offset(offset))
+    rows = await session.execute(select(Event).where(*where).order_by(col(Event.id).desc()).limit(limit).offset(offset))
     return Page(items=[_event_out(e) for e in rows.scalars()], total=total)
 
 
@@ -71,7 +72,7 @@ async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
     if event is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id}")
     attempts = await session.execute(
-        select(Attempt).where(Attempt.event_id == event_id).order_by(Attempt.number, Attempt.id)
+        select(Attempt).where(col(Attempt.event_id) == event_id).order_by(col(Attempt.number), col(Attempt.id))
     )
     return EventDetail(
         **_event_out(event).model_dump(),
@@ -104,9 +105,9 @@ async def list_user_links(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[UserLinkOut]:
-    where = [UserLink.username == username.lower()] if username else []
+    where: list[ColumnElement[bool]] = [col(UserLink.username) == username.lower()] if username else []
     total = (await session.execute(select(func.count()).select_from(UserLink).where(*where))).scalar_one()
-    rows = await session.execute(select(UserLink).where(*where).order_by(UserLink.id).limit(limit).offset(offset))
+    rows = await session.execute(select(UserLink).where(*where).order_by(col(UserLink.id)).limit(limit).offset(offset))
     return Page(items=[UserLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
 
 
@@ -117,9 +118,11 @@ async def list_course_links(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[CourseLinkOut]:
-    where = [CourseLink.course_date_id == course_date_id] if course_date_id else []
+    where: list[ColumnElement[bool]] = [col(CourseLink.course_date_id) == course_date_id] if course_date_id else []
     total = (await session.execute(select(func.count()).select_from(CourseLink).where(*where))).scalar_one()
-    rows = await session.execute(select(CourseLink).where(*where).order_by(CourseLink.id).limit(limit).offset(offset))
+    rows = await session.execute(
+        select(CourseLink).where(*where).order_by(col(CourseLink.id)).limit(limit).offset(offset)
+    )
     return Page(items=[CourseLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
 
 
@@ -131,13 +134,13 @@ async def list_enrolment_links(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EnrolmentLinkOut]:
-    where = []
+    where: list[ColumnElement[bool]] = []
     if course_date_id:
-        where.append(EnrolmentLink.course_date_id == course_date_id)
+        where.append(col(EnrolmentLink.course_date_id) == course_date_id)
     if moodle_user_id:
-        where.append(EnrolmentLink.moodle_user_id == moodle_user_id)
+        where.append(col(EnrolmentLink.moodle_user_id) == moodle_user_id)
     total = (await session.execute(select(func.count()).select_from(EnrolmentLink).where(*where))).scalar_one()
     rows = await session.execute(
-        select(EnrolmentLink).where(*where).order_by(EnrolmentLink.id).limit(limit).offset(offset)
+        select(EnrolmentLink).where(*where).order_by(col(EnrolmentLink.id)).limit(limit).offset(offset)
     )
     return Page(items=[EnrolmentLinkOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from app.api.deps import MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
@@ -34,7 +35,7 @@ async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: Sessi
             status.HTTP_409_CONFLICT, f"{' and '.join(missing)} not configured yet: nothing to reconcile"
         )
     run = await create_run(rt, dry_run=body.dry_run, trigger="api")
-    if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):  # type: ignore[arg-type]
+    if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):
         row = await session.get_one(Run, run.id)
         row.status, row.error = "failed", "the queue is unavailable (Redis down?): try again"
         await session.commit()
@@ -49,7 +50,7 @@ async def list_runs(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[RunOut]:
     total = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
-    rows = await session.execute(select(Run).order_by(Run.id.desc()).limit(limit).offset(offset))
+    rows = await session.execute(select(Run).order_by(col(Run.id).desc()).limit(limit).offset(offset))
     return Page(items=[RunOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
 
 

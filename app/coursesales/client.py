@@ -1,13 +1,7 @@
 """CourseSalesClient: typed calls over CourseSales' JSON-in-query REST endpoint.
 
-Errors (app/coursesales/errors.py); nothing here logs, and no message carries the URL or the password:
-
-    CourseSalesError
-    ├── CourseSalesTransientError        network, timeout, HTTP 5xx/429, non-JSON body; .maybe_sent
-    └── CourseSalesPermanentError
-        ├── CourseSalesAuthError         login refused
-        ├── CourseSalesRefused           other error answers, HTTP 4xx, redirects
-        └── CourseSalesUnexpectedAnswer  JSON we cannot decode
+Errors: the tree is drawn once, in app/coursesales/errors.py.
+Nothing here logs, and no message carries the URL or the password.
 """
 
 from __future__ import annotations
@@ -40,14 +34,13 @@ from app.coursesales.schemas import (
     forms_from_answer,
     require_part,
 )
+from app.upstream import NOT_SENT
 
 T = TypeVar("T")
 LOGIN_USERNAME = "LoginUsername"
 LOGIN_PASSWORD = "LoginPassword"  # noqa: S105 - the key name, not a password
 # Keys a caller may not choose: the login is always ours and always last; debug output is never asked for.
 RESERVED_KEYS = frozenset({LOGIN_USERNAME, LOGIN_PASSWORD, "debug"})
-# Failures raised before a single byte of the request left: the call certainly did not reach CourseSales.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 # Our own request or configuration is wrong (bad scheme, malformed URL): repeating it cannot help.
 MISCONFIGURED = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 MAX_ERROR_TEXT = 300

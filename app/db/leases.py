@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import CursorResult, delete, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.models import Lease
 from app.db.types import utcnow
@@ -24,14 +26,18 @@ async def acquire(session: AsyncSession, name: str, owner: str, seconds: float) 
     )
     if made.scalar_one_or_none() is not None:
         return True
-    taken = await session.execute(
-        update(Lease)
-        .where(Lease.name == name, or_(Lease.expires_at < now, Lease.owner == owner))
-        .values(owner=owner, expires_at=expires)
-        .execution_options(synchronize_session=False)
+    # An UPDATE yields a CursorResult; AsyncSession.execute is typed with the Result base that lacks rowcount.
+    taken = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(Lease)
+            .where(col(Lease.name) == name, or_(col(Lease.expires_at) < now, col(Lease.owner) == owner))
+            .values(owner=owner, expires_at=expires)
+            .execution_options(synchronize_session=False)
+        ),
     )
     return taken.rowcount == 1
 
 
 async def release(session: AsyncSession, name: str, owner: str) -> None:
-    await session.execute(delete(Lease).where(Lease.name == name, Lease.owner == owner))
+    await session.execute(delete(Lease).where(col(Lease.name) == name, col(Lease.owner) == owner))

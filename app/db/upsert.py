@@ -11,5 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """An INSERT of ``table`` (a model or a Table) that offers ``on_conflict_do_nothing`` / ``_do_update``."""
+    if session.bind is None:
+        raise RuntimeError("insert_for needs a session bound to an engine")
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     return insert(table)

@@ -100,6 +100,6 @@ async def run_periodically(rt: Runtime) -> None:
                 await s.commit()
             if mine and rt.settings.moodle.configured and rt.settings.coursesales.configured:
                 run = await create_run(rt, dry_run=False, trigger="cron")
-                await execute(rt, run.id)  # type: ignore[arg-type]
+                await execute(rt, run.id)
         except Exception:  # the loop must outlive a failed run
             log.exception("reconcile.cron.failed")

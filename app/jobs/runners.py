@@ -30,6 +30,7 @@ from app.sync.intake import Request, course_request
 from app.sync.new_enrolments import POSTING, NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
+from app.upstream import UpstreamError
 
 # A registration whose course is being made looks again after this long.
 COURSE_WAIT = timedelta(seconds=3)
@@ -198,13 +199,13 @@ async def _new_enrolment(session: AsyncSession, sync: NewEnrolmentSync, event: E
         raise
 
 
-def outcome_for_failure(rt: Runtime, event: Event, exc: Exception) -> Outcome:
+def outcome_for_failure(rt: Runtime, event: Event, exc: UpstreamError) -> Outcome:
     """A failure of the whole call: retry if transient and within the horizon, else fail with the reason."""
     upstream = "CourseSales" if isinstance(exc, CourseSalesError) else "Moodle"
-    if getattr(exc, "transient", False):
+    if exc.transient:
         at = next_attempt(
             event.created_at, utcnow(), event.attempts, rt.settings.jobs.retry_horizon_hours,
-            retry_after=getattr(exc, "retry_after", None),
+            retry_after=exc.retry_after,
         )  # fmt: skip
         if at is not None:
             return Outcome(EventStatus.retrying, f"{upstream} unavailable, will retry: {exc}", next_attempt_at=at)

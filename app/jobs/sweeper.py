@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy import and_, or_, select
+from sqlmodel import col
 
 from app.db import inbox, leases
 from app.db.engine import SessionFactory
@@ -59,17 +60,18 @@ async def requeue(sessions: SessionFactory, queue: Queue | None, *, grace: timed
     async with sessions() as s:
         rows = (
             await s.execute(
-                select(Event.id, Event.attempts, Event.kind)
+                select(col(Event.id), col(Event.attempts), col(Event.kind))
                 .where(
                     or_(
                         and_(
-                            Event.status.in_([EventStatus.accepted, EventStatus.queued]), Event.updated_at < now - grace
+                            col(Event.status).in_([EventStatus.accepted, EventStatus.queued]),
+                            col(Event.updated_at) < now - grace,
                         ),
-                        and_(Event.status == EventStatus.retrying, Event.next_attempt_at < now - grace),
-                        and_(Event.status == EventStatus.running, Event.lease_until < now),
+                        and_(col(Event.status) == EventStatus.retrying, col(Event.next_attempt_at) < now - grace),
+                        and_(col(Event.status) == EventStatus.running, col(Event.lease_until) < now),
                     )
                 )
-                .order_by(Event.id)
+                .order_by(col(Event.id))
                 .limit(limit)
             )
         ).all()

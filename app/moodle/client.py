@@ -19,6 +19,7 @@ from app.moodle.errors import (
     MoodleTransientError,
     error_from_body,
 )
+from app.upstream import NOT_SENT
 
 REST_PATH = "/webservice/rest/server.php"
 T = TypeVar("T")
@@ -120,9 +121,14 @@ class MoodleClient:
                 timeout=timeout or self._timeout,
             )
         except httpx.TimeoutException as exc:
-            raise MoodleTransientError(f"timed out: {type(exc).__name__}", function=function) from None
+            sent = not isinstance(exc, NOT_SENT)
+            raise MoodleTransientError(f"timed out: {type(exc).__name__}", function=function, maybe_sent=sent) from None
         except httpx.TransportError as exc:
-            raise MoodleTransientError(f"network error: {type(exc).__name__}", function=function) from None
+            # Not one call's fault: the network to Moodle failed, so Moodle as a whole is unreachable for now.
+            sent = not isinstance(exc, NOT_SENT)
+            raise MoodleTransientError(
+                f"network error: {type(exc).__name__}", function=function, maybe_sent=sent, unreachable=True
+            ) from None
 
     @staticmethod
     def _decode(function: str, resp: httpx.Response) -> Any:
@@ -195,7 +201,8 @@ class MoodleClient:
     # -- typed calls ---------------------------------------------------------------------
 
     async def site_info(self) -> dict[str, Any]:
-        return await self.call("core_webservice_get_site_info")
+        info: dict[str, Any] = await self.call("core_webservice_get_site_info")
+        return info
 
     async def token_user_id(self) -> int:
         """The id of the token's own user (read once per client: it does not change under a token)."""
@@ -219,7 +226,8 @@ class MoodleClient:
         """Create users in all-or-nothing batches, isolating refused ones; values are ``{id, username}``."""
 
         async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-            return await self.call("core_user_create_users", {"users": chunk})
+            created: list[dict[str, Any]] = await self.call("core_user_create_users", {"users": chunk})
+            return created
 
         return await self.batch(users, send, fields_per_item=10)
 
@@ -243,7 +251,8 @@ class MoodleClient:
         """Create courses in all-or-nothing batches, isolating refused ones; values are ``{id, shortname}``."""
 
         async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-            return await self.call("core_course_create_courses", {"courses": chunk})
+            created: list[dict[str, Any]] = await self.call("core_course_create_courses", {"courses": chunk})
+            return created
 
         return await self.batch(courses, send, fields_per_item=10)
 
@@ -268,7 +277,7 @@ class MoodleClient:
         options: Mapping[str, bool],
     ) -> dict[str, Any]:
         """Copy a template (a whole backup and restore inside the request: slow). ``users`` is never sent (080)."""
-        return await self.call(
+        copy: dict[str, Any] = await self.call(
             "core_course_duplicate_course",
             {
                 "courseid": template_id,
@@ -280,6 +289,7 @@ class MoodleClient:
             },
             timeout=self.duplicate_timeout,
         )
+        return copy
 
     # -- enrolments ------------------------------------------------------------------------
 

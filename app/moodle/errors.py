@@ -3,16 +3,21 @@
 Moodle answers errors with HTTP 200 and a JSON body ``{"exception", "errorcode", "message"}``
 (``debuginfo`` only with site debugging on). Exception class names moved to
 ``core\\exception\\...`` in 4.5, so classification keys on ``errorcode`` alone.
+Every error keeps the contract of app/upstream.py (transient, retry_after, maybe_sent, unusable):
 
-    MoodleError
-    ├── MoodleTransientError        retry later: network, timeout, 5xx, maintenance, non-JSON body
-    └── MoodlePermanentError        a person must fix something; never retried blindly
-        ├── MoodleAuthError         invalidtoken, accessexception, wsaccessusersuspended, REST disabled (403)
-        ├── MoodleInvalidParameter  invalidparameter, invalidextparam, codingerror, setting locks
-        ├── MoodleRecordMissing     invalidrecord (4.3), invalidrecordunknown (5.0), invaliduser, ...
-        ├── MoodleConflict          shortnametaken, courseidnumbertaken, categoryidnumbertaken
-        ├── MoodlePasswordPolicy    the errorcode is the site's HTML password-policy text (recording 014)
-        └── MoodleInvalidResponse   invalidresponse: the call may have been partly applied (recording 038)
+    UpstreamError (app/upstream.py)
+    └── MoodleError                 .function, .errorcode, .status; .unusable MAINTENANCE on HTTP 503 or sitemaintenance
+        ├── MoodleTransientError    retry later: network, timeout, 5xx, maintenance, non-JSON body; .retry_after
+        │                           .maybe_sent False only for a connection never made; .unusable UNREACHABLE when
+        │                           the network failed (not a timeout): Moodle as a whole cannot be reached
+        └── MoodlePermanentError    a person must fix something; never retried blindly
+            ├── MoodleAuthError         invalidtoken, accessexception, wsaccessusersuspended, REST disabled (403);
+            │                           .unusable CREDENTIALS: the token cannot be used for any call
+            ├── MoodleInvalidParameter  invalidparameter, invalidextparam, codingerror, setting locks
+            ├── MoodleRecordMissing     invalidrecord (4.3), invalidrecordunknown (5.0), invaliduser, ...
+            ├── MoodleConflict          shortnametaken, courseidnumbertaken, categoryidnumbertaken
+            ├── MoodlePasswordPolicy    the errorcode is the site's HTML password-policy text (recording 014)
+            └── MoodleInvalidResponse   invalidresponse: the call may have been partly applied (recording 038)
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.upstream import MOODLE, Unusable, UpstreamError
+
 _TAG = re.compile(r"<[^>]+>")
 
 
-class MoodleError(Exception):
+class MoodleError(UpstreamError):
     """Base of every Moodle failure; carries the call and what Moodle said."""
 
-    transient: bool = False
+    upstream = MOODLE
 
     def __init__(
         self,
@@ -39,7 +46,6 @@ class MoodleError(Exception):
         status: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.function = function
         self.errorcode = errorcode
         self.exception = exception
@@ -52,26 +58,40 @@ class MoodleError(Exception):
         extra = f" ({self.debuginfo})" if self.debuginfo else ""
         return f"{where}{self.message}{code}{extra}"
 
-    def as_moodle_body(self) -> dict[str, Any]:
-        """The error as Moodle's own JSON body."""
-        body: dict[str, Any] = {
-            "exception": self.exception or "moodle_exception",
-            "errorcode": self.errorcode,
-            "message": self.message,
-        }
-        if self.debuginfo:
-            body["debuginfo"] = self.debuginfo
-        return body
+    @property
+    def unusable(self) -> Unusable | None:
+        # Decided by status and errorcode, not class: the maintenance page (HTTP 503) has no errorcode at all.
+        if self.status == 503 or self.errorcode in MAINTENANCE_CODES:
+            return Unusable.MAINTENANCE
+        return None
 
 
 class MoodleTransientError(MoodleError):
-    """The call did not go through now; the same call may succeed later."""
+    """The call did not go through now; the same call may succeed later.
+
+    ``maybe_sent`` defaults to True: only the client knows that a connection was never made.
+    """
 
     transient = True
+    maybe_sent: bool
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        maybe_sent: bool = True,
+        unreachable: bool = False,
+        **kw: Any,
+    ) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
+        self.unreachable = unreachable
+
+    @property
+    def unusable(self) -> Unusable | None:
+        return super().unusable or (Unusable.UNREACHABLE if self.unreachable else None)
 
 
 class MoodlePermanentError(MoodleError):
@@ -80,6 +100,11 @@ class MoodlePermanentError(MoodleError):
 
 class MoodleAuthError(MoodlePermanentError):
     """The token is wrong, lacks a function, or the REST protocol is off."""
+
+    @property
+    def unusable(self) -> Unusable | None:
+        # error_from_body turns every AUTH_CODES errorcode into this class, so the class alone says "token".
+        return super().unusable or Unusable.CREDENTIALS
 
 
 class MoodleInvalidParameter(MoodlePermanentError):
@@ -141,8 +166,10 @@ MISSING_CODES = frozenset(
 )
 CONFLICT_CODES = frozenset({"shortnametaken", "courseidnumbertaken", "categoryidnumbertaken"})
 RESPONSE_CODES = frozenset({"invalidresponse"})
+# The site is being upgraded or an admin switched maintenance mode on: Moodle as a whole, not this call.
+MAINTENANCE_CODES = frozenset({"sitemaintenance"})
 # Moodle's database layer failing to connect is an outage, not bad data.
-TRANSIENT_CODES = frozenset({"dbconnectionfailed", "sitemaintenance"})
+TRANSIENT_CODES = frozenset({"dbconnectionfailed"}) | MAINTENANCE_CODES
 
 
 def error_from_body(body: dict[str, Any], *, function: str = "") -> MoodleError:

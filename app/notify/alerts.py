@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
+from sqlmodel import col
 
 from app.db import leases
 from app.db.models import Alert, EnrolmentLink, Event, Run
@@ -102,17 +103,20 @@ class AlertMailer:
         """Causes with unsent alerts and no email within the window."""
         cutoff = utcnow() - timedelta(minutes=self.settings.window_minutes)
         recent = aliased(Alert)
-        in_window = exists().where(recent.cause == Alert.cause, recent.sent_at >= cutoff)
+        in_window = exists().where(col(recent.cause) == col(Alert.cause), col(recent.sent_at) >= cutoff)
         async with self.sessions() as s:
             rows = await s.execute(
-                select(Alert.cause).where(Alert.sent_at.is_(None), ~in_window).distinct().order_by(Alert.cause)
+                select(col(Alert.cause))
+                .where(col(Alert.sent_at).is_(None), ~in_window)
+                .distinct()
+                .order_by(col(Alert.cause))
             )
             return list(rows.scalars())
 
     async def _pending(self, cause: str) -> list[Alert]:
         async with self.sessions() as s:
             rows = await s.execute(
-                select(Alert).where(Alert.cause == cause, Alert.sent_at.is_(None)).order_by(Alert.id)
+                select(Alert).where(col(Alert.cause) == cause, col(Alert.sent_at).is_(None)).order_by(col(Alert.id))
             )
             return list(rows.scalars())
 
@@ -139,7 +143,7 @@ class AlertMailer:
                 chunk = ids[start : start + MARK_CHUNK]
                 await s.execute(
                     update(Alert)
-                    .where(Alert.id.in_(chunk))  # type: ignore[union-attr]
+                    .where(col(Alert.id).in_(chunk))
                     .values(sent_at=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -157,7 +161,11 @@ class AlertMailer:
     async def _warn_unconfigured(self) -> None:
         async with self.sessions() as s:
             rows = (
-                await s.execute(select(Alert.cause, func.count()).where(Alert.sent_at.is_(None)).group_by(Alert.cause))
+                await s.execute(
+                    select(col(Alert.cause), func.count())
+                    .where(col(Alert.sent_at).is_(None))
+                    .group_by(col(Alert.cause))
+                )
             ).all()
         if rows:
             log.warning(
@@ -221,12 +229,12 @@ async def _moodle_silence(session: AsyncSession, settings: Settings, now: dateti
     if hours <= 0 or not (inbound["moodle.signature"] or inbound["moodle.token"]):
         return
     since = now - timedelta(hours=hours)
-    heard = await session.scalar(select(exists().where(Event.source == "moodle", Event.created_at >= since)))
+    heard = await session.scalar(select(exists().where(col(Event.source) == "moodle", col(Event.created_at) >= since)))
     if heard:
         return
     active, oldest = (
         await session.execute(
-            select(func.count(), func.min(EnrolmentLink.created_at)).where(EnrolmentLink.status == "active")
+            select(func.count(), func.min(col(EnrolmentLink.created_at))).where(col(EnrolmentLink.status) == "active")
         )
     ).one()
     # Only enrolments active for the whole window make the silence telling (not a fresh install's first ones).
@@ -248,13 +256,13 @@ async def _reconcile_silence(session: AsyncSession, settings: Settings, now: dat
     if minutes <= 0 or not (settings.moodle.configured and settings.coursesales.configured):
         return
     since = now - timedelta(minutes=3 * minutes)
-    reconciles = (Run.kind == "reconcile", Run.dry_run.is_(False))  # type: ignore[attr-defined]
-    last = await session.scalar(select(func.max(Run.finished_at)).where(*reconciles, Run.status == "done"))
+    reconciles = (col(Run.kind) == "reconcile", col(Run.dry_run).is_(False))
+    last = await session.scalar(select(func.max(col(Run.finished_at))).where(*reconciles, col(Run.status) == "done"))
     if last is not None and last >= since:
         return
     if last is None:
         # Nothing ever finished: count from the first run, else a fresh install would alert before its first run.
-        first = await session.scalar(select(func.min(Run.created_at)).where(*reconciles))
+        first = await session.scalar(select(func.min(col(Run.created_at))).where(*reconciles))
         if first is None or first >= since:
             return
     when = f"the last one finished at {last:%Y-%m-%d %H:%M} UTC" if last else "none has finished yet"
@@ -270,7 +278,9 @@ async def _reconcile_silence(session: AsyncSession, settings: Settings, now: dat
 async def _raise_once(session: AsyncSession, cause: str, since: datetime, *, message: str, fix: str) -> None:
     """One unsent alert per silence at a time, and a reminder at most once per silence period."""
     known = await session.scalar(
-        select(exists().where(Alert.cause == cause, or_(Alert.sent_at.is_(None), Alert.created_at >= since)))
+        select(
+            exists().where(col(Alert.cause) == cause, or_(col(Alert.sent_at).is_(None), col(Alert.created_at) >= since))
+        )
     )
     if not known:
         await raise_alert(session, cause=cause, message=message, fix=fix)

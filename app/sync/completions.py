@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import bindparam, desc, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 
+from app.coursesales.api import CourseSalesApi
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
 from app.db.engine import SessionFactory
 from app.db.inbox import Outcome
@@ -39,7 +40,9 @@ class Target:
 class CompletionSync:
     """Handles one completion event; commits its own guard rows (they must exist before the call)."""
 
-    def __init__(self, *, sessions: SessionFactory, moodle: MoodleClient, coursesales: Any, settings: Settings) -> None:
+    def __init__(
+        self, *, sessions: SessionFactory, moodle: MoodleClient, coursesales: CourseSalesApi, settings: Settings
+    ) -> None:
         self.sessions = sessions
         self.moodle = moodle
         self.coursesales = coursesales

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.coursesales.api import CourseSalesApi
 from app.db.models import CourseDateRow, CourseLink
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
@@ -51,7 +52,7 @@ async def remember_course_date(session: AsyncSession, cd: Any) -> CourseDateRow:
 class Catalogue:
     """CourseSales' course categories and their Moodle mapping, read once per job."""
 
-    def __init__(self, coursesales: Any, settings: CoursesSettings) -> None:
+    def __init__(self, coursesales: CourseSalesApi, settings: CoursesSettings) -> None:
         self.coursesales = coursesales
         self.settings = settings
         self._mapping: dict[int, CategoryMapping] | None = None
@@ -71,7 +72,7 @@ class CourseSync:
         *,
         session: AsyncSession,
         moodle: MoodleClient,
-        coursesales: Any,
+        coursesales: CourseSalesApi,
         settings: CoursesSettings,
         catalogue: Catalogue | None = None,
     ) -> None:

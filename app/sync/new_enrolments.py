@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.coursesales.api import CourseSalesApi
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
 from app.db.inbox import Outcome
 from app.db.models import CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
@@ -51,7 +52,7 @@ class NewEnrolmentSync:
         *,
         session: AsyncSession,
         moodle: MoodleClient,
-        coursesales: Any,
+        coursesales: CourseSalesApi,
         settings: Settings,
         token_user_id: int | None,
     ) -> None:
@@ -134,6 +135,7 @@ class NewEnrolmentSync:
         """Post the registration (the caller has committed ``POSTING``); a failure that surely never reached
         CourseSales is raised, for the caller to clear the mark and retry."""
         cfg = self.settings.new_enrolments
+        assert cfg.form_id is not None and cfg.process_path_id is not None and cfg.process_step_id is not None
         try:
             answer = await self.coursesales.post_registration(
                 form_id=cfg.form_id,

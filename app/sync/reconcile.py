@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.coursesales.api import CourseSalesApi
 from app.coursesales.schemas import CourseDate
 from app.db.engine import SessionFactory
 from app.db.models import Completion, CourseDateRow, CourseLink, EnrolmentLink, Registration, UserLink
@@ -71,7 +72,7 @@ class Reconciler:
         *,
         sessions: SessionFactory,
         moodle: MoodleClient,
-        coursesales: Any,
+        coursesales: CourseSalesApi,
         settings: Settings,
         progress: Progress | None = None,
     ) -> None:

@@ -16,22 +16,23 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.coursesales.errors import CourseSalesAuthError, CourseSalesTransientError
 from app.db.models import UpstreamState
 from app.db.types import utcnow
-from app.moodle.errors import MoodleAuthError, MoodleError
 from app.settings import Settings
+from app.upstream import COURSESALES, MOODLE, Unusable, UpstreamError
 
-MOODLE, COURSESALES = "moodle", "coursesales"
 OK, UNAVAILABLE, AUTH_FAILED, NOT_CONFIGURED = "ok", "unavailable", "auth_failed", "not_configured"
-# Moodle's answers that mean the token cannot be used at all (recording 156: its user suspended).
-TOKEN_CODES = frozenset(
-    {
-        "invalidtoken", "accessexception", "wsaccessusersuspended", "wsaccessuserdeleted", "wsaccessusernologin",
-        "wsaccessuserunconfirmed", "wsaccessuserexpired", "servicenotavailable", "usernotfullysetup",
-        "forcepasswordchangenotice", "sitemaintenance_denied",
-    }
-)  # fmt: skip
+# The state an upstream is in while it is unusable for each reason the errors give (app/upstream.py).
+STATE = {Unusable.UNREACHABLE: UNAVAILABLE, Unusable.MAINTENANCE: UNAVAILABLE, Unusable.CREDENTIALS: AUTH_FAILED}
+# What the fault says before the error itself; the token and the login are each upstream's own credentials.
+SAYS = {
+    (MOODLE, Unusable.UNREACHABLE): "Moodle cannot be reached",
+    (MOODLE, Unusable.MAINTENANCE): "Moodle is in maintenance",
+    (MOODLE, Unusable.CREDENTIALS): "Moodle refuses the token",
+    (COURSESALES, Unusable.UNREACHABLE): "CourseSales cannot be reached",
+    (COURSESALES, Unusable.MAINTENANCE): "CourseSales is in maintenance",
+    (COURSESALES, Unusable.CREDENTIALS): "CourseSales refuses the login",
+}
 FIX = {
     (MOODLE, UNAVAILABLE): "nothing to do if Moodle is being upgraded: work resumes by itself once it answers",
     (MOODLE, AUTH_FAILED): "fix the token (SYNC_MOODLE__TOKEN; its user active, its service enabled with every "
@@ -51,18 +52,9 @@ class Fault:
 
 def fault_of(exc: BaseException) -> Fault | None:
     """The upstream-wide fault an error shows, or None when it is the call's own."""
-    if isinstance(exc, MoodleError):
-        if exc.status == 503 or exc.errorcode == "sitemaintenance":
-            return Fault(MOODLE, UNAVAILABLE, f"Moodle is in maintenance: {exc}")
-        if exc.transient and exc.status is None and str(exc.message).startswith("network error"):
-            return Fault(MOODLE, UNAVAILABLE, f"Moodle cannot be reached: {exc}")
-        if exc.errorcode in TOKEN_CODES or isinstance(exc, MoodleAuthError):
-            return Fault(MOODLE, AUTH_FAILED, f"Moodle refuses the token: {exc}")
-    if isinstance(exc, CourseSalesAuthError):
-        return Fault(COURSESALES, AUTH_FAILED, f"CourseSales refuses the login: {exc}")
-    if isinstance(exc, CourseSalesTransientError) and not exc.maybe_sent:
-        return Fault(COURSESALES, UNAVAILABLE, f"CourseSales cannot be reached: {exc}")
-    return None
+    if not isinstance(exc, UpstreamError) or (why := exc.unusable) is None:
+        return None
+    return Fault(exc.upstream, STATE[why], f"{SAYS[exc.upstream, why]}: {exc}")
 
 
 WAITING_MAX = 255  # events.waiting_for
