@@ -80,7 +80,7 @@ async def test_the_timers_read_partial_indexes_not_the_years_of_events_kept(runt
     postgres_only("the plan is PostgreSQL's")
     from datetime import timedelta
 
-    from app.db import inbox
+    from app.db import backlog as monitor
     from app.db.models import Event
     from app.db.types import utcnow
     from app.sync import operations
@@ -119,7 +119,7 @@ async def test_the_timers_read_partial_indexes_not_the_years_of_events_kept(runt
     sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
     try:
         async with runtime.sessions() as s:
-            backlog = await inbox.backlog(s)
+            backlog = await monitor.backlog(s)
             purged = await operations.purge(s, days=90)
             await s.rollback()
     finally:

@@ -16,6 +16,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
 from app.db.models import Event, EventStatus, UserLink
@@ -189,7 +190,7 @@ async def _results(session: SessionDep, event_ids: list[int]) -> dict[int, dict[
     """The results of the events a repeat named (the user a finished one made)."""
     if not event_ids:
         return {}
-    rows = await session.execute(select(Event.id, Event.result).where(Event.id.in_(event_ids)))
+    rows = await session.execute(select(col(Event.id), col(Event.result)).where(col(Event.id).in_(event_ids)))
     return {event_id: result for event_id, result in rows}
 
 
@@ -198,7 +199,7 @@ async def _linked_id(session: SessionDep, result: dict[str, Any] | None, contact
     if result and result.get("moodle_user_id"):
         return int(result["moodle_user_id"])
     link = (
-        await session.execute(select(UserLink).where(UserLink.username == contact.moodle_username))
+        await session.execute(select(UserLink).where(col(UserLink.username) == contact.moodle_username))
     ).scalar_one_or_none()
     return link.moodle_user_id if link else 0
 

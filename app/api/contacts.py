@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.api.deps import NOT_FOUND, OPS_RESPONSES, SessionDep, require_ops
 from app.api.schemas import NoteIn
+from app.api.unit_of_work import UnitOfWorkDep
 from app.db.models import DoNotSync
 from app.sync import operations
 
@@ -41,13 +42,12 @@ async def list_do_not_sync(session: SessionDep) -> list[DoNotSyncOut]:
     summary="Take a contact out of the sync: nothing is made for it in Moodle again (an account deleted on purpose "
     "stays deleted)",
 )
-async def mark_do_not_sync(contact: Contact, session: SessionDep, body: NoteIn | None = None) -> DoNotSyncOut:
-    row = await operations.do_not_sync(session, contact, actor="api", note=body.note if body else None)
-    await session.commit()
+async def mark_do_not_sync(contact: Contact, uow: UnitOfWorkDep, body: NoteIn | None = None) -> DoNotSyncOut:
+    row = await operations.do_not_sync(uow.session, contact, actor="api", note=body.note if body else None)
+    await uow.complete()
     return DoNotSyncOut.model_validate(row, from_attributes=True)
 
 
 @router.delete("/contacts/{contact}/do-not-sync", status_code=204, responses=NOT_FOUND, summary="Sync a contact again")
-async def unmark_do_not_sync(contact: Contact, session: SessionDep) -> None:
-    await operations.sync_again(session, contact, actor="api", note=None)
-    await session.commit()
+async def unmark_do_not_sync(contact: Contact, uow: UnitOfWorkDep) -> None:
+    await operations.sync_again(uow.session, contact, actor="api", note=None)

@@ -23,7 +23,7 @@ from app.api.schemas import (
     UserLinkIn,
     UserLinkOut,
 )
-from app.db import inbox
+from app.api.unit_of_work import UnitOfWorkDep
 from app.db.models import AuditEntry, Event
 from app.jobs.sweeper import release_held
 from app.sync import operations
@@ -37,30 +37,25 @@ router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(req
     responses={**NOT_FOUND, **CONFLICT},
     summary="Close a needs_review or failed event",
 )
-async def resolve_event(event_id: IdPath, body: ResolveIn, session: SessionDep) -> EventOut:
+async def resolve_event(event_id: IdPath, body: ResolveIn, uow: UnitOfWorkDep) -> EventOut:
     """Closes the event without running it again (e.g. the operator checked CourseSales: the step ran)."""
-    event = await operations.resolve(session, event_id, actor="api", note=body.note)
-    await session.commit()
+    event = await operations.resolve(uow.session, event_id, actor="api", note=body.note)
     return EventOut.model_validate(event, from_attributes=True)
 
 
 @router.post("/events/replay", response_model=BulkReplayOut, summary="Replay every event matching a filter")
-async def bulk_replay(body: BulkReplayIn, rt: RuntimeDep, session: SessionDep) -> BulkReplayOut:
+async def bulk_replay(body: BulkReplayIn, uow: UnitOfWorkDep) -> BulkReplayOut:
     where: list[ColumnElement[bool]] = [col(Event.status) == body.status]
     if body.source:
         where.append(col(Event.source) == body.source)
     if body.kind:
         where.append(col(Event.kind) == body.kind)
     rows = list(
-        (await session.execute(select(Event).where(*where).order_by(col(Event.id)).limit(body.limit))).scalars()
+        (await uow.session.execute(select(Event).where(*where).order_by(col(Event.id)).limit(body.limit))).scalars()
     )
     for event in rows:
-        await operations.replay(session, event.id, actor="api", note=body.note or "bulk replay")
-    await session.commit()
-    if rt.queue is not None:
-        queued = await rt.queue.enqueue_events([(e.id, e.attempts, e.kind) for e in rows])
-        await inbox.mark_queued(session, queued)
-        await session.commit()
+        await operations.replay(uow.session, event.id, actor="api", note=body.note or "bulk replay")
+    uow.queue(rows)
     return BulkReplayOut(replayed=[e.id for e in rows])
 
 
@@ -71,22 +66,19 @@ async def pause_state(session: SessionDep) -> PauseOut:
 
 
 @router.post("/pause", response_model=PauseOut, summary="Pause processing (events are still accepted and kept)")
-async def pause(session: SessionDep, body: NoteIn | None = None) -> PauseOut:
-    await operations.pause(session, actor="api", note=body.note if body else None)
-    await session.commit()
-    lease, since = await operations.pause_state(session)
+async def pause(uow: UnitOfWorkDep, body: NoteIn | None = None) -> PauseOut:
+    await operations.pause(uow.session, actor="api", note=body.note if body else None)
+    await uow.complete()
+    lease, since = await operations.pause_state(uow.session)
     return PauseOut(paused=True, by=lease.owner if lease else "api", since=since)
 
 
 @router.post("/resume", response_model=PauseOut, summary="Resume processing")
-async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> PauseOut:
-    was_paused = await operations.paused(session) is not None
-    await operations.resume(session, actor="api", note=body.note if body else None)
-    await session.commit()
-    if was_paused:
-        await release_held(
-            rt.sessions, rt.queue, "resumed"
-        )  # the held work starts now, not at the sweeper's next round
+async def resume(rt: RuntimeDep, uow: UnitOfWorkDep, body: NoteIn | None = None) -> PauseOut:
+    was_paused = await operations.paused(uow.session) is not None
+    await operations.resume(uow.session, actor="api", note=body.note if body else None)
+    if was_paused:  # the held work starts now, not at the sweeper's next round
+        uow.after_commit(lambda: release_held(rt.sessions, rt.queue, "resumed"))
     return PauseOut(paused=False)
 
 
@@ -97,16 +89,16 @@ async def resume(rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None
     status_code=status.HTTP_201_CREATED,
     summary="Link a contact to a Moodle user",
 )
-async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
+async def link_user(body: UserLinkIn, uow: UnitOfWorkDep) -> UserLinkOut:
     link = await operations.link_user(
-        session,
+        uow.session,
         contact_id=body.contact_id,
         username=body.username,
         moodle_user_id=body.moodle_user_id,
         actor="api",
         note=body.note,
     )
-    await session.commit()
+    await uow.complete()  # the answer shows the stored link, its id included
     return UserLinkOut.model_validate(link, from_attributes=True)
 
 
@@ -116,9 +108,8 @@ async def link_user(body: UserLinkIn, session: SessionDep) -> UserLinkOut:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Unlink a Moodle user",
 )
-async def unlink_user(moodle_user_id: IdPath, session: SessionDep) -> None:
-    await operations.unlink_user(session, moodle_user_id, actor="api", note=None)
-    await session.commit()
+async def unlink_user(moodle_user_id: IdPath, uow: UnitOfWorkDep) -> None:
+    await operations.unlink_user(uow.session, moodle_user_id, actor="api", note=None)
 
 
 @router.post(
@@ -128,15 +119,15 @@ async def unlink_user(moodle_user_id: IdPath, session: SessionDep) -> None:
     status_code=status.HTTP_201_CREATED,
     summary="Link a course date to a Moodle course",
 )
-async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
+async def link_course(body: CourseLinkIn, uow: UnitOfWorkDep) -> CourseLinkOut:
     link = await operations.link_course(
-        session,
+        uow.session,
         course_date_id=body.course_date_id,
         moodle_course_id=body.moodle_course_id,
         actor="api",
         note=body.note,
     )
-    await session.commit()
+    await uow.complete()
     return CourseLinkOut.model_validate(link, from_attributes=True)
 
 
@@ -146,9 +137,8 @@ async def link_course(body: CourseLinkIn, session: SessionDep) -> CourseLinkOut:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Unlink a course date",
 )
-async def unlink_course(course_date_id: IdPath, session: SessionDep) -> None:
-    await operations.unlink_course(session, course_date_id, actor="api", note=None)
-    await session.commit()
+async def unlink_course(course_date_id: IdPath, uow: UnitOfWorkDep) -> None:
+    await operations.unlink_course(uow.session, course_date_id, actor="api", note=None)
 
 
 @router.get("/audit", response_model=Page[AuditOut], summary="Operator actions, newest first")

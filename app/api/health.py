@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import RuntimeDep
-from app.db import inbox
+from app.db import backlog
 from app.db.schema import schema_problem
 from app.db.types import utcnow
 from app.metrics import exposition
@@ -83,7 +83,7 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     ``sync_events`` counts the open events and those waiting for a person (failed, needs review), by status; how
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""
     async with rt.sessions() as s:
-        now = await inbox.backlog(s)
+        now = await backlog.backlog(s)
         states = upstreams.report(rt.settings, await upstreams.load(s))
     oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None

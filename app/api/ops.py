@@ -15,7 +15,6 @@ from app.api.deps import (
     NOT_FOUND,
     OPS_RESPONSES,
     IdPath,
-    RuntimeDep,
     SessionDep,
     require_ops,
 )
@@ -29,7 +28,7 @@ from app.api.schemas import (
     Page,
     UserLinkOut,
 )
-from app.db import inbox
+from app.api.unit_of_work import UnitOfWorkDep
 from app.db.models import Attempt, CourseLink, EnrolmentLink, Event, EventStatus, UserLink
 from app.sync import operations
 
@@ -87,14 +86,12 @@ async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
     responses={**NOT_FOUND, **CONFLICT},
     summary="Run an event again",
 )
-async def replay_event(event_id: IdPath, rt: RuntimeDep, session: SessionDep, body: NoteIn | None = None) -> EventOut:
+async def replay_event(event_id: IdPath, uow: UnitOfWorkDep, body: NoteIn | None = None) -> EventOut:
     """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
-    event = await operations.replay(session, event_id, actor="api", note=body.note if body else None)
-    await session.commit()
-    if rt.queue is not None and await rt.queue.enqueue_event(event_id, event.attempts, kind=event.kind):
-        await inbox.mark_queued(session, [event_id])
-        await session.commit()
-        await session.refresh(event)
+    event = await operations.replay(uow.session, event_id, actor="api", note=body.note if body else None)
+    uow.queue([event])
+    if await uow.complete():  # the answer shows it queued
+        await uow.session.refresh(event)
     return _event_out(event)
 
 

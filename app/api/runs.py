@@ -10,8 +10,8 @@ from sqlmodel import col
 
 from app.api.deps import MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDep, SessionDep, require_ops
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
-from app.db.models import Run
-from app.jobs.reconcile import create_run
+from app.api.unit_of_work import UnitOfWorkDep
+from app.db.models import Run, RunStatus, RunTrigger
 from app.sync.readiness import unconfigured
 
 router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
@@ -27,18 +27,19 @@ router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(requ
         409: {"description": "Moodle or CourseSales is not configured yet"},
     },
 )
-async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, session: SessionDep) -> RunOut:
+async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, uow: UnitOfWorkDep) -> RunOut:
     """Compare CourseSales, our links and Moodle, and queue only the differences; a dry run returns the plan."""
     missing = unconfigured(rt.settings)
     if missing:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"{' and '.join(missing)} not configured yet: nothing to reconcile"
         )
-    run = await create_run(rt, dry_run=body.dry_run, trigger="api")
+    run = Run(dry_run=body.dry_run, trigger=RunTrigger.api, status=RunStatus.queued)
+    uow.session.add(run)
+    await uow.complete()  # stored before its job can start
     if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):
-        row = await session.get_one(Run, run.id)
-        row.status, row.error = "failed", "the queue is unavailable (Redis down?): try again"
-        await session.commit()
+        run.status, run.error = RunStatus.failed, "the queue is unavailable (Redis down?): try again"
+        await uow.complete()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the queue is unavailable (Redis down?): try again")
     return RunOut.model_validate(run, from_attributes=True)
 

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, any_, bindparam, insert, or_, select, text, update
+from sqlalchemy import BindParameter, Integer, and_, any_, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlmodel import col
 
 from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
@@ -18,16 +19,16 @@ from app.db.types import utcnow
 
 def _due() -> Any:
     """Ready again: a retry whose time has come, or a run whose holder let its lease run out (a few, usually)."""
-    now = bindparam("now")
+    now: BindParameter[Any] = bindparam("now")
     return or_(
-        and_(Event.status == EventStatus.retrying, Event.next_attempt_at <= now),
-        and_(Event.status == EventStatus.running, Event.lease_until < now),
+        and_(col(Event.status) == EventStatus.retrying, col(Event.next_attempt_at) <= now),
+        and_(col(Event.status) == EventStatus.running, col(Event.lease_until) < now),
     )
 
 
 def _fresh() -> Any:
     """Waiting for a first run: read in id order from the partial index ix_events_fresh."""
-    return Event.status.in_([EventStatus.accepted, EventStatus.queued])
+    return col(Event.status).in_([EventStatus.accepted, EventStatus.queued])
 
 
 def _statements(ready: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
@@ -40,32 +41,36 @@ def _statements(ready: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
     # Events of one subject run one at a time, oldest first: a newer one waits while an older one is open, so a
     # retried old update can never overwrite a newer one.
     waits = (
-        select(older.id)
-        .where(older.subject == Event.subject, older.id < Event.id, older.status.in_(list(OPEN_STATUSES)))
+        select(col(older.id))
+        .where(
+            col(older.subject) == col(Event.subject),
+            col(older.id) < col(Event.id),
+            col(older.status).in_(list(OPEN_STATUSES)),
+        )
         .exists()
     )
     pick = (
-        select(Event.id)
-        .where(Event.kind.in_(bindparam("kinds", expanding=True)), ready, ~waits)
-        .order_by(Event.id)
+        select(col(Event.id))
+        .where(col(Event.kind).in_(bindparam("kinds", expanding=True)), ready, ~waits)
+        .order_by(col(Event.id))
         .limit(bindparam("limit", type_=Integer))
     )
     if by_ids:
-        pick = pick.where(Event.id.in_(bindparam("ids", expanding=True)))
+        pick = pick.where(col(Event.id).in_(bindparam("ids", expanding=True)))
     take = update(Event).values(
         status=EventStatus.running,
         lease_until=bindparam("lease_until"),
-        attempts=Event.attempts + 1,
+        attempts=col(Event.attempts) + 1,
         updated_at=bindparam("now"),
         waiting_for=None,
     )
     options = {"synchronize_session": False, "populate_existing": True}
     return (
         pick.with_for_update(skip_locked=True, of=Event),
-        take.where(Event.id == any_(bindparam("picked", type_=ARRAY(Integer))))
+        take.where(col(Event.id) == any_(bindparam("picked", type_=ARRAY(Integer))))
         .returning(Event)
         .execution_options(**options),
-        take.where(Event.id.in_(pick.scalar_subquery()), ready).returning(Event).execution_options(**options),
+        take.where(col(Event.id).in_(pick.scalar_subquery()), ready).returning(Event).execution_options(**options),
     )
 
 
@@ -100,8 +105,8 @@ async def claim(
     events.sort(key=lambda e: e.id or 0)
     # Rows, not objects: one executemany, without building (and flushing) an ORM object an event.
     await session.execute(
-        insert(Attempt.__table__),  # type: ignore[attr-defined]
-        [{"event_id": e.id, "number": e.attempts, "started_at": now, "outcome": "running"} for e in events],
+        insert(Attempt.metadata.tables["attempts"]),
+        [{"event_id": e.id, "number": e.attempts, "started_at": now, "outcome": EventStatus.running} for e in events],
     )
     return events
 
@@ -115,7 +120,7 @@ async def _ordered_walk(session: AsyncSession) -> AsyncIterator[None]:
     claim (37 ms a claim). Only the pick of fresh events runs under this, a one-table SELECT whose one good plan is
     index scans in nested loops, so every other way is priced out (SET LOCAL: it ends with the transaction at latest).
     """
-    if session.bind.dialect.name != "postgresql":
+    if not _on_postgres(session):
         yield
         return
     await session.execute(_WALK["off"])
@@ -141,7 +146,7 @@ async def _claim_where(
     session: AsyncSession, statements: tuple[Any, Any, Any], params: dict[str, Any], *, ordered_walk: bool = False
 ) -> list[Event]:
     pick, take, pick_and_take = statements
-    if session.bind.dialect.name == "postgresql":
+    if _on_postgres(session):
         # Two statements: the pick locks its rows, skipping those a concurrent claimer holds (no deadlock, never one
         # row twice), and is planned on its own; the update then takes exactly those rows.
         async with _ordered_walk(session) if ordered_walk else nullcontext():
@@ -153,3 +158,7 @@ async def _claim_where(
         # SQLite has one writer at a time: one statement that picks and takes.
         rows = await session.execute(pick_and_take, params)
     return list(rows.scalars())  # claim() orders the two picks together
+
+
+def _on_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"

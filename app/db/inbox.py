@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import col
 
-from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Attempt, Event, EventStatus
+from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 from app.events.registry import Source
@@ -91,9 +92,9 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
     now = utcnow()
     made = (
         await session.execute(
-            insert_for(session, Event.__table__)  # Core, not the ORM's bulk insert: nothing here needs objects
+            insert_for(session, _EVENTS)  # Core, not the ORM's bulk insert: nothing here needs objects
             .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-            .returning(Event.id, Event.source, Event.dedupe_key, Event.status),
+            .returning(col(Event.id), col(Event.source), col(Event.dedupe_key), col(Event.status)),
             [_row(d, now) for d in deliveries],
         )
     ).all()
@@ -124,7 +125,9 @@ async def _existing(session: AsyncSession, deliveries: Sequence[Delivery]) -> di
     by_source: dict[str, set[str]] = {}
     for d in deliveries:
         by_source.setdefault(d.source, set()).add(d.dedupe_key)
-    where = or_(*(and_(Event.source == src, Event.dedupe_key.in_(sorted(keys))) for src, keys in by_source.items()))
+    where = or_(
+        *(and_(col(Event.source) == src, col(Event.dedupe_key).in_(sorted(keys))) for src, keys in by_source.items())
+    )
     return {(e.source, e.dedupe_key): e for e in (await session.execute(select(Event).where(where))).scalars()}
 
 
@@ -169,7 +172,7 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
     await session.execute(_FINISH_ATTEMPTS, params)  # the same rows: the keys it does not bind are ignored
 
 
-_EVENTS, _ATTEMPTS = Event.__table__, Attempt.__table__  # type: ignore[attr-defined]
+_EVENTS, _ATTEMPTS = Event.metadata.tables["events"], Attempt.metadata.tables["attempts"]
 # Built once (a round finishes its batch with these two): every value is a parameter of the executemany.
 _FINISH_EVENTS = (
     update(_EVENTS)
@@ -208,17 +211,19 @@ async def hold(session: AsyncSession, ids: Sequence[int], reason: str) -> None:
     (no attempt and no retry horizon is spent on an outage); ``waiting_for`` says why. The caller commits."""
     await session.execute(
         update(Event)
-        .where(Event.id.in_(list(ids)), Event.status == EventStatus.running)
+        .where(col(Event.id).in_(list(ids)), col(Event.status) == EventStatus.running)
         .values(
             status=EventStatus.accepted,
-            attempts=Event.attempts - 1,
+            attempts=col(Event.attempts) - 1,
             lease_until=None,
             waiting_for=reason[:255],
             updated_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
     )
-    await session.execute(delete(Attempt).where(Attempt.event_id.in_(list(ids)), Attempt.finished_at.is_(None)))
+    await session.execute(
+        delete(Attempt).where(col(Attempt.event_id).in_(list(ids)), col(Attempt.finished_at).is_(None))
+    )
 
 
 async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> bool:
@@ -227,9 +232,9 @@ async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> boo
     done = await session.execute(
         update(Event)
         .where(
-            Event.id == event_id,
-            Event.status.in_(OPEN_STATUSES),
-            or_(Event.waiting_for.is_(None), Event.waiting_for != reason),
+            col(Event.id) == event_id,
+            col(Event.status).in_(OPEN_STATUSES),
+            or_(col(Event.waiting_for).is_(None), col(Event.waiting_for) != reason),
         )
         .values(waiting_for=reason)
         .execution_options(synchronize_session=False)
@@ -241,7 +246,7 @@ async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to:
     if ids:
         await session.execute(
             update(Event)
-            .where(Event.id.in_(list(ids)), Event.status == frm)
+            .where(col(Event.id).in_(list(ids)), col(Event.status) == frm)
             .values(status=to, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -261,7 +266,9 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     """Add work of our own (e.g. "make this course") unless the same kind is already open for the subject."""
     open_one = (
         await session.execute(
-            select(Event.id).where(Event.subject == subject, Event.kind == kind, Event.status.in_(OPEN_STATUSES))
+            select(col(Event.id)).where(
+                col(Event.subject) == subject, col(Event.kind) == kind, col(Event.status).in_(OPEN_STATUSES)
+            )
         )
     ).first()
     if open_one is not None:
@@ -283,34 +290,3 @@ async def request_internal(session: AsyncSession, *, kind: str, subject: str, pa
     session.add(event)
     await session.flush()
     return event
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """The inbox as a monitor sees it: how many events are open or wait for a person, by status, and the oldest
-    open one's arrival. Finished events are counted by ``sync_events_finished_total``, not here: they are kept for
-    good, and counting them walked the whole table on every scrape."""
-
-    counts: dict[str, int]
-    oldest_open: datetime | None
-
-
-async def backlog(session: AsyncSession) -> Backlog:
-    """Two reads of small partial indexes (open events, events waiting for a person), whatever the table's size."""
-    open_rows = (
-        await session.execute(
-            select(Event.status, func.count(), func.min(Event.created_at))
-            .where(Event.status.in_(list(OPEN_STATUSES)))
-            .group_by(Event.status)
-        )
-    ).all()
-    attention = (
-        await session.execute(
-            select(Event.status, func.count()).where(Event.status.in_(list(ATTENTION_STATUSES))).group_by(Event.status)
-        )
-    ).all()
-    counts = {str(s): 0 for s in (*OPEN_STATUSES, *ATTENTION_STATUSES)}
-    counts.update({status: n for status, n, _ in open_rows})
-    counts.update({status: n for status, n in attention})
-    oldest = min((first for _, _, first in open_rows), default=None)
-    return Backlog(counts, oldest)

@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.db.statuses import (  # the statuses live there; re-exported here, where the tables that hold them are
+    ATTENTION_STATUSES,
+    OPEN_STATUSES,
+    CompletionStatus,
+    EnrolmentStatus,
+    EventStatus,
+    RegistrationStatus,
+    RunStatus,
+    RunTrigger,
+)
 from app.db.types import UTCDateTime, utcnow
 
+__all__ = [
+    "ATTENTION_STATUSES",
+    "OPEN_STATUSES",
+    "CompletionStatus",
+    "EnrolmentStatus",
+    "EventStatus",
+    "RegistrationStatus",
+    "RunStatus",
+    "RunTrigger",
+]
 
-class EventStatus(StrEnum):
-    accepted = "accepted"  # committed; no job queued yet (or Redis was down)
-    queued = "queued"
-    running = "running"
-    retrying = "retrying"  # a transient failure; next_attempt_at says when
-    done = "done"
-    failed = "failed"  # a permanent failure; last_error says why
-    needs_review = "needs_review"  # the outcome is unknown: a person decides
-    ignored = "ignored"
-
-
-OPEN_STATUSES = (EventStatus.accepted, EventStatus.queued, EventStatus.running, EventStatus.retrying)
+# The partial indexes' conditions, on the same status values.
 OPEN_WHERE = text("status IN ('accepted', 'queued', 'running', 'retrying')")
 FRESH_WHERE = text("status IN ('accepted', 'queued')")
 RETRYING_WHERE = text("status = 'retrying'")
 RUNNING_WHERE = text("status = 'running'")
-# Finished but waiting for a person: a failure, or an outcome nobody can know without looking.
-ATTENTION_STATUSES = (EventStatus.failed, EventStatus.needs_review)
 ATTENTION_WHERE = text("status IN ('failed', 'needs_review')")
 KEPT_WHERE = text("payload IS NOT NULL")
 
@@ -91,7 +97,7 @@ class Attempt(SQLModel, table=True):
     number: int
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     finished_at: datetime | None = _ts(nullable=True)
-    outcome: str = Field(default="running", max_length=16)
+    outcome: str = Field(default=EventStatus.running, max_length=16)  # an EventStatus
     error: str | None = None
 
 
@@ -168,7 +174,7 @@ class Registration(SQLModel, table=True):
     document_external_id: str = Field(max_length=128, unique=True)
     course_date_id: int = Field(index=True)
     contact_key: str = Field(max_length=255)
-    status: str = Field(default="registered", max_length=16)  # registered | cancelled
+    status: str = Field(default=RegistrationStatus.registered, max_length=16)  # a RegistrationStatus
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -184,7 +190,7 @@ class EnrolmentLink(SQLModel, table=True):
     moodle_course_id: int = Field(index=True)
     course_date_id: int
     document_external_id: str | None = Field(default=None, max_length=128)
-    status: str = Field(default="active", max_length=16)  # active | suspended | unenrolled
+    status: str = Field(default=EnrolmentStatus.active, max_length=16)  # an EnrolmentStatus
     role_id: int = 5
     timestart: int = 0
     timeend: int = 0
@@ -199,9 +205,9 @@ class Run(SQLModel, table=True):
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
     kind: str = Field(default="reconcile", max_length=32)
-    trigger: str = Field(default="api", max_length=16)  # api | cron | cli
+    trigger: str = Field(default=RunTrigger.api, max_length=16)  # a RunTrigger
     dry_run: bool = False
-    status: str = Field(default="queued", max_length=16)  # queued | running | done | failed | stopped
+    status: str = Field(default=RunStatus.queued, max_length=16)  # a RunStatus
     progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     counts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     plan: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
@@ -235,8 +241,7 @@ class Completion(SQLModel, table=True):
     contact_key: str = Field(max_length=255)
     course_date_id: int
     document_external_id: str = Field(max_length=128)
-    # sending: the call may be in flight (a crash here means the outcome is unknown) | done | needs_review | failed
-    status: str = Field(default="sending", max_length=16)
+    status: str = Field(default=CompletionStatus.sending, max_length=16)  # a CompletionStatus
     event_id: int | None = None
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -5,19 +5,8 @@ Moodle events we handle and those we ignore on purpose, the slow kinds, the comp
 contact, what an event waits for, and the metric labels. Adding a kind is one entry here and, when its work is new,
 one runner (app.jobs.runners, registered for its family).
 
-Terms a newcomer meets across app/ (defined once, here):
-
-- **event**: one row of the inbox (app.db.models.Event); a delivery from a sender, or an internal request.
-- **family**: the kinds one runner works; a round claims events of one family together and runs them as a batch.
-- **round**: one claim-run-record pass of a job over a batch (app.jobs.tasks); a job drains up to MAX_ROUNDS.
-- **claim**: taking ready events for a round under a lease, in subject order (app.db.claim).
-- **lease**: a time-limited ownership: of a claimed event (``lease_until``; run out, the sweeper queues it again),
-  or of a name in the leases table (a course date being made, the sweeper's and the reconcile's turn).
-- **linger**: how long a round of a gathered family waits for a burst still arriving (app.jobs.tasks.LINGER), so
-  one Moodle array call carries a full batch.
-- **hold**: an event kept unrun while an upstream as a whole is unusable (``waiting_for`` says why); released when
-  the upstream is back (app.sync.upstreams, ``moodle-sync resume``).
-- **outcome**: what a runner decided for one event (app.db.inbox.Outcome); the jobs layer records it.
+The terms the code uses (event, family, round, claim, lease, linger, hold, outcome) are defined in
+docs/architecture.md, with how to add a kind step by step.
 """
 
 from __future__ import annotations

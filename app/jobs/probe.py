@@ -12,8 +12,8 @@ from app.checks import RECONCILE_ONLY, REQUIRED_FUNCTIONS
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
 from app.db.types import utcnow
-from app.jobs.loops import pause
 from app.jobs.sweeper import release_held
+from app.loops import pause
 from app.moodle.errors import MoodleError
 from app.notify.alerts import raise_alert
 from app.runtime import Runtime

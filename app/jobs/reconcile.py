@@ -9,10 +9,10 @@ import structlog
 
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
-from app.db.models import Run
+from app.db.models import Run, RunStatus, RunTrigger
 from app.db.types import utcnow
-from app.jobs.loops import pause
 from app.jobs.tasks import enqueue_internal
+from app.loops import pause
 from app.moodle.errors import MoodleError
 from app.runtime import Runtime
 from app.sync.reconcile import Progress, Reconciler
@@ -24,7 +24,7 @@ LEASE_SECONDS = 3600
 
 async def create_run(rt: Runtime, *, dry_run: bool, trigger: str) -> Run:
     async with rt.sessions() as s:
-        run = Run(dry_run=dry_run, trigger=trigger, status="queued")
+        run = Run(dry_run=dry_run, trigger=trigger, status=RunStatus.queued)
         s.add(run)
         await s.commit()
         return run
@@ -35,13 +35,13 @@ async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None)
     owner = f"reconcile-{uuid.uuid4().hex[:12]}"
     async with rt.sessions() as s:
         run = await s.get_one(Run, run_id)
-        if run.status != "queued":
+        if run.status != RunStatus.queued:
             return run
         if not await leases.acquire(s, LEASE, owner, LEASE_SECONDS):
-            run.status, run.error, run.finished_at = "stopped", "another reconcile is running", utcnow()
+            run.status, run.error, run.finished_at = RunStatus.stopped, "another reconcile is running", utcnow()
             await s.commit()
             return run
-        run.status = "running"
+        run.status = RunStatus.running
         await s.commit()
 
     async def report_progress(state: dict[str, Any]) -> None:
@@ -64,10 +64,10 @@ async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None)
         status, error = report.status, report.error
     except (MoodleError, CourseSalesError) as exc:  # an upstream refused or is away: the reason, no traceback
         log.warning("reconcile.upstream_failed", run_id=run_id, error=str(exc))
-        report, status, error = reconciler.report, "failed", str(exc)
+        report, status, error = reconciler.report, RunStatus.failed, str(exc)
     except Exception as exc:  # a failed run is recorded with its reason, then the lease is freed
         log.exception("reconcile.failed", run_id=run_id)
-        report, status, error = reconciler.report, "failed", f"{type(exc).__name__}: {exc}"
+        report, status, error = reconciler.report, RunStatus.failed, f"{type(exc).__name__}: {exc}"
     async with rt.sessions() as s:
         run = await s.get_one(Run, run_id)
         run.status, run.error, run.finished_at = status, error, utcnow()
@@ -99,7 +99,7 @@ async def run_periodically(rt: Runtime) -> None:
                 mine = await leases.acquire(s, "reconcile.cron", owner, minutes * 60 - 5)
                 await s.commit()
             if mine and rt.settings.moodle.configured and rt.settings.coursesales.configured:
-                run = await create_run(rt, dry_run=False, trigger="cron")
+                run = await create_run(rt, dry_run=False, trigger=RunTrigger.cron)
                 await execute(rt, run.id)
         except Exception:  # the loop must outlive a failed run
             log.exception("reconcile.cron.failed")

@@ -13,8 +13,8 @@ from app.db import inbox, leases
 from app.db.engine import SessionFactory
 from app.db.models import Event, EventStatus
 from app.db.types import utcnow
-from app.jobs.loops import pause
 from app.jobs.queue import Queue
+from app.loops import pause
 from app.runtime import Runtime
 from app.sync import operations
 

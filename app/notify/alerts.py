@@ -17,9 +17,9 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.db import leases
-from app.db.models import Alert, EnrolmentLink, Event, Run
+from app.db.models import Alert, EnrolmentLink, EnrolmentStatus, Event, Run
 from app.db.types import utcnow
-from app.jobs.loops import pause
+from app.loops import pause
 from app.runtime import Runtime
 from app.settings import AlertsSettings, Settings
 
@@ -234,7 +234,9 @@ async def _moodle_silence(session: AsyncSession, settings: Settings, now: dateti
         return
     active, oldest = (
         await session.execute(
-            select(func.count(), func.min(col(EnrolmentLink.created_at))).where(col(EnrolmentLink.status) == "active")
+            select(func.count(), func.min(col(EnrolmentLink.created_at))).where(
+                col(EnrolmentLink.status) == EnrolmentStatus.active
+            )
         )
     ).one()
     # Only enrolments active for the whole window make the silence telling (not a fresh install's first ones).

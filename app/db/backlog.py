@@ -1,0 +1,45 @@
+"""The inbox as a monitor sees it (/metrics, health): what is open and what waits for a person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Event
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The inbox as a monitor sees it: how many events are open or wait for a person, by status, and the oldest
+    open one's arrival. Finished events are counted by ``sync_events_finished_total``, not here: they are kept for
+    good, and counting them walked the whole table on every scrape."""
+
+    counts: dict[str, int]
+    oldest_open: datetime | None
+
+
+async def backlog(session: AsyncSession) -> Backlog:
+    """Two reads of small partial indexes (open events, events waiting for a person), whatever the table's size."""
+    open_rows = (
+        await session.execute(
+            select(col(Event.status), func.count(), func.min(col(Event.created_at)))
+            .where(col(Event.status).in_(list(OPEN_STATUSES)))
+            .group_by(col(Event.status))
+        )
+    ).all()
+    attention = (
+        await session.execute(
+            select(col(Event.status), func.count())
+            .where(col(Event.status).in_(list(ATTENTION_STATUSES)))
+            .group_by(col(Event.status))
+        )
+    ).all()
+    counts = {str(s): 0 for s in (*OPEN_STATUSES, *ATTENTION_STATUSES)}
+    counts.update({status: n for status, n, _ in open_rows})
+    counts.update({status: n for status, n in attention})
+    oldest = min((first for _, _, first in open_rows), default=None)
+    return Backlog(counts, oldest)
