@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(module.router)
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
     # (it takes the Request and returns its Response), without FastAPI's per-request dependency solving and
-    # wrapping, which cost 17% of a delivery's CPU. The FastAPI route stays for the OpenAPI document.
+    # wrapping (their cost: BENCHMARKS.md, "Measured design decisions"). The FastAPI route stays for the OpenAPI
+    # document.
     app.router.routes.insert(0, Route("/webhooks/coursesales", webhooks.coursesales_webhook, methods=["POST"]))
 
     def openapi() -> dict[str, Any]:

@@ -90,14 +90,7 @@ async def resume(rt: RuntimeDep, uow: UnitOfWorkDep, body: NoteIn | None = None)
     summary="Link a contact to a Moodle user",
 )
 async def link_user(body: UserLinkIn, uow: UnitOfWorkDep) -> UserLinkOut:
-    link = await operations.link_user(
-        uow.session,
-        contact_id=body.contact_id,
-        username=body.username,
-        moodle_user_id=body.moodle_user_id,
-        actor="api",
-        note=body.note,
-    )
+    link = await operations.link_user(uow.session, **body.model_dump(exclude={"note"}), actor="api", note=body.note)
     await uow.complete()  # the answer shows the stored link, its id included
     return UserLinkOut.model_validate(link, from_attributes=True)
 
@@ -120,13 +113,7 @@ async def unlink_user(moodle_user_id: IdPath, uow: UnitOfWorkDep) -> None:
     summary="Link a course date to a Moodle course",
 )
 async def link_course(body: CourseLinkIn, uow: UnitOfWorkDep) -> CourseLinkOut:
-    link = await operations.link_course(
-        uow.session,
-        course_date_id=body.course_date_id,
-        moodle_course_id=body.moodle_course_id,
-        actor="api",
-        note=body.note,
-    )
+    link = await operations.link_course(uow.session, **body.model_dump(exclude={"note"}), actor="api", note=body.note)
     await uow.complete()
     return CourseLinkOut.model_validate(link, from_attributes=True)
 

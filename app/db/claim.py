@@ -34,8 +34,8 @@ def _fresh() -> Any:
 def _statements(ready: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
     """(PostgreSQL's pick, PostgreSQL's take of the picked ids, SQLite's pick-and-take) for one kind of readiness.
 
-    Built once, here: a claim runs for every job, and building these (with their cache keys) each time was a fifth
-    of a quiet worker's CPU. Every value is a bound parameter.
+    Built once, here: a claim runs for every job, and building these (with their cache keys) each time was a large
+    share of a quiet worker's CPU (BENCHMARKS.md). Every value is a bound parameter.
     """
     older = aliased(Event)
     # Events of one subject run one at a time, oldest first: a newer one waits while an older one is open, so a
@@ -85,8 +85,8 @@ async def claim(
 
     Two statements: the due retries and lapsed leases first, then fresh events. Kept apart, the fresh events are
     walked in id order on their own partial index and the walk stops at ``limit``: one statement with both kinds of
-    readiness made PostgreSQL collect, check and sort the whole backlog on every claim (45 ms a claim at 15,000
-    waiting, most of a first sync's database time).
+    readiness made PostgreSQL collect, check and sort the whole backlog on every claim (BENCHMARKS.md, "Measured
+    design decisions").
 
     Safe against concurrent claimers: on PostgreSQL the pick locks its rows and skips those another claimer holds;
     on SQLite (one writer at a time) the update re-checks readiness on each row it takes.
@@ -116,8 +116,8 @@ async def _ordered_walk(session: AsyncSession) -> AsyncIterator[None]:
     """Plan the statements inside as an ordered index walk that stops at its LIMIT (PostgreSQL; a no-op on SQLite).
 
     The planner's idea of how many events wait comes from statistics taken before the burst that made them
-    (autoanalyze lags behind a first sync): believing a few dozen, it collected, checked and sorted all 15,000 on every
-    claim (37 ms a claim). Only the pick of fresh events runs under this, a one-table SELECT whose one good plan is
+    (autoanalyze lags behind a first sync): believing a few dozen, it collected, checked and sorted the whole backlog
+    on every claim (BENCHMARKS.md). Only the pick of fresh events runs under this, a one-table SELECT whose one good plan is
     index scans in nested loops, so every other way is priced out (SET LOCAL: it ends with the transaction at latest).
     """
     if not _on_postgres(session):

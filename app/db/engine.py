@@ -24,8 +24,8 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
     kw.setdefault("max_overflow", 10)
     kw.setdefault("pool_pre_ping", True)
     # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared statement to a generic
-    # plan, chosen blind to the parameters and to statistics gone stale in a burst. The claim query then took
-    # seconds instead of milliseconds (a first sync of 30,000 events stalled): plan each execution for its values.
+    # plan, chosen blind to the parameters and to statistics gone stale in a burst, and the claim query stalled a
+    # first sync (BENCHMARKS.md): plan each execution for its values.
     kw.setdefault("connect_args", {"server_settings": {"plan_cache_mode": "force_custom_plan"}})
     return create_async_engine(url, **kw)
 

@@ -30,7 +30,7 @@ from app.sync.intake import Request, course_request
 from app.sync.new_enrolments import POSTING, NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
 from app.sync.users import UserSync
-from app.upstream import UpstreamError
+from app.upstream import COURSESALES, MOODLE, UpstreamError
 
 # A registration whose course is being made looks again after this long.
 COURSE_WAIT = timedelta(seconds=3)
@@ -199,6 +199,21 @@ async def _new_enrolment(session: AsyncSession, sync: NewEnrolmentSync, event: E
         raise
 
 
+# A refused token or login, by upstream: what the event says, the alert's cause, what a person does.
+REFUSED_CREDENTIALS = {
+    MOODLE: (
+        "Moodle refused our token or function ({exc}); run `moodle-sync check`",
+        "moodle.token",
+        "check SYNC_MOODLE__TOKEN and the functions of its external service (`moodle-sync check`), then replay",
+    ),
+    COURSESALES: (
+        "CourseSales refused our login ({exc})",
+        "coursesales.login",
+        "check SYNC_COURSESALES__USERNAME / __PASSWORD (an active Soap login with a password), then replay",
+    ),
+}
+
+
 def outcome_for_failure(rt: Runtime, event: Event, exc: UpstreamError) -> Outcome:
     """A failure of the whole call: retry if transient and within the horizon, else fail with the reason."""
     upstream = "CourseSales" if isinstance(exc, CourseSalesError) else "Moodle"
@@ -210,18 +225,7 @@ def outcome_for_failure(rt: Runtime, event: Event, exc: UpstreamError) -> Outcom
         if at is not None:
             return Outcome(EventStatus.retrying, f"{upstream} unavailable, will retry: {exc}", next_attempt_at=at)
         return Outcome(EventStatus.failed, f"gave up after {event.attempts} attempts: {exc}")
-    if isinstance(exc, MoodleAuthError):
-        return Outcome(
-            EventStatus.failed,
-            f"Moodle refused our token or function ({exc}); run `moodle-sync check`",
-            alert="moodle.token",
-            fix="check SYNC_MOODLE__TOKEN and the functions of its external service (`moodle-sync check`), then replay",
-        )
-    if isinstance(exc, CourseSalesAuthError):
-        return Outcome(
-            EventStatus.failed,
-            f"CourseSales refused our login ({exc})",
-            alert="coursesales.login",
-            fix="check SYNC_COURSESALES__USERNAME / __PASSWORD (an active Soap login with a password), then replay",
-        )
+    if isinstance(exc, (MoodleAuthError, CourseSalesAuthError)):
+        says, alert, fix = REFUSED_CREDENTIALS[exc.upstream]
+        return Outcome(EventStatus.failed, says.format(exc=exc), alert=alert, fix=fix)
     return Outcome(EventStatus.failed, f"{upstream} refused the call: {exc}")
