@@ -66,7 +66,7 @@ def _invalid_user(reason: str, key: str | None = None) -> MoodleFault:
     return _invalid(f"users => {INVALID}: {inner}")
 
 
-_DOC = {
+_DOC: dict[str, Any] = {
     "summary": "Moodle-compatible user creation (CourseSales export maps)",
     "description": (
         "Form-encoded like Moodle's REST server: `wstoken` (= `SYNC_COMPAT__WSTOKEN`), `wsfunction` "
@@ -135,7 +135,7 @@ for _method in ("POST", "GET"):
         moodle_rest,
         methods=[_method],
         operation_id=f"moodle_rest_{_method.lower()}",
-        **_DOC,  # type: ignore[arg-type]
+        **_DOC,
     )
 
 

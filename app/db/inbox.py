@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
@@ -117,7 +117,7 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
             continue
         event = existing[key]
         mismatch = event.body_hash != d.body_hash
-        out.append(BodyMismatch(event) if mismatch else Stored(event.id, event.status, False))  # type: ignore[arg-type]
+        out.append(BodyMismatch(event) if mismatch else Stored(event.id, EventStatus(event.status), False))
     return out
 
 
@@ -239,7 +239,7 @@ async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> boo
         .values(waiting_for=reason)
         .execution_options(synchronize_session=False)
     )
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+    return bool(cast("CursorResult[Any]", done).rowcount)  # an UPDATE's result counts its rows
 
 
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:
