@@ -172,6 +172,11 @@ def part_records(answer: Mapping[str, Any], part: str, kind: str) -> Any:
     raise CourseSalesUnexpectedAnswer(f"{part!r} part is a {type(section).__name__}")
 
 
+def part_rows(answer: Mapping[str, Any], part: str, kind: str) -> Iterator[dict[str, Any]]:
+    """Each record of ``answer[part][kind]`` as {column name: value}, through the meta map the answer gives it."""
+    return rows(part_records(answer, part, kind), find_meta(answer, part, kind))
+
+
 def require_part(answer: Mapping[str, Any], part: str) -> None:
     """An answer must contain the part asked for, unless it is entirely empty (assumption)."""
     if part in answer:
@@ -247,9 +252,7 @@ def form_field(field_id: int, definition: Mapping[str, Any]) -> FormField:
 
 def categories_from_answer(answer: Mapping[str, Any]) -> list[CourseCategory]:
     """The course categories of an Options answer, in the answer's order."""
-    kind = a.OPTION_TYPE_COURSE_CATEGORY
-    collection = part_records(answer, OPTIONS_PART, kind)
-    return [category_from_row(row) for row in rows(collection, find_meta(answer, OPTIONS_PART, kind))]
+    return [category_from_row(row) for row in part_rows(answer, OPTIONS_PART, a.OPTION_TYPE_COURSE_CATEGORY)]
 
 
 def forms_from_answer(answer: Mapping[str, Any]) -> dict[int, dict[int, FormField]]:
@@ -273,6 +276,4 @@ def forms_from_answer(answer: Mapping[str, Any]) -> dict[int, dict[int, FormFiel
 
 def course_dates_from_answer(answer: Mapping[str, Any]) -> list[CourseDate]:
     """The course dates of a Course Dates answer (CourseDateListNextId), in the answer's order."""
-    kind = a.COURSE_DATE_TYPE
-    collection = part_records(answer, COURSE_DATES_PART, kind)
-    return [course_date_from_row(row) for row in rows(collection, find_meta(answer, COURSE_DATES_PART, kind))]
+    return [course_date_from_row(row) for row in part_rows(answer, COURSE_DATES_PART, a.COURSE_DATE_TYPE)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
@@ -19,35 +19,12 @@ from app.moodle.errors import (
     MoodleTransientError,
     error_from_body,
 )
+from app.moodle.wire import Form, encode_params
 from app.upstream import NOT_SENT
 
 REST_PATH = "/webservice/rest/server.php"
 T = TypeVar("T")
-Form = list[tuple[str, str]]
-
-
-def encode_params(params: Mapping[str, Any], prefix: str = "") -> Form:
-    """Flatten nested dicts and lists into PHP array notation: ``users[0][username]=...``."""
-    out: Form = []
-    for key, value in params.items():
-        name = f"{prefix}[{key}]" if prefix else str(key)
-        out.extend(_encode_value(name, value))
-    return out
-
-
-def _encode_value(name: str, value: Any) -> Form:
-    if value is None:
-        return []
-    if isinstance(value, Mapping):
-        return encode_params(value, name)
-    if isinstance(value, (list, tuple)):
-        out: Form = []
-        for i, item in enumerate(value):
-            out.extend(_encode_value(f"{name}[{i}]", item))
-        return out
-    if isinstance(value, bool):
-        return [(name, "1" if value else "0")]
-    return [(name, str(value))]
+Item = Mapping[str, Any]  # one user, course or enrolment of a batch call, as Moodle's function takes it
 
 
 @dataclass(frozen=True)
@@ -87,7 +64,6 @@ class MoodleClient:
         # PHP's max_input_vars (5000 by default) silently truncates bigger forms; keep a margin.
         self.max_input_vars = max_input_vars
         self.duplicate_timeout = duplicate_timeout
-        self.calls = 0
         self._token_user_id: int | None = None
         self.url = url.rstrip("/")
 
@@ -101,7 +77,6 @@ class MoodleClient:
         """Send already-encoded form fields; the token and function name are added here."""
         data: Form = [("wstoken", self._token), ("wsfunction", function), *form]
         async with self._gate:
-            self.calls += 1
             UPSTREAM_CALLS.labels("moodle", function).inc()
             try:
                 return self._decode(function, await self._post(data, timeout))
@@ -162,28 +137,20 @@ class MoodleClient:
         return max(1, min(self.max_batch, self.max_input_vars // max(1, fields_per_item)))
 
     async def batch(
-        self,
-        items: Sequence[Mapping[str, Any]],
-        send: Callable[[list[Mapping[str, Any]]], Awaitable[list[T]]],
-        *,
-        fields_per_item: int = 10,
+        self, items: Sequence[Item], send: Callable[[list[Item]], Awaitable[list[T]]], *, fields_per_item: int = 10
     ) -> list[ItemResult[T]]:
         """Send all-or-nothing batches; when one is refused for its data, split it to isolate the bad item.
 
         Transient and auth errors are raised: they concern the call, not an item.
         """
-        size = self.batch_size(fields_per_item)
-        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        chunks = _slices(range(len(items)), self.batch_size(fields_per_item))
         results: list[ItemResult[T]] = []
         for chunk_results in await asyncio.gather(*(self._isolate(items, idx, send) for idx in chunks)):
             results.extend(chunk_results)
         return sorted(results, key=lambda r: r.index)
 
     async def _isolate(
-        self,
-        items: Sequence[Mapping[str, Any]],
-        idx: list[int],
-        send: Callable[[list[Mapping[str, Any]]], Awaitable[list[T]]],
+        self, items: Sequence[Item], idx: list[int], send: Callable[[list[Item]], Awaitable[list[T]]]
     ) -> list[ItemResult[T]]:
         try:
             values = await send([items[i] for i in idx])
@@ -197,6 +164,37 @@ class MoodleClient:
             right = await self._isolate(items, idx[mid:], send)
             return left + right
         return [ItemResult(i, value=v) for i, v in zip(idx, values, strict=False)]
+
+    async def _create(self, function: str, key: str, items: Sequence[Item]) -> list[ItemResult[dict[str, Any]]]:
+        """A create call in all-or-nothing batches, isolating refused items; a value per item created."""
+
+        async def send(chunk: list[Item]) -> list[dict[str, Any]]:
+            created: list[dict[str, Any]] = await self.call(function, {key: chunk})
+            return created
+
+        return await self.batch(items, send, fields_per_item=10)
+
+    async def _update(
+        self, function: str, key: str, items: Sequence[Item], *, fields_per_item: int
+    ) -> dict[int, dict[str, Any]]:
+        """An update call, per item in Moodle (a refused item does not stop the others); the warnings by item id."""
+        warnings: dict[int, dict[str, Any]] = {}
+        for chunk in _slices(items, self.batch_size(fields_per_item)):
+            answer = await self.call(function, {key: chunk})
+            for w in (answer or {}).get("warnings", []):
+                warnings[int(w.get("itemid") or 0)] = w
+        return warnings
+
+    async def _enrolments(
+        self, function: str, enrolments: Sequence[Item], *, fields_per_item: int
+    ) -> list[ItemResult[None]]:
+        """An enrolment call in all-or-nothing batches (Moodle answers null), isolating refused enrolments."""
+
+        async def send(chunk: list[Item]) -> list[None]:
+            await self.call(function, {"enrolments": chunk})
+            return [None] * len(chunk)
+
+        return await self.batch(enrolments, send, fields_per_item=fields_per_item)
 
     # -- typed calls ---------------------------------------------------------------------
 
@@ -215,31 +213,17 @@ class MoodleClient:
         if not values:
             return []
         found: list[dict[str, Any]] = []
-        size = self.batch_size(1)
-        for i in range(0, len(values), size):
-            found.extend(
-                await self.call("core_user_get_users_by_field", {"field": field, "values": list(values[i : i + size])})
-            )
+        for chunk in _slices(values, self.batch_size(1)):
+            found.extend(await self.call("core_user_get_users_by_field", {"field": field, "values": chunk}))
         return found
 
-    async def create_users(self, users: Sequence[Mapping[str, Any]]) -> list[ItemResult[dict[str, Any]]]:
+    async def create_users(self, users: Sequence[Item]) -> list[ItemResult[dict[str, Any]]]:
         """Create users in all-or-nothing batches, isolating refused ones; values are ``{id, username}``."""
+        return await self._create("core_user_create_users", "users", users)
 
-        async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-            created: list[dict[str, Any]] = await self.call("core_user_create_users", {"users": chunk})
-            return created
-
-        return await self.batch(users, send, fields_per_item=10)
-
-    async def update_users(self, users: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    async def update_users(self, users: Sequence[Item]) -> dict[int, dict[str, Any]]:
         """Update users (per-item in Moodle); returns the warnings by user id."""
-        warnings: dict[int, dict[str, Any]] = {}
-        size = self.batch_size(10)
-        for i in range(0, len(users), size):
-            answer = await self.call("core_user_update_users", {"users": list(users[i : i + size])})
-            for w in (answer or {}).get("warnings", []):
-                warnings[int(w.get("itemid") or 0)] = w
-        return warnings
+        return await self._update("core_user_update_users", "users", users, fields_per_item=10)
 
     # -- courses ---------------------------------------------------------------------------
 
@@ -247,24 +231,13 @@ class MoodleClient:
         answer = await self.call("core_course_get_courses_by_field", {"field": field, "value": value})
         return list((answer or {}).get("courses", []))
 
-    async def create_courses(self, courses: Sequence[Mapping[str, Any]]) -> list[ItemResult[dict[str, Any]]]:
+    async def create_courses(self, courses: Sequence[Item]) -> list[ItemResult[dict[str, Any]]]:
         """Create courses in all-or-nothing batches, isolating refused ones; values are ``{id, shortname}``."""
+        return await self._create("core_course_create_courses", "courses", courses)
 
-        async def send(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-            created: list[dict[str, Any]] = await self.call("core_course_create_courses", {"courses": chunk})
-            return created
-
-        return await self.batch(courses, send, fields_per_item=10)
-
-    async def update_courses(self, courses: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    async def update_courses(self, courses: Sequence[Item]) -> dict[int, dict[str, Any]]:
         """Update courses (per item in Moodle); returns the warnings by course id."""
-        warnings: dict[int, dict[str, Any]] = {}
-        size = self.batch_size(8)
-        for i in range(0, len(courses), size):
-            answer = await self.call("core_course_update_courses", {"courses": list(courses[i : i + size])})
-            for w in (answer or {}).get("warnings", []):
-                warnings[int(w.get("itemid") or 0)] = w
-        return warnings
+        return await self._update("core_course_update_courses", "courses", courses, fields_per_item=8)
 
     async def duplicate_course(
         self,
@@ -293,24 +266,14 @@ class MoodleClient:
 
     # -- enrolments ------------------------------------------------------------------------
 
-    async def enrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> list[ItemResult[None]]:
+    async def enrol_users(self, enrolments: Sequence[Item]) -> list[ItemResult[None]]:
         """Manual enrolments in all-or-nothing batches (an upsert: re-sending clears dates; compare first)."""
+        return await self._enrolments("enrol_manual_enrol_users", enrolments, fields_per_item=6)
 
-        async def send(chunk: list[Mapping[str, Any]]) -> list[None]:
-            await self.call("enrol_manual_enrol_users", {"enrolments": chunk})
-            return [None] * len(chunk)
-
-        return await self.batch(enrolments, send, fields_per_item=6)
-
-    async def unenrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> list[ItemResult[None]]:
+    async def unenrol_users(self, enrolments: Sequence[Item]) -> list[ItemResult[None]]:
         """Manual unenrolments; ``roleid`` is never sent (Moodle 5.0 refuses it)."""
-
-        async def send(chunk: list[Mapping[str, Any]]) -> list[None]:
-            await self.call("enrol_manual_unenrol_users", {"enrolments": chunk})
-            return [None] * len(chunk)
-
         clean = [{k: v for k, v in e.items() if k != "roleid"} for e in enrolments]
-        return await self.batch(clean, send, fields_per_item=2)
+        return await self._enrolments("enrol_manual_unenrol_users", clean, fields_per_item=2)
 
     async def get_enrolled_users(self, course_id: int) -> list[dict[str, Any]]:
         return list(await self.call("core_enrol_get_enrolled_users", {"courseid": course_id}) or [])
@@ -326,3 +289,8 @@ class MoodleClient:
     async def users_courses(self, user_id: int) -> list[dict[str, Any]]:
         """A learner's active courses with their ``completed`` flag, in one call (recordings 130-132)."""
         return list(await self.call("core_enrol_get_users_courses", {"userid": user_id, "returnusercount": 0}) or [])
+
+
+def _slices(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size``, in order, the last one shorter."""
+    return (list(items[i : i + size]) for i in range(0, len(items), size))

@@ -1,8 +1,10 @@
-"""Moodle's REST wire formats, for the endpoint that stands in for Moodle: form arrays in, JSON or XML out."""
+"""Moodle's REST wire formats: PHP form arrays out (the client) and in (the endpoint that stands in for Moodle),
+JSON or XML out."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
@@ -11,6 +13,32 @@ _INDEX = re.compile(r"\[([^\]]*)\]")
 MAX_NESTING = 64
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
+# A form's fields in order, as posted: ("users[0][username]", "x"); PHP rebuilds the arrays from the names.
+Form = list[tuple[str, str]]
+
+
+def encode_params(params: Mapping[str, Any], prefix: str = "") -> Form:
+    """Flatten nested dicts and lists into PHP array notation: ``users[0][username]=...``."""
+    out: Form = []
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        out.extend(_encode_value(name, value))
+    return out
+
+
+def _encode_value(name: str, value: Any) -> Form:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return encode_params(value, name)
+    if isinstance(value, (list, tuple)):
+        out: Form = []
+        for i, item in enumerate(value):
+            out.extend(_encode_value(f"{name}[{i}]", item))
+        return out
+    if isinstance(value, bool):
+        return [(name, "1" if value else "0")]
+    return [(name, str(value))]
 
 
 def decode_form(items: list[tuple[str, str]]) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Moodle and CourseSales from the command line: `check` their configuration, `probe` their state now."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import typer
+
+from app.cli.startup import console, load_settings, migrated_settings
+from app.settings import Settings
+
+
+def check() -> None:
+    """Check the Moodle token (functions, hidden names) and the CourseSales login (categories, fields)."""
+    settings = load_settings()
+    if not settings.moodle.configured:
+        console.print("[red]Moodle is not configured[/red]: set SYNC_MOODLE__URL and SYNC_MOODLE__TOKEN")
+        raise typer.Exit(1)
+    raise typer.Exit(0 if asyncio.run(_check(settings)) else 1)
+
+
+def probe() -> None:
+    """Probe Moodle and CourseSales now and show each one's state; one that answers again has its work resumed."""
+    raise typer.Exit(asyncio.run(_probe(migrated_settings())))
+
+
+async def _check(settings: Settings) -> bool:
+    from app.checks import Finding, check_coursesales, check_moodle
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    try:
+        findings = await check_moodle(rt.moodle)
+        if settings.coursesales.configured:
+            findings += await check_coursesales(rt.coursesales, settings.courses)
+        else:
+            findings.append(
+                Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)")
+            )
+        findings += await _held_upstreams(rt)
+    finally:
+        await rt.close()
+    colours = {"ok": "green", "warn": "yellow", "error": "red"}
+    for f in findings:
+        console.print(f"[{colours[f.level]}]{f.level:5}[/] {f.message}")
+    return not any(f.level == "error" for f in findings)
+
+
+async def _held_upstreams(rt: Any) -> list[Any]:
+    """What the running service last recorded of each upstream: work it holds for one that cannot be used."""
+    from app.checks import Finding
+    from app.sync import upstreams
+
+    try:
+        async with rt.sessions() as s:
+            states = upstreams.report(rt.settings, await upstreams.load(s))
+    except Exception:  # no database yet (a check before the first migrate): nothing recorded
+        return []
+    return [
+        Finding("warn", f"the service holds the work for {name}: {st['state']} since {st['since']}: {st['reason']}")
+        for name, st in states.items()
+        if st["state"] in (upstreams.UNAVAILABLE, upstreams.AUTH_FAILED)
+    ]
+
+
+async def _probe(settings: Settings) -> int:
+    from app.jobs.probe import probe_all
+    from app.jobs.queue import Queue, connect
+    from app.jobs.redis import redis_settings
+    from app.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    rt.queue = Queue(connect(redis_settings(settings)))
+    try:
+        report = await probe_all(rt, "cli", force=True)
+    finally:
+        await rt.close()
+    for name, state in report.items():
+        line = f"{name}: {state['state']}" + (
+            f" since {state['since']}: {state['reason']}" if "reason" in state else ""
+        )
+        console.print(line, highlight=False)
+        if state.get("fix"):
+            console.print(f"  fix: {state['fix']}", highlight=False)
+    return 0 if all(s["state"] in ("ok", "not_configured") for s in report.values()) else 1
