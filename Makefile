@@ -27,6 +27,7 @@ test: install
 lint: install
 	$(BIN)/ruff check app tests migrations bench
 	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/mypy
 
 openapi: install
 	$(BIN)/moodle-sync openapi > openapi/openapi.json

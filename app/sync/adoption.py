@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from app.db.engine import SessionFactory
+from app.db.inbox import Outcome
 from app.db.models import OPEN_STATUSES, Event, EventStatus, UserIntent
 from app.events.registry import CONTACT_KINDS
+from app.moodle.client import MoodleClient
 from app.settings import UsersSettings
 from app.sync.contacts import Contact
 from app.sync.links import user_links
+from app.sync.operations import audit
+from app.sync.user_work import Work
 
 # Moodle's answer to an update of a site administrator by a token that is not one (4.x: usernotupdatedadmin;
 # older core code reused useradminodelete).
@@ -59,13 +66,38 @@ def refusal_message(reason: str) -> str:
     return f"{reason}. To use it for this contact: {WAYS_OUT}."
 
 
+def adopt(
+    session: AsyncSession, w: Work, account: dict[str, Any], *, rules: UsersSettings, token_user_id: int | None
+) -> Outcome | None:
+    """Adopt ``account`` for this contact when the rules allow it (audited either way); else the refusal."""
+    found = verdict(account, rules=rules, token_user_id=token_user_id)
+    target = f"moodle_user:{account.get('id')}"
+    if not found.adopt:
+        audit(session, actor="sync", action="user.adoption_refused", target=target,
+              note=f"{found.reason}; contact {w.contact.key}, event {w.event.id}")  # fmt: skip
+        return Outcome(
+            EventStatus.needs_review, refusal_message(found.reason), alert="user.adoption", fix=refusal_message("")
+        )
+    w.moodle_user, w.adopting = account, True
+    kept = "overwritten" if rules.adopt_overwrites_password else "kept"
+    audit(session, actor="sync", action="user.adopted", target=target,
+          note=f"{describe(account)} adopted for contact {w.contact.key} (event {w.event.id}); password {kept}")  # fmt: skip
+    return None
+
+
+async def made_by_sync(session: AsyncSession, usernames: list[str]) -> set[str]:
+    """The usernames among these that the sync set out to create (an intent is recorded): never someone else's."""
+    rows = await session.execute(select(col(UserIntent.username)).where(col(UserIntent.username).in_(usernames)))
+    return set(rows.scalars())
+
+
 class AccountPlan:
     """What the contacts waiting for a Moodle user would find (a reconcile dry run's migration check): a new
     account, one the sync made, one it would adopt, or one it refuses, under the settings as they are now."""
 
     PAGE = 500
 
-    def __init__(self, *, sessions: Any, moodle: Any, rules: UsersSettings) -> None:
+    def __init__(self, *, sessions: SessionFactory, moodle: MoodleClient, rules: UsersSettings) -> None:
         self.sessions = sessions
         self.moodle = moodle
         self.rules = rules
@@ -88,14 +120,14 @@ class AccountPlan:
         async with self.sessions() as s:
             rows = (
                 await s.execute(
-                    select(Event.id, Event.payload)
+                    select(col(Event.id), col(Event.payload))
                     .where(
-                        Event.id > after,
-                        Event.kind.in_(CONTACT_KINDS),
-                        Event.status.in_([*OPEN_STATUSES, EventStatus.needs_review]),
-                        Event.payload.is_not(None),
+                        col(Event.id) > after,
+                        col(Event.kind).in_(CONTACT_KINDS),
+                        col(Event.status).in_([*OPEN_STATUSES, EventStatus.needs_review]),
+                        col(Event.payload).is_not(None),
                     )
-                    .order_by(Event.id)
+                    .order_by(col(Event.id))
                     .limit(self.PAGE)
                 )
             ).all()
@@ -122,9 +154,7 @@ class AccountPlan:
                 str(u.get("email", "")).lower(): u for u in await self.moodle.get_users_by_field("email", missing)
             }
         async with self.sessions() as s:
-            intents = set(
-                (await s.execute(select(UserIntent.username).where(UserIntent.username.in_(names)))).scalars()
-            )
+            intents = await made_by_sync(s, names)
         out = []
         for c in contacts:
             target: dict[str, Any] = {"username": c.moodle_username, "contact_id": c.contact_id}

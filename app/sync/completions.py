@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import bindparam, desc, insert, select, true, update
+from sqlalchemy import CursorResult, bindparam, desc, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.coursesales.api import CourseSalesApi
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
@@ -25,6 +27,7 @@ from app.events.registry import EventKind
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodlePermanentError
 from app.settings import Settings
+from app.sync.tables import table_of
 
 log = structlog.get_logger(__name__)
 UNMAPPED_RETRY = timedelta(seconds=60)
@@ -158,8 +161,12 @@ class CompletionSync:
                     }
                     guard_id: int | None = (await s.execute(_NEW_GUARD, row)).scalar_one()
                 else:
-                    taken = await s.execute(_RETAKE_GUARD, {"guard_id": guard.id, "by_event": event.id, "at": now})
-                    guard_id = guard.id if taken.rowcount == 1 else None  # type: ignore[attr-defined]
+                    # An UPDATE yields a CursorResult; AsyncSession.execute is typed with the Result base.
+                    taken = cast(
+                        CursorResult[Any],
+                        await s.execute(_RETAKE_GUARD, {"guard_id": guard.id, "by_event": event.id, "at": now}),
+                    )
+                    guard_id = guard.id if taken.rowcount == 1 else None
                 await s.commit()
             except IntegrityError:
                 await s.rollback()
@@ -180,9 +187,9 @@ class CompletionSync:
         return Outcome(EventStatus.failed, message, alert=cause, fix=fix)
 
 
-async def _unlinked(s: Any, user_id: int, course_id: int) -> str:
+async def _unlinked(s: AsyncSession, user_id: int, course_id: int) -> str:
     """Which of the two links is missing (the rare path: only after the joined lookup found nothing)."""
-    user = (await s.execute(select(UserLink.id).where(UserLink.moodle_user_id == user_id))).first()
+    user = (await s.execute(select(col(UserLink.id)).where(col(UserLink.moodle_user_id) == user_id))).first()
     if user is None:
         return f"Moodle user {user_id} is not linked to a CourseSales contact"
     return f"Moodle course {course_id} is not linked to a course date"
@@ -192,24 +199,26 @@ async def _unlinked(s: Any, user_id: int, course_id: int) -> str:
 _LINKS = (
     select(UserLink, CourseLink)
     .join_from(UserLink, CourseLink, true())  # two single-row look-ups in one round trip
-    .where(UserLink.moodle_user_id == bindparam("user_id"), CourseLink.moodle_course_id == bindparam("course_id"))
+    .where(
+        col(UserLink.moodle_user_id) == bindparam("user_id"), col(CourseLink.moodle_course_id) == bindparam("course_id")
+    )
 )
 _REGISTRATION = (
-    select(Registration.document_external_id, Completion)
+    select(col(Registration.document_external_id), Completion)
     .outerjoin(
         Completion,
-        (Completion.contact_key == Registration.contact_key)
-        & (Completion.course_date_id == Registration.course_date_id),
+        (col(Completion.contact_key) == col(Registration.contact_key))
+        & (col(Completion.course_date_id) == col(Registration.course_date_id)),
     )
     .where(
-        Registration.contact_key == bindparam("contact_key"),
-        Registration.course_date_id == bindparam("course_date_id"),
-        Registration.status == "registered",
+        col(Registration.contact_key) == bindparam("contact_key"),
+        col(Registration.course_date_id) == bindparam("course_date_id"),
+        col(Registration.status) == "registered",
     )
-    .order_by(desc(Registration.id))
+    .order_by(desc(col(Registration.id)))
     .limit(1)
 )
-_GUARDS = Completion.__table__  # type: ignore[attr-defined]
+_GUARDS = table_of(Completion)
 _NEW_GUARD = insert(_GUARDS).returning(_GUARDS.c.id)
 # Only a failed call's guard is taken back, and by one event: a second finds it sending and leaves it.
 _RETAKE_GUARD = (
@@ -224,6 +233,6 @@ _MARK = (
 )
 
 
-def _short(answer: Any) -> Any:
+def _short(answer: dict[str, Any]) -> dict[str, Any] | str:
     text = str(answer)
     return answer if len(text) < 500 else text[:500]

@@ -10,14 +10,17 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.coursesales.api import CourseSalesApi
+from app.coursesales.schemas import CourseDate
 from app.db.models import CourseDateRow, CourseLink
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
-from app.moodle.errors import MoodleConflict, MoodlePermanentError
+from app.moodle.errors import MoodleConflict, MoodleError, MoodlePermanentError
 from app.settings import CoursesSettings
 from app.sync.courses import CategoryMapping, CoursePlan, eligibility, map_categories, plan_course
+from app.sync.links import course_links
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +40,7 @@ class CourseResult:
     reason: str = ""
 
 
-async def remember_course_date(session: AsyncSession, cd: Any) -> CourseDateRow:
+async def remember_course_date(session: AsyncSession, cd: CourseDate) -> CourseDateRow:
     """Keep what CourseSales said about a course date (webhooks carry only its id); the caller commits."""
     row = await session.get(CourseDateRow, cd.id)
     if row is None:
@@ -90,7 +93,7 @@ class CourseSync:
         rows = {
             row.id: row
             for row in (
-                await self.session.execute(select(CourseDateRow).where(CourseDateRow.id.in_(list(wanted))))
+                await self.session.execute(select(CourseDateRow).where(col(CourseDateRow.id).in_(list(wanted))))
             ).scalars()
         }
         stale = utcnow() - timedelta(seconds=self.settings.cache_seconds)
@@ -111,7 +114,7 @@ class CourseSync:
         Moodle read side by side, new courses made in one array call. A CourseProblem (a person must act) is
         answered per course date, not raised."""
         rows = await self.course_dates(wanted)
-        links = await self._links(set(wanted))
+        links = await course_links(self.session, set(wanted))
         results = {cdid: _not_listed(cdid, links.get(cdid)) for cdid in wanted if cdid not in rows}
         known = [cdid for cdid in wanted if cdid in rows]
         if not known:
@@ -149,7 +152,8 @@ class CourseSync:
             if plan.action == "duplicate":
                 course_id = await self._make(plan)
             else:
-                course_id = int(plan.moodle_course_id)  # type: ignore[arg-type]
+                assert plan.moodle_course_id is not None  # an "update" or "adopt" plan has Moodle's course
+                course_id = plan.moodle_course_id
                 if plan.course:
                     await self._update(course_id, plan.course)
         except CourseProblem as exc:
@@ -168,15 +172,12 @@ class CourseSync:
             if not res.ok:
                 results[cdid] = CourseProblem(await self._explain(res.error, plan.course))
                 continue
-            course_id = int(res.value["id"])  # type: ignore[index]
+            assert res.value is not None  # a made item carries Moodle's answer
+            course_id = int(res.value["id"])
             self._link(cdid, course_id, None, created=True)
             log.info("moodle.course.create", course_date_id=cdid, moodle_course_id=course_id)
             results[cdid] = CourseResult(course_id, plan.action, plan.reason)
         return results
-
-    async def _links(self, course_dates: set[int]) -> dict[int, CourseLink]:
-        rows = await self.session.execute(select(CourseLink).where(CourseLink.course_date_id.in_(list(course_dates))))
-        return {link.course_date_id: link for link in rows.scalars()}
 
     async def _existing(self, course_dates: list[int], links: dict[int, CourseLink]) -> dict[int, dict[str, Any]]:
         """Moodle's course of each course date, read side by side: by its link, else by idnumber.
@@ -209,6 +210,7 @@ class CourseSync:
     async def _make(self, plan: CoursePlan) -> int:
         """A copy of the plan's template course, with the course date's idnumber and dates set on it."""
         course = plan.course
+        assert plan.template is not None  # a "duplicate" plan names its template
         template = await self._template_id(plan.template)
         try:
             copy = await self.moodle.duplicate_course(
@@ -252,7 +254,7 @@ class CourseSync:
                 f"Moodle refused to update course {course_id}: {w.get('message')} [{w.get('warningcode')}]"
             )
 
-    async def _explain(self, error: Any, course: dict[str, Any]) -> str:
+    async def _explain(self, error: MoodleError | None, course: dict[str, Any]) -> str:
         if isinstance(error, MoodleConflict):
             return f"Moodle refused the course: {error.message} (short name {course['shortname']!r} or idnumber {course['idnumber']!r})"
         return f"Moodle refused to create the course in category {course['categoryid']}: {error}"

@@ -12,26 +12,46 @@ from app.settings import CoursesSettings
 
 
 class CategoryLike(Protocol):
-    id: int
-    name: str
-    parent_id: int | None
-    form_id: int | None
-    fields: dict[int, str]
+    """A course category as map_categories reads it (read-only: CourseSales' records are frozen)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def form_id(self) -> int | None: ...
+    @property
+    def fields(self) -> dict[int, str]: ...
 
 
 class FieldLike(Protocol):
-    id: int
-    name: str
+    """A category form's field, as field_id matches it by name."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
 
 
 class CourseDateLike(Protocol):
-    id: int
-    start: date | None
-    end: date | None
-    status_id: int | None
-    visibility: int | None
-    category_id: int | None
-    category_name: str | None
+    """A course date as CourseSales lists it or as we keep it (CourseDateRow): what a course plan reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def start(self) -> date | None: ...
+    @property
+    def end(self) -> date | None: ...
+    @property
+    def status_id(self) -> int | None: ...
+    @property
+    def visibility(self) -> int | None: ...
+    @property
+    def category_id(self) -> int | None: ...
+    @property
+    def category_name(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.models import DoNotSync, UserLink
 
@@ -47,5 +48,5 @@ async def held(session: AsyncSession, keys: Iterable[str]) -> set[str]:
     wanted = sorted(set(keys))
     if not wanted:
         return set()
-    rows = await session.execute(select(DoNotSync.contact_key).where(DoNotSync.contact_key.in_(wanted)))
+    rows = await session.execute(select(col(DoNotSync.contact_key)).where(col(DoNotSync.contact_key).in_(wanted)))
     return set(rows.scalars())

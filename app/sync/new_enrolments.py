@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.coursesales.api import CourseSalesApi
 from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
@@ -25,7 +26,7 @@ from app.db.inbox import Outcome
 from app.db.models import CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
-from app.settings import Settings
+from app.settings import NewEnrolmentsSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -64,19 +65,25 @@ class NewEnrolmentSync:
 
     async def plan(self, event: Event) -> Outcome | Post:
         """What to do with the enrolment: an outcome now, or a registration to post."""
-        cfg = self.settings.new_enrolments
         p = event.payload or {}
         user_id, course_id, actor = (
             int(p.get("relateduserid") or 0),
             int(p.get("courseid") or 0),
             int(p.get("userid") or 0),
         )
+        answered = await self._not_to_post(event, user_id, course_id, actor)
+        if answered is None:
+            answered = await self._unconfirmed(event, user_id, course_id)
+        return answered if answered is not None else await self._registration(user_id, course_id)
+
+    async def _not_to_post(self, event: Event, user_id: int, course_id: int, actor: int) -> Outcome | None:
+        """An enrolment this service made or knows, or one an earlier attempt may have posted: never posted again."""
         if self.token_user_id is not None and actor == self.token_user_id:
             return Outcome(EventStatus.done, result={"skipped": "made by this service"})
         ours = (
             await self.session.execute(
                 select(EnrolmentLink).where(
-                    EnrolmentLink.moodle_user_id == user_id, EnrolmentLink.moodle_course_id == course_id
+                    col(EnrolmentLink.moodle_user_id) == user_id, col(EnrolmentLink.moodle_course_id) == course_id
                 )
             )
         ).scalar_one_or_none()
@@ -87,6 +94,11 @@ class NewEnrolmentSync:
                 EventStatus.needs_review,
                 "an earlier attempt may have posted this registration: check CourseSales, then resolve",
             )
+        return None
+
+    async def _unconfirmed(self, event: Event, user_id: int, course_id: int) -> Outcome | None:
+        """Wait until Moodle shows the enrolment (local_webhooks posts before the commit); drop one rolled back."""
+        cfg = self.settings.new_enrolments
         age = utcnow() - event.created_at
         if age < timedelta(seconds=cfg.confirm_delay_seconds):
             return Outcome(
@@ -95,16 +107,21 @@ class NewEnrolmentSync:
                 next_attempt_at=event.created_at + timedelta(seconds=cfg.confirm_delay_seconds),
             )
         enrolled = {int(u["id"]) for u in await self.moodle.get_enrolled_users(course_id)}
-        if user_id not in enrolled:
-            if age < timedelta(seconds=cfg.confirm_window_seconds):
-                return Outcome(
-                    EventStatus.retrying,
-                    "the enrolment is not visible in Moodle yet",
-                    next_attempt_at=utcnow() + timedelta(seconds=cfg.confirm_delay_seconds),
-                )
-            return Outcome(EventStatus.done, result={"dropped": "the enrolment never appeared in Moodle (rolled back)"})
+        if user_id in enrolled:
+            return None
+        if age < timedelta(seconds=cfg.confirm_window_seconds):
+            return Outcome(
+                EventStatus.retrying,
+                "the enrolment is not visible in Moodle yet",
+                next_attempt_at=utcnow() + timedelta(seconds=cfg.confirm_delay_seconds),
+            )
+        return Outcome(EventStatus.done, result={"dropped": "the enrolment never appeared in Moodle (rolled back)"})
+
+    async def _registration(self, user_id: int, course_id: int) -> Outcome | Post:
+        """The registration to post for a confirmed enrolment, or why there can be none."""
+        cfg = self.settings.new_enrolments
         link = (
-            await self.session.execute(select(CourseLink).where(CourseLink.moodle_course_id == course_id))
+            await self.session.execute(select(CourseLink).where(col(CourseLink.moodle_course_id) == course_id))
         ).scalar_one_or_none()
         if link is None:
             return Outcome(EventStatus.failed, f"Moodle course {course_id} is not linked to a CourseSales course date")
@@ -175,14 +192,16 @@ class NewEnrolmentSync:
     async def _contact_key(self, user: dict[str, Any]) -> str:
         """The learner as completions find them: through a user link, made here when Moodle had the user first."""
         uid = int(user["id"])
-        link = (await self.session.execute(select(UserLink).where(UserLink.moodle_user_id == uid))).scalar_one_or_none()
+        link = (
+            await self.session.execute(select(UserLink).where(col(UserLink.moodle_user_id) == uid))
+        ).scalar_one_or_none()
         if link is None:
             link = UserLink(contact_id=None, username=str(user["username"]), moodle_user_id=uid)
             self.session.add(link)
         return link.contact_key
 
 
-def _fields(cfg: Any, user: dict[str, Any]) -> dict[int, str]:
+def _fields(cfg: NewEnrolmentsSettings, user: dict[str, Any]) -> dict[int, str]:
     pairs = (
         (cfg.first_name_field_id, user.get("firstname")),
         (cfg.surname_field_id, user.get("lastname")),

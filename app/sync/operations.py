@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, func, null, select, update
+from sqlalchemy import CursorResult, Select, delete, func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.models import (
     OPEN_STATUSES,
@@ -24,6 +27,7 @@ from app.sync.gone import contact_key_for
 
 PAUSE = "pause"
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+L = TypeVar("L", UserLink, CourseLink)
 
 
 class OperationError(Exception):
@@ -58,7 +62,7 @@ async def replay(session: AsyncSession, event_id: int, *, actor: str, note: str 
     if event.kind in COMPLETION_KINDS:
         await session.execute(
             update(Completion)
-            .where(Completion.event_id == event_id, Completion.status.in_(["needs_review", "sending"]))
+            .where(col(Completion.event_id) == event_id, col(Completion.status).in_(["needs_review", "sending"]))
             .values(status="failed", error="replayed by an operator: the step did not run", updated_at=utcnow())
         )
     event.status, event.next_attempt_at, event.updated_at = EventStatus.accepted, None, utcnow()
@@ -78,7 +82,9 @@ async def resolve(session: AsyncSession, event_id: int, *, actor: str, note: str
     if event.kind in COMPLETION_KINDS:
         await session.execute(
             update(Completion)
-            .where(Completion.event_id == event_id, Completion.status.in_(["needs_review", "sending", "failed"]))
+            .where(
+                col(Completion.event_id) == event_id, col(Completion.status).in_(["needs_review", "sending", "failed"])
+            )
             .values(status="done", error=f"resolved: {note}", updated_at=utcnow())
         )
     event.status, event.secret, event.updated_at = EventStatus.done, None, utcnow()
@@ -97,7 +103,7 @@ async def pause_state(session: AsyncSession) -> tuple[Lease | None, datetime | N
     if lease is None:
         return None, None
     since = (
-        await session.execute(select(func.max(AuditEntry.at)).where(AuditEntry.action == "pause"))
+        await session.execute(select(func.max(AuditEntry.at)).where(col(AuditEntry.action) == "pause"))
     ).scalar_one_or_none()
     return lease, since
 
@@ -110,7 +116,7 @@ async def pause(session: AsyncSession, *, actor: str, note: str | None) -> None:
 
 
 async def resume(session: AsyncSession, *, actor: str, note: str | None) -> None:
-    await session.execute(delete(Lease).where(Lease.name == PAUSE))
+    await session.execute(delete(Lease).where(col(Lease.name) == PAUSE))
     audit(session, actor=actor, action="resume", note=note)
 
 
@@ -136,83 +142,86 @@ async def sync_again(session: AsyncSession, contact: str, *, actor: str, note: s
 
 
 async def unlink_user(session: AsyncSession, moodle_user_id: int, *, actor: str, note: str | None) -> None:
-    link = (
-        await session.execute(select(UserLink).where(UserLink.moodle_user_id == moodle_user_id))
-    ).scalar_one_or_none()
-    if link is None:
-        raise OperationError(404, f"no link to Moodle user {moodle_user_id}")
-    await session.delete(link)
-    audit(session, actor=actor, action="unlink.user", target=f"moodle_user:{moodle_user_id}", note=note)
+    found = select(UserLink).where(col(UserLink.moodle_user_id) == moodle_user_id)
+    await _unlink(session, found, f"moodle_user:{moodle_user_id}", f"no link to Moodle user {moodle_user_id}",
+                  actor=actor, action="unlink.user", note=note)  # fmt: skip
 
 
 async def link_user(
     session: AsyncSession, *, contact_id: int | None, username: str, moodle_user_id: int, actor: str, note: str | None
 ) -> UserLink:
     username = username.strip().lower()
-    clash = (
-        (
-            await session.execute(
-                select(UserLink).where(
-                    (UserLink.moodle_user_id == moodle_user_id)
-                    | (UserLink.username == username)
-                    | ((UserLink.contact_id == contact_id) if contact_id else False)
-                )
-            )
-        )
-        .scalars()
-        .first()
+    clashes = select(UserLink).where(
+        (col(UserLink.moodle_user_id) == moodle_user_id)
+        | (col(UserLink.username) == username)
+        | ((col(UserLink.contact_id) == contact_id) if contact_id else False)
     )
-    if clash is not None:
-        raise OperationError(
-            409, f"already linked: contact {clash.contact_id} / {clash.username} <-> Moodle user {clash.moodle_user_id}"
-        )
+    await _refuse_clash(
+        session, clashes, lambda c: f"contact {c.contact_id} / {c.username} <-> Moodle user {c.moodle_user_id}"
+    )
     link = UserLink(contact_id=contact_id, username=username, moodle_user_id=moodle_user_id)
-    session.add(link)
-    audit(session, actor=actor, action="link.user", target=f"moodle_user:{moodle_user_id}", note=note)
-    return link
-
-
-async def unlink_course(session: AsyncSession, course_date_id: int, *, actor: str, note: str | None) -> None:
-    link = (
-        await session.execute(select(CourseLink).where(CourseLink.course_date_id == course_date_id))
-    ).scalar_one_or_none()
-    if link is None:
-        raise OperationError(404, f"no link for course date {course_date_id}")
-    await session.delete(link)
-    audit(session, actor=actor, action="unlink.course", target=f"course_date:{course_date_id}", note=note)
+    return _add(session, link, actor=actor, action="link.user", target=f"moodle_user:{moodle_user_id}", note=note)
 
 
 async def link_course(
     session: AsyncSession, *, course_date_id: int, moodle_course_id: int, actor: str, note: str | None
 ) -> CourseLink:
-    clash = (
-        (
-            await session.execute(
-                select(CourseLink).where(
-                    (CourseLink.course_date_id == course_date_id) | (CourseLink.moodle_course_id == moodle_course_id)
-                )
-            )
-        )
-        .scalars()
-        .first()
+    clashes = select(CourseLink).where(
+        (col(CourseLink.course_date_id) == course_date_id) | (col(CourseLink.moodle_course_id) == moodle_course_id)
     )
-    if clash is not None:
-        raise OperationError(
-            409, f"already linked: course date {clash.course_date_id} <-> Moodle course {clash.moodle_course_id}"
-        )
+    await _refuse_clash(
+        session, clashes, lambda c: f"course date {c.course_date_id} <-> Moodle course {c.moodle_course_id}"
+    )
     link = CourseLink(course_date_id=course_date_id, moodle_course_id=moodle_course_id, created_by_sync=False)
+    return _add(session, link, actor=actor, action="link.course", target=f"course_date:{course_date_id}", note=note)
+
+
+async def unlink_course(session: AsyncSession, course_date_id: int, *, actor: str, note: str | None) -> None:
+    found = select(CourseLink).where(col(CourseLink.course_date_id) == course_date_id)
+    await _unlink(session, found, f"course_date:{course_date_id}", f"no link for course date {course_date_id}",
+                  actor=actor, action="unlink.course", note=note)  # fmt: skip
+
+
+async def _refuse_clash(session: AsyncSession, clashes: Select[L], says: Callable[[L], str]) -> None:
+    """409 when a new link would collide with an existing one (its unique columns would refuse it anyway)."""
+    clash = (await session.execute(clashes)).scalars().first()
+    if clash is not None:
+        raise OperationError(409, f"already linked: {says(clash)}")
+
+
+def _add(session: AsyncSession, link: L, *, actor: str, action: str, target: str, note: str | None) -> L:
+    """Add an operator's link, audited."""
     session.add(link)
-    audit(session, actor=actor, action="link.course", target=f"course_date:{course_date_id}", note=note)
+    audit(session, actor=actor, action=action, target=target, note=note)
     return link
+
+
+async def _unlink(
+    session: AsyncSession, found: Select[L], target: str, missing: str, *, actor: str, action: str, note: str | None
+) -> None:
+    """Delete the link ``found`` selects, audited; 404 (``missing`` says what) when there is none."""
+    link = (await session.execute(found)).scalar_one_or_none()
+    if link is None:
+        raise OperationError(404, missing)
+    await session.delete(link)
+    audit(session, actor=actor, action=action, target=target, note=note)
 
 
 async def purge(session: AsyncSession, *, days: int) -> int:
     """Drop the payloads (and any password) of events finished more than ``days`` ago; the rows stay."""
     cutoff = utcnow() - timedelta(days=days)
-    result = await session.execute(
-        update(Event)
-        .where(Event.updated_at < cutoff, Event.status.not_in(list(OPEN_STATUSES)), Event.payload.is_not(None))
-        .values(payload=null(), secret=None)
-        .execution_options(synchronize_session=False)
+    # An UPDATE yields a CursorResult; AsyncSession.execute is typed with the Result base that lacks rowcount.
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(Event)
+            .where(
+                col(Event.updated_at) < cutoff,
+                col(Event.status).not_in(list(OPEN_STATUSES)),
+                col(Event.payload).is_not(None),
+            )
+            .values(payload=null(), secret=None)
+            .execution_options(synchronize_session=False)
+        ),
     )
     return result.rowcount or 0

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import select
+from sqlmodel import SQLModel
 
 from app.db.engine import SessionFactory
 
 T = TypeVar("T")
+M = TypeVar("M", bound=SQLModel)
 
 
-async def keyset_pages(sessions: SessionFactory, column: Any, size: int) -> AsyncIterator[list[Any]]:
-    """The rows of ``column``'s table in pages ordered by ``column`` (unique, an integer); one page held at a time."""
+async def keyset_pages(sessions: SessionFactory, model: type[M], key: str, size: int) -> AsyncIterator[list[M]]:
+    """The rows of ``model`` in pages ordered by its column ``key`` (unique, an integer); one page held at a time."""
+    column = getattr(model, key)
     after: int | None = None
     while True:
-        query = select(column.class_).order_by(column).limit(size)
+        query = select(model).order_by(column).limit(size)
         if after is not None:
             query = query.where(column > after)
         async with sessions() as s:
@@ -26,7 +29,7 @@ async def keyset_pages(sessions: SessionFactory, column: Any, size: int) -> Asyn
             yield page
         if len(page) < size:
             return
-        after = getattr(page[-1], column.key)
+        after = getattr(page[-1], key)
 
 
 async def chunks(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:

@@ -1,4 +1,7 @@
-"""Registrations (CourseSales Documents) -> Moodle manual enrolments; cancellations -> suspend or unenrol."""
+"""Registrations (CourseSales Documents) -> Moodle manual enrolments; cancellations -> suspend or unenrol.
+
+This module records registrations and decides when they can be enrolled; app.sync.enrolments sends the enrolments.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
@@ -18,10 +21,9 @@ from app.events.registry import Family, kinds_of
 from app.moodle.client import MoodleClient
 from app.settings import Settings
 from app.sync.contacts import Contact
-from app.sync.courses import course_times
-from app.sync.users import VERIFY_USER
-
-log = structlog.get_logger(__name__)
+from app.sync.enrolments import Enroller
+from app.sync.links import course_links
+from app.sync.tables import table_of
 
 
 @dataclass
@@ -43,6 +45,7 @@ class RegistrationSync:
         self.moodle = moodle
         self.settings = settings
         self.pending = Pending()
+        self.enroller = Enroller(session=session, moodle=moodle, settings=settings)
         self._links: dict[int, CourseLink] = {}
 
     async def hold(self, events: list[Event]) -> dict[int, Outcome]:
@@ -53,7 +56,7 @@ class RegistrationSync:
         course_dates = {int(r["course_date_id"]) for r in regs.values()}
         # Course jobs first, links second: a job seen finished has its link (same commit) visible to the second read.
         jobs = await self._finished_course_jobs(course_dates, min(e.created_at for e in events))
-        self._links = await self._course_links(course_dates)
+        self._links = await course_links(self.session, course_dates)
         await self._record_all(
             [
                 (r["document_external_id"], int(r["course_date_id"]), _contact_key(r), "registered")
@@ -62,17 +65,17 @@ class RegistrationSync:
         )
         outcomes: dict[int, Outcome] = {}
         for event in events:
-            cdid = int(regs[event.id]["course_date_id"])  # type: ignore[index]
+            cdid = int(regs[event.id]["course_date_id"])
             if cdid in self._links:
                 continue
             why = _why_no_course(jobs.get(cdid, []), event)
             if why is not None:
-                outcomes[event.id] = Outcome(  # type: ignore[index]
+                outcomes[event.id] = Outcome(
                     EventStatus.failed, f"course date {cdid} has no Moodle course: {why}", alert="course.missing"
                 )
                 continue
             self.pending.course_dates.add(cdid)
-            outcomes[event.id] = Outcome(EventStatus.retrying, f"waiting for the Moodle course of course date {cdid}")  # type: ignore[index]
+            outcomes[event.id] = Outcome(EventStatus.retrying, f"waiting for the Moodle course of course date {cdid}")
         return outcomes
 
     async def registered(
@@ -87,22 +90,24 @@ class RegistrationSync:
         rows = await self._course_date_rows({link.course_date_id for link in self._links.values()})
         wanted = []
         for event in events:
-            reg = regs[event.id]  # type: ignore[index]
+            reg = regs[event.id]
             link = self._links[int(reg["course_date_id"])]
-            wanted.append((event, self._desired(user_ids[event.id], link, reg, rows)))  # type: ignore[index]
-        return await self._enrol(wanted, unverified or set())
+            wanted.append((event, self.enroller.desired(user_ids[event.id], link, reg, rows)))
+        return await self.enroller.enrol(wanted, unverified or set())
 
     async def cancelled(self, events: list[Event]) -> dict[int, Outcome]:
+        """Suspend or unenrol each cancelled registration's enrolment (enrolments.unenrol_action; "keep" leaves it),
+        unless another active registration of the learner for that course date keeps it."""
         outcomes: dict[int, Outcome] = {}
         action = self.settings.enrolments.unenrol_action
         for event in events:
-            reg = (event.payload or {})["registration"]
+            reg = _registration(event)
             doc, cdid = reg["document_external_id"], int(reg["course_date_id"])
             contact_key = f"contact:{reg['contact_id']}"
             await self._record_all([(doc, cdid, contact_key, "cancelled")])
             other = await self._other_active(contact_key, cdid, doc)
             if other is not None:
-                outcomes[event.id] = Outcome(EventStatus.done, result={"kept": f"registration {other} is still active"})  # type: ignore[index]
+                outcomes[event.id] = Outcome(EventStatus.done, result={"kept": f"registration {other} is still active"})
                 continue
             enrolment = await self._enrolment_for(int(reg["contact_id"]), cdid)
             if enrolment is None or action == "keep" or enrolment.status != "active":
@@ -110,7 +115,7 @@ class RegistrationSync:
                 outcomes[event.id] = Outcome(
                     EventStatus.done,
                     result={"action": "none", "why": why if action != "keep" else "unenrol_action is keep"},
-                )  # type: ignore[index]
+                )
                 continue
             item = {"userid": enrolment.moodle_user_id, "courseid": enrolment.moodle_course_id}
             if action == "suspend":
@@ -126,13 +131,13 @@ class RegistrationSync:
             if not res.ok:
                 outcomes[event.id] = Outcome(
                     EventStatus.failed, f"Moodle refused to {action} the enrolment: {res.error}"
-                )  # type: ignore[index]
+                )
                 continue
             enrolment.status = "suspended" if action == "suspend" else "unenrolled"
             enrolment.updated_at = utcnow()
             outcomes[event.id] = Outcome(
                 EventStatus.done, result={"action": enrolment.status, "moodle_course_id": enrolment.moodle_course_id}
-            )  # type: ignore[index]
+            )
         return outcomes
 
     # -- helpers ---------------------------------------------------------------------------
@@ -151,7 +156,7 @@ class RegistrationSync:
             }
             for document, course_date_id, contact_key, status in items  # a document twice: the last one counts
         }
-        stmt = insert_for(self.session, Registration.__table__)
+        stmt = insert_for(self.session, table_of(Registration))
         stmt = stmt.on_conflict_do_update(
             index_elements=["document_external_id"],
             set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
@@ -165,158 +170,59 @@ class RegistrationSync:
             await self.session.execute(
                 select(Event)
                 .where(
-                    Event.subject.in_(list(subjects)),
-                    Event.kind.in_(kinds_of(Family.courses)),
-                    Event.status.in_([EventStatus.done, EventStatus.failed]),
-                    Event.updated_at >= since,
+                    col(Event.subject).in_(list(subjects)),
+                    col(Event.kind).in_(kinds_of(Family.courses)),
+                    col(Event.status).in_([EventStatus.done, EventStatus.failed]),
+                    col(Event.updated_at) >= since,
                 )
-                .order_by(Event.id.desc())
+                .order_by(col(Event.id).desc())
             )
         ).scalars()
         out: dict[int, list[Event]] = {}
         for job in jobs:
-            out.setdefault(subjects[job.subject], []).append(job)  # type: ignore[index]
+            assert job.subject is not None  # the query asked for these subjects
+            out.setdefault(subjects[job.subject], []).append(job)
         return out
 
     async def _other_active(self, contact_key: str, course_date_id: int, document: str) -> str | None:
         """A learner who cancels and registers again has two Documents: the latest active one counts."""
         row = (
             await self.session.execute(
-                select(Registration.document_external_id).where(
-                    Registration.contact_key == contact_key,
-                    Registration.course_date_id == course_date_id,
-                    Registration.status == "registered",
-                    Registration.document_external_id != document,
+                select(col(Registration.document_external_id)).where(
+                    col(Registration.contact_key) == contact_key,
+                    col(Registration.course_date_id) == course_date_id,
+                    col(Registration.status) == "registered",
+                    col(Registration.document_external_id) != document,
                 )
             )
         ).first()
         return row[0] if row else None
 
-    async def _course_links(self, course_dates: set[int]) -> dict[int, CourseLink]:
-        rows = await self.session.execute(select(CourseLink).where(CourseLink.course_date_id.in_(list(course_dates))))
-        return {link.course_date_id: link for link in rows.scalars()}
-
     async def _course_date_rows(self, course_dates: set[int]) -> dict[int, CourseDateRow]:
         if not self.settings.enrolments.use_course_dates or not course_dates:
             return {}
-        rows = await self.session.execute(select(CourseDateRow).where(CourseDateRow.id.in_(list(course_dates))))
+        rows = await self.session.execute(select(CourseDateRow).where(col(CourseDateRow.id).in_(list(course_dates))))
         return {row.id: row for row in rows.scalars()}
 
     async def _enrolment_for(self, contact_id: int, course_date_id: int) -> EnrolmentLink | None:
         user = (
-            await self.session.execute(select(UserLink).where(UserLink.contact_id == contact_id))
+            await self.session.execute(select(UserLink).where(col(UserLink.contact_id) == contact_id))
         ).scalar_one_or_none()
         if user is None:
             return None
         return (
             await self.session.execute(
                 select(EnrolmentLink).where(
-                    EnrolmentLink.moodle_user_id == user.moodle_user_id, EnrolmentLink.course_date_id == course_date_id
+                    col(EnrolmentLink.moodle_user_id) == user.moodle_user_id,
+                    col(EnrolmentLink.course_date_id) == course_date_id,
                 )
             )
         ).scalar_one_or_none()
 
-    def _desired(
-        self, user_id: int, link: CourseLink, reg: dict[str, Any], rows: dict[int, CourseDateRow]
-    ) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "roleid": self.settings.enrolments.role_id,
-            "userid": user_id,
-            "courseid": link.moodle_course_id,
-        }
-        cd = rows.get(link.course_date_id)
-        if cd is not None:
-            start, end = course_times(cd, self.settings.courses)
-            item |= {"timestart": start, "timeend": end}
-        item["_course_date_id"] = link.course_date_id
-        item["_document"] = reg["document_external_id"]
-        return item
-
-    async def _enrolment_links(self, items: list[dict[str, Any]]) -> dict[tuple[int, int], EnrolmentLink]:
-        """Our enrolment links for these (user, course) pairs, in one read."""
-        pairs = {(item["userid"], item["courseid"]) for item in items}
-        if not pairs:
-            return {}
-        rows = await self.session.execute(
-            select(EnrolmentLink).where(
-                EnrolmentLink.moodle_user_id.in_(sorted({u for u, _ in pairs})),
-                EnrolmentLink.moodle_course_id.in_(sorted({c for _, c in pairs})),
-            )
-        )
-        return {
-            (link.moodle_user_id, link.moodle_course_id): link
-            for link in rows.scalars()
-            if (link.moodle_user_id, link.moodle_course_id) in pairs
-        }
-
-    async def _enrol(self, wanted: list[tuple[Event, dict[str, Any]]], unverified: set[int]) -> dict[int, Outcome]:
-        """Send only what differs from what we know we made: enrol_manual_enrol_users is an upsert."""
-        outcomes: dict[int, Outcome] = {}
-        links = await self._enrolment_links([item for _, item in wanted])
-        to_send: list[tuple[Event, dict[str, Any]]] = []
-        for event, item in wanted:
-            link = links.get((item["userid"], item["courseid"]))
-            same = (
-                link is not None
-                and link.status == "active"
-                and (link.timestart, link.timeend, link.role_id)
-                == (item.get("timestart", 0), item.get("timeend", 0), item["roleid"])
-            )
-            if same:
-                link.document_external_id = item["_document"]  # type: ignore[union-attr]
-                outcomes[event.id] = Outcome(EventStatus.done, result=_result(item, "unchanged"))  # type: ignore[index]
-            else:
-                to_send.append((event, item))
-        if not to_send:
-            return outcomes
-        results = await self.moodle.enrol_users(
-            [{k: v for k, v in i.items() if not k.startswith("_")} for _, i in to_send]
-        )
-        made: dict[tuple[int, int], dict[str, Any]] = {}
-        for (event, item), res in zip(to_send, results, strict=True):
-            if not res.ok:
-                outcomes[event.id] = _refused(res.error, checked=event.id not in unverified)  # type: ignore[index]
-                continue
-            self._remember(links, made, item)
-            outcomes[event.id] = Outcome(EventStatus.done, result=_result(item, "enrolled"))  # type: ignore[index]
-            log.info("moodle.enrolment.created", moodle_user_id=item["userid"], moodle_course_id=item["courseid"])
-        if made:
-            # New links as rows in one executemany: no ORM object, no flush, for each of a first sync's enrolments.
-            await self.session.execute(insert(EnrolmentLink.__table__), list(made.values()))  # type: ignore[attr-defined]
-        return outcomes
-
-    def _remember(
-        self,
-        links: dict[tuple[int, int], EnrolmentLink],
-        made: dict[tuple[int, int], dict[str, Any]],
-        item: dict[str, Any],
-    ) -> None:
-        """Record the enrolment as made (a new link goes into ``made``); two registrations of one pair in a batch
-        share one link."""
-        key = (item["userid"], item["courseid"])
-        values = {
-            "status": "active",
-            "role_id": item["roleid"],
-            "timestart": item.get("timestart", 0),
-            "timeend": item.get("timeend", 0),
-            "document_external_id": item["_document"],
-            "updated_at": utcnow(),
-        }
-        link = links.get(key)
-        if link is not None:
-            for name, value in values.items():
-                setattr(link, name, value)
-            return
-        made[key] = values | {
-            "moodle_user_id": key[0],
-            "moodle_course_id": key[1],
-            "course_date_id": item["_course_date_id"],
-            "created_at": values["updated_at"],
-        }
-
 
 def _registration(event: Event) -> dict[str, Any]:
-    return (event.payload or {})["registration"]
+    registration: dict[str, Any] = (event.payload or {})["registration"]
+    return registration
 
 
 def _contact_key(reg: dict[str, Any]) -> str:
@@ -333,18 +239,3 @@ def _why_no_course(jobs: list[Event], event: Event) -> str | None:
     if (job.result or {}).get("moodle_course_id") is not None:
         return None  # the course was made, and its link since removed: ask for it again
     return (job.result or {}).get("note") or "the course job made no course"
-
-
-def _refused(error: Any, *, checked: bool) -> Outcome:
-    """A refused enrolment: failed, unless its user was not read from Moodle (it may be gone): then read it again."""
-    if checked:
-        return Outcome(EventStatus.failed, f"Moodle refused the enrolment: {error}")
-    return Outcome(
-        EventStatus.retrying,
-        f"Moodle refused the enrolment ({error}); its user is read from Moodle again on the next attempt",
-        result={VERIFY_USER: True},
-    )
-
-
-def _result(item: dict[str, Any], action: str) -> dict[str, Any]:
-    return {"moodle_user_id": item["userid"], "moodle_course_id": item["courseid"], "enrolment": action}

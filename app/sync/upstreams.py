@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.engine import SessionFactory
 from app.db.models import UpstreamState
 from app.db.types import utcnow
 from app.settings import Settings
@@ -131,7 +132,7 @@ class StateCache:
         self._at = 0.0
         self._states: dict[str, UpstreamState] = {}
 
-    async def get(self, session_factory: Any) -> dict[str, UpstreamState]:
+    async def get(self, session_factory: SessionFactory) -> dict[str, UpstreamState]:
         if time.monotonic() - self._at > self.ttl:
             async with session_factory() as s:
                 self._states = await load(s)
