@@ -130,3 +130,20 @@ async def test_failed_repairs_are_counted_logged_and_alerted(
     async with runtime.sessions() as s:
         causes = [a.cause for a in (await s.execute(select(Alert))).scalars()]
     assert causes == ["reconcile.repairs_failed"]
+
+
+async def test_a_contact_name_longer_than_any_username_is_refused_not_a_500(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """Found by the API fuzzer: a 200-character name reached the audit trail's 128-character column."""
+    from app.sync import operations
+
+    name = "ṰO" * 60  # 120 characters
+    r = await client.put(f"/api/contacts/{name}/do-not-sync", json={"note": "x"}, headers=bearer("api"))
+    assert r.status_code == 422, r.text
+    longest = "u" * 100  # Moodle's longest username fits, with its prefix
+    assert (await client.put(f"/api/contacts/username:{longest}/do-not-sync", headers=bearer("api"))).status_code == 200
+    async with runtime.sessions() as s:
+        with pytest.raises(operations.OperationError) as refused:
+            await operations.do_not_sync(s, "username:" + "u" * 101, actor="cli", note=None)
+    assert refused.value.status == 422

@@ -19,7 +19,8 @@ from app.sync import operations
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 Contact = Annotated[
     str,
-    Path(min_length=1, max_length=255, description="a contact id (1234), a username, or a key (contact:1234)"),
+    # A username holds up to 100 characters (Moodle's limit); with its "username:" prefix, 109.
+    Path(min_length=1, max_length=109, description="a contact id (1234), a username, or a key (contact:1234)"),
 ]
 
 

@@ -29,13 +29,30 @@ from app.api.schemas import (
     UserLinkOut,
 )
 from app.api.unit_of_work import UnitOfWorkDep
-from app.db.models import Attempt, CourseLink, EnrolmentLink, Event, EventStatus, UserLink
+from app.db.models import Attempt, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
 from app.sync import operations
 
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+
+SUBJECT = (
+    "what the events are about, as their `subject` says: `contact:<id>`, `username:<name>`, `course_date:<id>`, "
+    "`moodle_user:<id>`"
+)
+DOCUMENT = "a CourseSales Document's external id: the events of its contact and of its completion"
+
+
+async def _document_subjects(session: SessionDep, document: str) -> list[str]:
+    """The subjects a Document's events carry: its contact's, and its completion's."""
+    found = await session.execute(
+        select(col(Registration.contact_key), col(Registration.course_date_id)).where(
+            col(Registration.document_external_id) == document
+        )
+    )
+    return [s for key, cdid in found for s in (key, f"completion:{key}:{cdid}")]
 
 
 def _event_out(e: Event) -> EventOut:
@@ -48,6 +65,8 @@ async def list_events(
     status_: Annotated[EventStatus | None, Query(alias="status")] = None,
     source: Annotated[str | None, Query(max_length=32)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
+    subject: Annotated[str | None, Query(max_length=255, description=SUBJECT)] = None,
+    document: Annotated[str | None, Query(max_length=128, description=DOCUMENT)] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EventOut]:
@@ -58,6 +77,10 @@ async def list_events(
         where.append(col(Event.source) == source)
     if kind:
         where.append(col(Event.kind) == kind)
+    if subject:
+        where.append(col(Event.subject) == subject)
+    if document:
+        where.append(col(Event.subject).in_(await _document_subjects(session, document)))
     total = (await session.execute(select(func.count()).select_from(Event).where(*where))).scalar_one()
     rows = await session.execute(select(Event).where(*where).order_by(col(Event.id).desc()).limit(limit).offset(offset))
     return Page(items=[_event_out(e) for e in rows.scalars()], total=total)

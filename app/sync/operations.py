@@ -30,6 +30,9 @@ FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 L = TypeVar("L", UserLink, CourseLink)
 
 
+CONTACT_KEY_MAX = 109  # "username:" and Moodle's 100-character username
+
+
 class OperationError(Exception):
     """The action does not apply; ``status`` is the HTTP status that says why (404, 409)."""
 
@@ -120,10 +123,18 @@ async def resume(session: AsyncSession, *, actor: str, note: str | None) -> None
     audit(session, actor=actor, action="resume", note=note)
 
 
+def _contact_key(contact: str) -> str:
+    """The key of a contact an operator named; one longer than a username with its prefix names nobody."""
+    key = contact_key_for(contact)
+    if len(key) > CONTACT_KEY_MAX:
+        raise OperationError(422, f"contact: {len(contact)} characters is longer than any contact id or username")
+    return key
+
+
 async def do_not_sync(session: AsyncSession, contact: str, *, actor: str, note: str | None) -> DoNotSync:
     """Take a contact out of the sync (its id or username): nothing is made for it again, its account deleted in
     Moodle on purpose stays deleted. Marking it twice keeps the first mark."""
-    key = contact_key_for(contact)
+    key = _contact_key(contact)
     row = await session.get(DoNotSync, key)
     if row is None:
         row = DoNotSync(contact_key=key, actor=actor[:64], note=note)
@@ -133,7 +144,7 @@ async def do_not_sync(session: AsyncSession, contact: str, *, actor: str, note: 
 
 
 async def sync_again(session: AsyncSession, contact: str, *, actor: str, note: str | None) -> None:
-    key = contact_key_for(contact)
+    key = _contact_key(contact)
     row = await session.get(DoNotSync, key)
     if row is None:
         raise OperationError(404, f"{key} is not marked do not sync")
