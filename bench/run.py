@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from bench import completion, first_sync, ingest, reconcile
+from bench import completion, console_reads, first_sync, ingest, reconcile
 from bench.common import table
 
 
 def main() -> None:
     started = time.monotonic()
-    rows = ingest.run() + first_sync.run() + reconcile.run() + completion.run()
+    rows = ingest.run() + first_sync.run() + reconcile.run() + completion.run() + console_reads.run()
     print(table(rows))
     print(f"\nall benchmarks: {time.monotonic() - started:.0f} s")
 

@@ -1,0 +1,122 @@
+"""Benchmark 5 (issue 18): the reads an operator's console makes, with 1,000,000 events kept on PostgreSQL.
+
+The inbox is filled server-side (INSERT ... SELECT generate_series) as a year of a busy provider leaves it: most
+events done with their payloads purged, a few hundred failed or waiting for review, a few open; one attempt each.
+Then a real `moodle-sync api` answers each read the console will make, one at a time, and its p50 and p95 are
+timed from the client. The goal: p95 under 200 ms for every page that reads only our database.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.common import PG_URL, ROOT, TOKENS, free_port, process, service_env, table
+
+EVENTS = 1_000_000
+REPEATS = 40
+GOAL_MS = 200.0
+
+SEED = """
+INSERT INTO events (source, kind, dedupe_key, body_hash, subject, payload, status, attempts, last_error, result,
+                    created_at, updated_at)
+SELECT 'coursesales',
+       (ARRAY['contact.upserted', 'registration.registered', 'registration.cancelled'])[1 + n % 3],
+       'bench-' || n, '-',
+       'contact:' || (1 + n % 50000),
+       CASE WHEN n > $1 - 20000 THEN '{"contact": {"contact_id": 1}}'::json END,
+       CASE WHEN n % 2000 = 0 THEN 'failed' WHEN n % 3001 = 0 THEN 'needs_review'
+            WHEN n > $1 - 50 THEN 'retrying' ELSE 'done' END,
+       1,
+       CASE WHEN n % 2000 = 0 THEN 'Moodle refused the call: invalidparameter' END,
+       '{"moodle_user_id": 5}'::json,
+       now() - ($1 - n) * interval '30 seconds',
+       now() - ($1 - n) * interval '30 seconds'
+FROM generate_series(1, $1) AS n
+"""
+ATTEMPTS = """
+INSERT INTO attempts (event_id, number, started_at, finished_at, outcome, error)
+SELECT id, 1, updated_at, updated_at, status, last_error FROM events
+"""
+REGISTRATIONS = """
+INSERT INTO registrations (document_external_id, course_date_id, contact_key, status, created_at, updated_at)
+SELECT 'D-' || n, 26000 + n % 200, 'contact:' || (1 + n % 50000), 'registered', now(), now()
+FROM generate_series(1, 50000) AS n
+"""
+
+
+async def seed() -> None:
+    conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute("TRUNCATE events, attempts, registrations, alerts, audit RESTART IDENTITY CASCADE")
+        await conn.execute(SEED, EVENTS)
+        await conn.execute(ATTEMPTS)
+        await conn.execute(REGISTRATIONS)
+        await conn.execute("ANALYZE events, attempts, registrations")
+    finally:
+        await conn.close()
+
+
+def reads(newest: int) -> dict[str, str]:
+    """The console's reads of our database only, by what they are for."""
+    return {
+        "events, newest page": "/api/events?limit=50",
+        "events, failed": "/api/events?status=failed&limit=50",
+        "events, one contact": "/api/events?subject=contact:1234&limit=50",
+        "events, one Document": "/api/events?document=D-1234&limit=50",
+        "events, one page deep": "/api/events?limit=50&offset=5000",
+        "one event with attempts": f"/api/events/{newest}",
+        "reconcile runs": "/api/runs",
+        "audit trail": "/api/audit",
+        "metrics (open and attention counts)": "/metrics",
+    }
+
+
+def measure(base: str, path: str) -> tuple[float, float]:
+    headers = {"Authorization": f"Bearer {TOKENS['api']}"}
+    times: list[float] = []
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        client.get(path).raise_for_status()  # warm
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            client.get(path).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    q = statistics.quantiles(times, n=20)
+    return statistics.median(times), q[18]
+
+
+def run() -> list[dict[str, Any]]:
+    import asyncio
+
+    env = service_env()
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+    started = time.monotonic()
+    asyncio.run(seed())
+    seeded = time.monotonic() - started
+    port = free_port()
+    rows = []
+    args = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
+    with process(args, env, ready_url=f"http://127.0.0.1:{port}/healthz"):
+        for what, path in reads(EVENTS).items():
+            p50, p95 = measure(f"http://127.0.0.1:{port}", path)
+            verdict = "met" if p95 < GOAL_MS else "NOT MET"
+            rows.append({
+                "benchmark": "console reads",
+                "case": what,
+                "req/s": "",
+                "p50 ms": f"{p50:.1f}",
+                "p95 ms": f"{p95:.1f}",
+                "errors": f"{EVENTS:,} events kept; GET {path}; goal p95 < {GOAL_MS:.0f} ms: {verdict}",
+            })  # fmt: skip
+    rows[0]["errors"] += f"; seeded in {seeded:.0f} s"
+    return rows
+
+
+if __name__ == "__main__":
+    print(table(run()))
