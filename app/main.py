@@ -12,8 +12,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api import compat, contacts, control, health, moodle_webhook, ops, runs, upstreams, webhooks
+from app.api import compat, contacts, control, docs, health, moodle_webhook, ops, runs, upstreams, webhooks
 from app.api.guard import RequestGuard
+from app.api.security_headers import SecurityHeaders
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
 from app.runtime import Runtime, build_runtime
@@ -83,9 +84,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version="0.1.0",
         summary="Keeps a CourseSales account and a Moodle site in step.",
         lifespan=lifespan,
+        # Swagger UI from the package instead of a CDN (app/api/docs.py); ReDoc only loads from a CDN, so it is off.
+        docs_url=None,
+        redoc_url=None,
     )
-    for module in (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, runs, health):
+    for module in (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, runs, health, docs):
         app.include_router(module.router)
+    app.mount(docs.STATIC_PREFIX, docs.static_files(), name="static")
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
     # (it takes the Request and returns its Response), without FastAPI's per-request dependency solving and
     # wrapping (their cost: BENCHMARKS.md, "Measured design decisions"). The FastAPI route stays for the OpenAPI
@@ -106,6 +111,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return rt.settings if rt is not None else (settings or get_settings())
 
     app.add_middleware(RequestGuard, settings=current_settings)
+    # Outermost, so its headers are the last word on the pages it covers, the guard's refusals included.
+    app.add_middleware(SecurityHeaders)
     # An operator action refused by its rules (unknown id, wrong state, a clashing link): its status and reason,
     # answered as an HTTPException would be, for every endpoint at once.
     # The decorator form, called directly: typed for a handler of this exception class, not of any Exception.

@@ -28,6 +28,7 @@ from app.settings_sections import (
     ApiSettings,
     CompatSettings,
     CompletionSettings,
+    ConsoleSettings,
     CourseSalesSettings,
     CoursesSettings,
     EnrolmentsSettings,
@@ -51,6 +52,7 @@ __all__ = [
     "ApiSettings",
     "CompatSettings",
     "CompletionSettings",
+    "ConsoleSettings",
     "CourseSalesSettings",
     "CoursesSettings",
     "EnrolmentsSettings",
@@ -108,6 +110,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     compat: CompatSettings = CompatSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     jobs: JobsSettings = JobsSettings()
     metrics: MetricsSettings = MetricsSettings()
 
@@ -160,7 +163,8 @@ class Settings(BaseSettings):
             for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
                 if not is_set(value):
                     out.append(f"{name} is required outside dev mode (it is empty or a placeholder)")
-            for name, value in inbound_secrets(self).items():
+            optional = {**inbound_secrets(self), "SYNC_API__READ_TOKEN": self.api.read_token}
+            for name, value in optional.items():
                 if value is not None and not is_set(value):
                     out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")
         from app.config_keys import unknown_config_keys

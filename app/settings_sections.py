@@ -226,6 +226,8 @@ class CompatSettings(BaseModel):
 
 class ApiSettings(BaseModel):
     token: SecretStr | None = None
+    # A second bearer token for scripts that only look: every GET of /api/, nothing that changes state.
+    read_token: SecretStr | None = None
     max_body_bytes: int = 1024 * 1024
     # /docs, /redoc and /openapi.json: `off` (404) in a production install that publishes its spec elsewhere.
     docs: Literal["public", "off"] = "public"
@@ -234,6 +236,12 @@ class ApiSettings(BaseModel):
     max_connections: int = Field(1000, ge=1, description="connections served at once; more are answered 503")
     header_timeout_seconds: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request's body must arrive within this")
+
+
+class ConsoleSettings(BaseModel):
+    """The operators' web console at /console."""
+
+    session_hours: int = Field(12, ge=1, le=720, description="a signed-in operator's session ends after this")
 
 
 class MetricsSettings(BaseModel):

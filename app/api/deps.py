@@ -1,11 +1,11 @@
-"""Shared dependencies: the process runtime, sessions, the ops bearer token, the NUL check."""
+"""Shared dependencies: the process runtime, sessions, the ops bearer tokens (full and read-only), the NUL check."""
 
 from __future__ import annotations
 
 import hmac
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.types import MAX_ID
 from app.runtime import Runtime
-from app.settings import secret
+from app.settings import Settings, secret
 
 OPS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong ops bearer token (SYNC_API__TOKEN)"},
+    401: {"description": "missing or wrong ops bearer token (SYNC_API__TOKEN, or SYNC_API__READ_TOKEN for a GET)"},
+    403: {"description": "the read-only token (SYNC_API__READ_TOKEN) on a request that changes state"},
     400: {"description": "malformed request (e.g. NUL characters)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such item"}}
@@ -27,7 +28,13 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 MAX_OFFSET = 1_000_000_000
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
-bearer = HTTPBearer(auto_error=False, scheme_name="OpsToken", description="`Authorization: Bearer <SYNC_API__TOKEN>`")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OpsToken",
+    description="`Authorization: Bearer <SYNC_API__TOKEN>`; or the read-only `SYNC_API__READ_TOKEN`, for GET only",
+)
+# What the read-only token may call: every read of /api/, nothing that changes state.
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -40,7 +47,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_session(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """One session per request; the endpoint commits (then enqueues), anything else rolls back."""
+    """One session per request, for reading; changes go through the unit of work (app.api.unit_of_work)."""
     async with rt.sessions() as session:
         yield session
 
@@ -56,10 +63,27 @@ def tokens_equal(given: Any, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
-async def require_ops(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    if creds is None or not tokens_equal(creds.credentials, secret(rt.settings.api.token)):
+def token_access(given: Any, settings: Settings) -> Literal["full", "read"] | None:
+    """Which ops token this is: the full one, the read-only one, or neither (unset tokens match nothing)."""
+    # Both compared every time: how long a refusal takes says nothing about which token came close.
+    full = tokens_equal(given, secret(settings.api.token))
+    read = tokens_equal(given, secret(settings.api.read_token))
+    return "full" if full else "read" if read else None
+
+
+async def require_ops(
+    request: Request, rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """The one check of every /api/ route: either token may read, only SYNC_API__TOKEN may change state."""
+    access = token_access(creds.credentials if creds else None, rt.settings)
+    if access is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a valid ops bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if access == "read" and request.method not in READ_METHODS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"the read-only token (SYNC_API__READ_TOKEN) cannot {request.method}: changes need SYNC_API__TOKEN",
         )
 
 

@@ -1,4 +1,5 @@
-"""The `moodle-sync` command: serve, api, worker, migrate, check, reconcile, the operator's commands, openapi.
+"""The `moodle-sync` command: serve, api, worker, migrate, check, reconcile, the operator's commands, openapi,
+and the named operators' accounts (`moodle-sync operators add|list|remove|passwd`).
 
 The commands live by what they act on (serving, database, upstreams, runs, operations); the table below registers
 them, in the order `moodle-sync --help` lists them.
@@ -10,6 +11,7 @@ import typer
 
 from app.cli.database import migrate, run_migrations
 from app.cli.operations import do_not_sync, events, pause, replay, resolve, resume
+from app.cli.operators import operators
 from app.cli.runs import reconcile
 from app.cli.serving import api, api_app, openapi, serve, worker
 from app.cli.upstreams import _held_upstreams, check, probe
@@ -23,6 +25,7 @@ COMMANDS = (
 )
 for _command in COMMANDS:
     cli.command()(_command)  # named after its function: do_not_sync is `do-not-sync`
+cli.add_typer(operators, name="operators")  # a group: `moodle-sync operators add|list|remove|passwd`
 
 
 def main() -> None:

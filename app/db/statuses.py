@@ -54,3 +54,10 @@ class CompletionStatus(StrEnum):
 OPEN_STATUSES = (EventStatus.accepted, EventStatus.queued, EventStatus.running, EventStatus.retrying)
 # Finished but waiting for a person: a failure, or an outcome nobody can know without looking.
 ATTENTION_STATUSES = (EventStatus.failed, EventStatus.needs_review)
+
+
+class OperatorRole(StrEnum):
+    """What a named operator may do (app.db.accounts)."""
+
+    admin = "admin"  # everything the API and the console offer
+    viewer = "viewer"  # sees everything, changes nothing
