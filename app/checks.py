@@ -9,7 +9,9 @@ from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError, MoodleTransientError
 from app.settings import CoursesSettings
+from app.sync import upstreams
 from app.sync.courses import field_id, map_categories
+from app.upstream import UpstreamError
 
 # Every function the service calls; the token's external service must hold them all.
 REQUIRED_FUNCTIONS = (
@@ -36,15 +38,23 @@ RECONCILE_ONLY = frozenset({"core_enrol_get_users_courses"})
 class Finding:
     level: str  # "ok", "warn", "error"
     message: str
+    fix: str | None = None  # what to do, when the message does not say it already (the console shows it)
+
+
+def _fix(exc: UpstreamError) -> str | None:
+    """The fix of an upstream-wide fault (app.sync.upstreams.FIX); a transient failure reads as unavailable."""
+    fault = upstreams.fault_of(exc)
+    state = fault.state if fault else upstreams.UNAVAILABLE if exc.transient else None
+    return upstreams.FIX.get((exc.upstream, state)) if state else None
 
 
 async def check_moodle(moodle: MoodleClient) -> list[Finding]:
     try:
         info = await moodle.site_info()
     except MoodleTransientError as exc:
-        return [Finding("error", f"could not connect to Moodle at {moodle.url}: {exc}")]
+        return [Finding("error", f"could not connect to Moodle at {moodle.url}: {exc}", _fix(exc))]
     except MoodleError as exc:
-        return [Finding("error", f"Moodle refused core_webservice_get_site_info: {exc}")]
+        return [Finding("error", f"Moodle refused core_webservice_get_site_info: {exc}", _fix(exc))]
     out = [Finding("ok", f"Moodle {info.get('release')} at {info.get('siteurl')}, token user {info.get('username')!r}")]
     if info.get("userissiteadmin"):
         out.append(
@@ -77,15 +87,23 @@ async def check_moodle(moodle: MoodleClient) -> list[Finding]:
     return out
 
 
-async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list[Finding]:
-    """Prove the CourseSales login with a cheap read and find the configured category fields."""
+async def check_coursesales_login(coursesales: Any) -> Finding:
+    """The login alone, proved with a cheap read (the console's CourseSales tile asks no more)."""
     try:
         count = await coursesales.check_login()
     except CourseSalesTransientError as exc:
-        return [Finding("error", f"could not connect to CourseSales at {coursesales.url}: {exc}")]
+        return Finding("error", f"could not connect to CourseSales at {coursesales.url}: {exc}", _fix(exc))
     except CourseSalesError as exc:
-        return [Finding("error", f"CourseSales refused the login or the read: {exc}")]
-    out = [Finding("ok", f"CourseSales login works ({count} course categories visible)")]
+        return Finding("error", f"CourseSales refused the login or the read: {exc}", _fix(exc))
+    return Finding("ok", f"CourseSales login works ({count} course categories visible)")
+
+
+async def check_coursesales(coursesales: Any, settings: CoursesSettings) -> list[Finding]:
+    """Prove the CourseSales login with a cheap read and find the configured category fields."""
+    login = await check_coursesales_login(coursesales)
+    if login.level == "error":
+        return [login]
+    out = [login]
     try:
         categories, forms = await coursesales.course_categories()
     except CourseSalesError as exc:
