@@ -12,7 +12,20 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api import checks, compat, contacts, control, docs, health, moodle_webhook, ops, runs, upstreams, webhooks
+from app.api import (
+    checks,
+    compat,
+    contacts,
+    control,
+    docs,
+    health,
+    moodle_webhook,
+    ops,
+    runs,
+    settings_view,
+    upstreams,
+    webhooks,
+)
 from app.api.guard import RequestGuard
 from app.api.security_headers import SecurityHeaders
 from app.jobs.queue import Queue, connect
@@ -60,6 +73,10 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+# The documented routers, in the order their routes are matched.
+ROUTERS = (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, checks, runs, settings_view, health, docs)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The app; pass ``runtime`` to share one (tests, `serve`), else it is built at start-up."""
 
@@ -88,7 +105,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         docs_url=None,
         redoc_url=None,
     )
-    for module in (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, checks, runs, health, docs):
+    for module in ROUTERS:
         app.include_router(module.router)
     app.mount(docs.STATIC_PREFIX, docs.static_files(), name="static")
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
