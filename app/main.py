@@ -21,6 +21,7 @@ from app.api import (
     health,
     moodle_webhook,
     ops,
+    overview,
     runs,
     settings_view,
     upstreams,
@@ -74,7 +75,21 @@ def settle_heap() -> None:
 
 
 # The documented routers, in the order their routes are matched.
-ROUTERS = (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, checks, runs, settings_view, health, docs)
+ROUTERS = (
+    webhooks,
+    moodle_webhook,
+    compat,
+    overview,  # before ops: /api/events/per-hour is not an event id
+    ops,
+    control,
+    contacts,
+    upstreams,
+    checks,
+    runs,
+    settings_view,
+    health,
+    docs,
+)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

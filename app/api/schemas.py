@@ -19,6 +19,8 @@ class Accepted(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
+    # True when `total` is PostgreSQL's estimate (the unfiltered event list of a large inbox), not a count.
+    estimated: bool = False
 
 
 class AttemptOut(BaseModel):

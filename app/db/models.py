@@ -58,9 +58,8 @@ class Event(SQLModel, table=True):
         Index("ix_events_subject", "subject"),
         # The claim's "an older event of this subject is still open" probe: a small index of open events only.
         Index("ix_events_open_subject", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE),
-        # Rows are kept for good (their payloads are purged): what runs on a timer reads small partial indexes,
-        # never the whole table. The retention purge walks the events still holding a payload, /metrics counts
-        # the open ones (ix_events_open_subject) and those waiting for a person.
+        # Rows are kept for good (payloads purged): timers read small partial indexes, never the whole table. The
+        # purge walks events still holding a payload; /metrics counts the open ones and those waiting for a person.
         Index("ix_events_payload_kept", "updated_at", postgresql_where=KEPT_WHERE, sqlite_where=KEPT_WHERE),
         Index("ix_events_attention", "status", postgresql_where=ATTENTION_WHERE, sqlite_where=ATTENTION_WHERE),
     )
@@ -91,6 +90,7 @@ class Attempt(SQLModel, table=True):
     """One run of an event's job: when, how it ended, and why."""
 
     __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_started", "started_at", postgresql_using="brin"),)  # app.sync.overview
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
     event_id: int = Field(foreign_key="events.id", index=True, ondelete="CASCADE")
