@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api import compat, contacts, control, docs, health, moodle_webhook, ops, runs, upstreams, webhooks
+from app.api import attention, compat, contacts, control, docs, health, moodle_webhook, ops, runs, upstreams, webhooks
 from app.api.guard import RequestGuard
 from app.api.security_headers import SecurityHeaders
 from app.jobs.queue import Queue, connect
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         docs_url=None,
         redoc_url=None,
     )
-    for module in (webhooks, moodle_webhook, compat, ops, control, contacts, upstreams, runs, health, docs):
+    for module in (webhooks, moodle_webhook, compat, ops, control, attention, contacts, upstreams, runs, health, docs):
         app.include_router(module.router)
     app.mount(docs.STATIC_PREFIX, docs.static_files(), name="static")
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
