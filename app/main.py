@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from app.api import (
+    attention,
     checks,
     compat,
     contacts,
@@ -82,6 +83,7 @@ ROUTERS = (
     overview,  # before ops: /api/events/per-hour is not an event id
     ops,
     control,
+    attention,
     contacts,
     upstreams,
     checks,
