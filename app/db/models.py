@@ -38,6 +38,7 @@ RETRYING_WHERE = text("status = 'retrying'")
 RUNNING_WHERE = text("status = 'running'")
 ATTENTION_WHERE = text("status IN ('failed', 'needs_review')")
 KEPT_WHERE = text("payload IS NOT NULL")
+SUMMARIZED = {"autosummarize": "on"}  # a BRIN index's block ranges summarized as they fill, not at the next vacuum
 
 
 def _ts(**kw: Any) -> Any:
@@ -50,8 +51,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
-        # What the claim reads, one index for each kind of readiness (app.db.claim); no index leads with status,
-        # so that fresh events are always walked in id order, never collected and sorted.
+        # The claim's, one per kind of readiness (app.db.claim): none leads with status, fresh ones go in id order.
         Index("ix_events_fresh", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
         Index("ix_events_retry_due", "next_attempt_at", postgresql_where=RETRYING_WHERE, sqlite_where=RETRYING_WHERE),
         Index("ix_events_lease", "lease_until", postgresql_where=RUNNING_WHERE, sqlite_where=RUNNING_WHERE),
@@ -90,7 +90,7 @@ class Attempt(SQLModel, table=True):
     """One run of an event's job: when, how it ended, and why."""
 
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_started", "started_at", postgresql_using="brin"),)  # app.sync.overview
+    __table_args__ = (Index("ix_attempts_started", "started_at", postgresql_using="brin", postgresql_with=SUMMARIZED),)
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
     event_id: int = Field(foreign_key="events.id", index=True, ondelete="CASCADE")
