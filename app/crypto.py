@@ -25,6 +25,11 @@ class Vault:
             raise ValueError("SYNC_SECRET_KEY is empty")
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret_key, b"csms/fernet/v1")))
         self._mac_key = _derive(secret_key, b"csms/hmac/v1")
+        self._root = _derive(secret_key, b"csms/root/v1")  # kept instead of the secret key itself
+
+    def key_for(self, purpose: str) -> bytes:
+        """A key of its own for one purpose (the console's session cookies, say), derived from SYNC_SECRET_KEY."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._root)
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

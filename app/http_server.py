@@ -210,7 +210,13 @@ def limits(api: ApiSettings) -> dict[str, Any]:
         body_timeout=api.body_timeout_seconds,
     )
     # uvicorn calls http_protocol_class(config=..., ...) and nothing else on it: a partial serves as a class.
-    return {"http": cast("type[asyncio.Protocol]", protocol), "limit_concurrency": api.max_connections + 1}
+    return {
+        "http": cast("type[asyncio.Protocol]", protocol),
+        "limit_concurrency": api.max_connections + 1,
+        # X-Forwarded-For/-Proto believed from these peers only: request.url.scheme and request.client follow them.
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(api.trusted_proxies),
+    }
 
 
 def server_config(app: Any, *, host: str, port: int, api: ApiSettings, **extra: Any) -> uvicorn.Config:

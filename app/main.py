@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from app import console
 from app.api import (
     attention,
     checks,
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in ROUTERS:
         app.include_router(module.router)
     app.mount(docs.STATIC_PREFIX, docs.static_files(), name="static")
+    console.install(app)  # the operators' pages at /console, over the same endpoint functions
     # The hot path, served by a plain Starlette route in front of its documented FastAPI route: the same function
     # (it takes the Request and returns its Response), without FastAPI's per-request dependency solving and
     # wrapping (their cost: BENCHMARKS.md, "Measured design decisions"). The FastAPI route stays for the OpenAPI

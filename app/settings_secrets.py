@@ -22,8 +22,12 @@ MIN_WHSEC_BYTES = 24
 
 
 def is_set(value: SecretStr | None) -> TypeGuard[SecretStr]:
-    """Whether a credential is really given: not unset, empty or a placeholder."""
-    return value is not None and value.get_secret_value().strip().lower() not in PLACEHOLDERS
+    """Whether a credential is really given: not unset, empty or a placeholder (a word of PLACEHOLDERS, or a name in
+    angle brackets copied from the docs as it stands, such as `<SYNC_WEBHOOKS__MOODLE_TOKEN>`)."""
+    if value is None:
+        return False
+    text = value.get_secret_value().strip().lower()
+    return text not in PLACEHOLDERS and not (text.startswith("<") and text.endswith(">"))
 
 
 def secret(value: SecretStr | None) -> str | None:

@@ -236,6 +236,12 @@ class ApiSettings(BaseModel):
     max_connections: int = Field(1000, ge=1, description="connections served at once; more are answered 503")
     header_timeout_seconds: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request's body must arrive within this")
+    # The proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (uvicorn's forwarded_allow_ips): the
+    # console's cookie is Secure when such a proxy says the request came over https, and its sign-in limit counts
+    # the address the proxy names. "*" trusts every peer: only when nothing but the proxy can reach the service.
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"], description="addresses or networks of the reverse proxies in front"
+    )
 
 
 class ConsoleSettings(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +206,20 @@ async def runtime(
     await rt.close()
 
 
-@pytest.fixture
-async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def app_client(runtime: Runtime, base_url: str = "http://sync.test") -> AsyncIterator[httpx.AsyncClient]:
+    """The app on ``runtime``, started, and a client calling it in process (``https://...``: as if over TLS)."""
     app = create_app(runtime.settings, runtime=runtime)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sync.test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
             yield c
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(runtime) as c:
+        yield c
 
 
 def bearer(name: str) -> dict[str, str]:

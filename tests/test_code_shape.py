@@ -20,7 +20,8 @@ FORBIDDEN = {
     "moodle": ("fastapi", "arq", "app.api", "app.jobs", "app.sync", "app.cli"),
     "coursesales": ("fastapi", "arq", "app.api", "app.jobs", "app.sync", "app.cli"),
     "notify": ("fastapi", "arq", "app.api", "app.jobs", "app.cli"),
-    "api": ("arq", "app.cli"),
+    "api": ("arq", "app.cli", "app.console"),
+    "console": ("arq", "app.cli"),
 }
 
 

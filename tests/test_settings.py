@@ -50,6 +50,15 @@ def test_production_refuses_missing_and_placeholder_secrets(monkeypatch: pytest.
     assert any("SYNC_WEBHOOKS__MOODLE_TOKEN" in p for p in Settings().problems())
 
 
+def test_a_setting_name_copied_from_the_docs_is_a_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_SECRET_KEY", "a-real-long-key-value-of-32-chars")
+    monkeypatch.setenv("SYNC_API__TOKEN", "<SYNC_API__TOKEN>")
+    monkeypatch.setenv("SYNC_WEBHOOKS__MOODLE_TOKEN", "<SYNC_WEBHOOKS__MOODLE_TOKEN>")
+    problems = Settings().problems()
+    assert any("SYNC_API__TOKEN" in p for p in problems)
+    assert not Settings().inbound_methods()["moodle.token"]  # that way in stays off
+
+
 def test_inbound_methods_off_until_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any(Settings().inbound_methods().values())
     monkeypatch.setenv("SYNC_WEBHOOKS__COURSESALES_TOKEN", "tok-123")

@@ -104,6 +104,6 @@ async def replay_attention_group(key: KeyPath, uow: UnitOfWorkDep, body: NoteIn 
     """Runs every failed or needs_review event whose cause is `key` again (up to 5,000 a call: a second call takes
     the rest), each audited; effects are idempotent, so a replay never doubles one. For needs_review events,
     replaying says "it did not happen": check first. 404 when no event has this cause (any more)."""
-    events = await attention.replay_group(uow.session, key, actor="api", note=body.note if body else None)
+    events = await attention.replay_group(uow.session, key, actor=uow.actor, note=body.note if body else None)
     uow.queue(events)
     return AttentionReplayOut(replayed=[e.id for e in events])

@@ -44,11 +44,11 @@ async def list_do_not_sync(session: SessionDep) -> list[DoNotSyncOut]:
     "stays deleted)",
 )
 async def mark_do_not_sync(contact: Contact, uow: UnitOfWorkDep, body: NoteIn | None = None) -> DoNotSyncOut:
-    row = await operations.do_not_sync(uow.session, contact, actor="api", note=body.note if body else None)
+    row = await operations.do_not_sync(uow.session, contact, actor=uow.actor, note=body.note if body else None)
     await uow.complete()
     return DoNotSyncOut.model_validate(row, from_attributes=True)
 
 
 @router.delete("/contacts/{contact}/do-not-sync", status_code=204, responses=NOT_FOUND, summary="Sync a contact again")
 async def unmark_do_not_sync(contact: Contact, uow: UnitOfWorkDep) -> None:
-    await operations.sync_again(uow.session, contact, actor="api", note=None)
+    await operations.sync_again(uow.session, contact, actor=uow.actor, note=None)

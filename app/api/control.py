@@ -39,7 +39,7 @@ router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(req
 )
 async def resolve_event(event_id: IdPath, body: ResolveIn, uow: UnitOfWorkDep) -> EventOut:
     """Closes the event without running it again (e.g. the operator checked CourseSales: the step ran)."""
-    event = await operations.resolve(uow.session, event_id, actor="api", note=body.note)
+    event = await operations.resolve(uow.session, event_id, actor=uow.actor, note=body.note)
     return EventOut.model_validate(event, from_attributes=True)
 
 
@@ -54,7 +54,7 @@ async def bulk_replay(body: BulkReplayIn, uow: UnitOfWorkDep) -> BulkReplayOut:
         (await uow.session.execute(select(Event).where(*where).order_by(col(Event.id)).limit(body.limit))).scalars()
     )
     for event in rows:
-        await operations.replay(uow.session, event.id, actor="api", note=body.note or "bulk replay")
+        await operations.replay(uow.session, event.id, actor=uow.actor, note=body.note or "bulk replay")
     uow.queue(rows)
     return BulkReplayOut(replayed=[e.id for e in rows])
 
@@ -67,7 +67,7 @@ async def pause_state(session: SessionDep) -> PauseOut:
 
 @router.post("/pause", response_model=PauseOut, summary="Pause processing (events are still accepted and kept)")
 async def pause(uow: UnitOfWorkDep, body: NoteIn | None = None) -> PauseOut:
-    await operations.pause(uow.session, actor="api", note=body.note if body else None)
+    await operations.pause(uow.session, actor=uow.actor, note=body.note if body else None)
     await uow.complete()
     lease, since = await operations.pause_state(uow.session)
     return PauseOut(paused=True, by=lease.owner if lease else "api", since=since)
@@ -76,7 +76,7 @@ async def pause(uow: UnitOfWorkDep, body: NoteIn | None = None) -> PauseOut:
 @router.post("/resume", response_model=PauseOut, summary="Resume processing")
 async def resume(rt: RuntimeDep, uow: UnitOfWorkDep, body: NoteIn | None = None) -> PauseOut:
     was_paused = await operations.paused(uow.session) is not None
-    await operations.resume(uow.session, actor="api", note=body.note if body else None)
+    await operations.resume(uow.session, actor=uow.actor, note=body.note if body else None)
     if was_paused:  # the held work starts now, not at the sweeper's next round
         uow.after_commit(lambda: release_held(rt.sessions, rt.queue, "resumed"))
     return PauseOut(paused=False)
@@ -90,7 +90,7 @@ async def resume(rt: RuntimeDep, uow: UnitOfWorkDep, body: NoteIn | None = None)
     summary="Link a contact to a Moodle user",
 )
 async def link_user(body: UserLinkIn, uow: UnitOfWorkDep) -> UserLinkOut:
-    link = await operations.link_user(uow.session, **body.model_dump(exclude={"note"}), actor="api", note=body.note)
+    link = await operations.link_user(uow.session, **body.model_dump(exclude={"note"}), actor=uow.actor, note=body.note)
     await uow.complete()  # the answer shows the stored link, its id included
     return UserLinkOut.model_validate(link, from_attributes=True)
 
@@ -102,7 +102,7 @@ async def link_user(body: UserLinkIn, uow: UnitOfWorkDep) -> UserLinkOut:
     summary="Unlink a Moodle user",
 )
 async def unlink_user(moodle_user_id: IdPath, uow: UnitOfWorkDep) -> None:
-    await operations.unlink_user(uow.session, moodle_user_id, actor="api", note=None)
+    await operations.unlink_user(uow.session, moodle_user_id, actor=uow.actor, note=None)
 
 
 @router.post(
@@ -113,7 +113,9 @@ async def unlink_user(moodle_user_id: IdPath, uow: UnitOfWorkDep) -> None:
     summary="Link a course date to a Moodle course",
 )
 async def link_course(body: CourseLinkIn, uow: UnitOfWorkDep) -> CourseLinkOut:
-    link = await operations.link_course(uow.session, **body.model_dump(exclude={"note"}), actor="api", note=body.note)
+    link = await operations.link_course(
+        uow.session, **body.model_dump(exclude={"note"}), actor=uow.actor, note=body.note
+    )
     await uow.complete()
     return CourseLinkOut.model_validate(link, from_attributes=True)
 
@@ -125,15 +127,21 @@ async def link_course(body: CourseLinkIn, uow: UnitOfWorkDep) -> CourseLinkOut:
     summary="Unlink a course date",
 )
 async def unlink_course(course_date_id: IdPath, uow: UnitOfWorkDep) -> None:
-    await operations.unlink_course(uow.session, course_date_id, actor="api", note=None)
+    await operations.unlink_course(uow.session, course_date_id, actor=uow.actor, note=None)
 
 
 @router.get("/audit", response_model=Page[AuditOut], summary="Operator actions, newest first")
 async def audit_trail(
     session: SessionDep,
+    actor: Annotated[
+        str | None, Query(max_length=64, description="who: an operator's name, `api`, `cli:<user>`, `console`")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[AuditOut]:
-    total = (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
-    rows = await session.execute(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit).offset(offset))
+    where = [col(AuditEntry.actor) == actor] if actor else []
+    total = (await session.execute(select(func.count()).select_from(AuditEntry).where(*where))).scalar_one()
+    rows = await session.execute(
+        select(AuditEntry).where(*where).order_by(col(AuditEntry.id).desc()).limit(limit).offset(offset)
+    )
     return Page(items=[AuditOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)

@@ -1,5 +1,5 @@
 """An ASGI guard in front of every route: ops auth before any parsing, body size, NUL characters, and who may see
-the docs and metrics (with the headers that keep the HTML pages out of frames and sniffing).
+the docs and metrics (the headers of the pages a browser shows are app.api.security_headers').
 
 FastAPI parses a JSON body before it runs dependencies, so without this an unauthenticated caller could
 tell a malformed body (422) from a well-formed one; PostgreSQL refuses NUL characters in text, so they are
@@ -20,7 +20,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-HTML_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
 
 class RequestGuard:
@@ -42,7 +41,6 @@ class RequestGuard:
             if settings.api.docs == "off":
                 await _reply(send, 404, "Not Found")
                 return
-            send = _with_headers(send, HTML_HEADERS)
         elif path == "/metrics" and settings.metrics.access == "token" and not _ops_token_ok(headers, settings):
             await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
             return
@@ -51,9 +49,9 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, f"body larger than {limit} bytes")
             return
-        # Only the ops API is checked for NUL here (its caller is authenticated by now); webhooks check after their
+        # Only the ops API (its caller is authenticated by now) and the console's forms are checked for NUL here; webhooks check after their
         # own authentication, and the Moodle-compatible endpoint answers as Moodle would (HTTP 200, an error body).
-        check_nul = scope["path"].startswith("/api/")
+        check_nul = scope["path"].startswith(("/api/", "/console/"))
         if check_nul and NUL_QUERY.search(scope.get("query_string") or b""):
             await _reply(send, 400, "NUL characters are not accepted")
             return
@@ -84,15 +82,6 @@ def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     # Either token passes here; require_ops (app.api.deps) refuses the read-only one on a change, with a 403.
     return scheme.lower() == "bearer" and token_access(token.strip(), settings) is not None
-
-
-def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    async def sending(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
-        await send(message)
-
-    return sending
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -115,7 +115,7 @@ async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
 )
 async def replay_event(event_id: IdPath, uow: UnitOfWorkDep, body: NoteIn | None = None) -> EventOut:
     """Queue a finished event again; its effects are idempotent, so a replay never doubles them."""
-    event = await operations.replay(uow.session, event_id, actor="api", note=body.note if body else None)
+    event = await operations.replay(uow.session, event_id, actor=uow.actor, note=body.note if body else None)
     uow.queue([event])
     if await uow.complete():  # the answer shows it queued
         await uow.session.refresh(event)

@@ -12,6 +12,7 @@ from app.api.deps import MAX_OFFSET, NOT_FOUND, OPS_RESPONSES, IdPath, RuntimeDe
 from app.api.schemas import Page, ReconcileRequest, RunDetail, RunOut
 from app.api.unit_of_work import UnitOfWorkDep
 from app.db.models import Run, RunStatus, RunTrigger
+from app.sync import operations
 from app.sync.readiness import unconfigured
 
 router = APIRouter(prefix="/api", tags=["reconcile"], dependencies=[Depends(require_ops)], responses=OPS_RESPONSES)
@@ -36,6 +37,9 @@ async def start_reconcile(body: ReconcileRequest, rt: RuntimeDep, uow: UnitOfWor
         )
     run = Run(dry_run=body.dry_run, trigger=RunTrigger.api, status=RunStatus.queued)
     uow.session.add(run)
+    await uow.session.flush()
+    operations.audit(uow.session, actor=uow.actor, action="reconcile.start", target=f"run:{run.id}",
+                     note="dry run" if body.dry_run else None)  # fmt: skip
     await uow.complete()  # stored before its job can start
     if rt.queue is None or not await rt.queue.enqueue_reconcile(run.id):
         run.status, run.error = RunStatus.failed, "the queue is unavailable (Redis down?): try again"

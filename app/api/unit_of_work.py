@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 
 class UnitOfWork:
-    def __init__(self, session: AsyncSession, queue: Queue | None) -> None:
+    def __init__(self, session: AsyncSession, queue: Queue | None, *, actor: str = "api") -> None:
         self.session = session
+        # Who the audit trail names: "api" for the ops token, the operator's name for the console (which calls the
+        # same endpoint functions with a unit of its own).
+        self.actor = actor
         self._queue = queue
         self._events: list[Event] = []
         self._after: list[Callable[[], Awaitable[object]]] = []

@@ -100,6 +100,8 @@ def service(chromium_path: str, migrated: str, tmp_path_factory: pytest.TempPath
 
     work = tmp_path_factory.mktemp("browser-service")
     moodle, coursesales = MoodleFake(version="4.3", token="test-token"), CourseSalesFake()
+    # A healthy site for the console's health tile: the recorded site's service lacks the reconcile's one function.
+    moodle.add_function("core_enrol_get_users_courses")
     with RedisServer(work / "redis") as redis, ServedApp(moodle) as served_moodle, ServedApp(coursesales) as cs:
         env = worker_env(
             database_url=migrated, redis_url=redis.url, moodle_url=served_moodle.url, var_dir=work / "var",
