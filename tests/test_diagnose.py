@@ -3,6 +3,9 @@ the fakes: each failing link names the right next step, an all-green walk, Moodl
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -17,6 +20,7 @@ from app.runtime import Runtime
 from app.sync.diagnose import Query, walk
 from tests.conftest import TEST_TOKENS, bearer
 from tests.helpers import cancel, links, post_contact, process_all, register, settle
+from tests.procs import ROOT, ServedApp
 
 MOODLE_READS = frozenset(
     {
@@ -277,3 +281,58 @@ async def test_the_user_link_alone_identifies_the_contact(client: httpx.AsyncCli
         await s.commit()
     body = await ask(client, contact="kim")
     assert body["contact"] == "contact:77" and link(body, "contact.known")["ok"] is True
+
+
+def run_cli(runtime: Runtime, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {
+        **os.environ,
+        "SYNC_MODE": "test",
+        "SYNC_DATABASE_URL": runtime.settings.effective_database_url,
+        "SYNC_CONFIG": str(ROOT / "no-such-config.toml"),
+        "COLUMNS": "200",
+        "SYNC_SECRET_KEY": TEST_TOKENS["secret_key"],
+        **env,
+    }
+    return subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
+        [sys.executable, "-m", "app.cli", "diagnose", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_cli_report_and_its_exit_codes(
+    client: httpx.AsyncClient, runtime: Runtime, catalogue: Any, moodle_fake: Any
+) -> None:
+    """0 all is well, 1 a link fails, 2 bad usage; the same walk as the API, readable."""
+    await enrolled(client, runtime)
+    with ServedApp(moodle_fake) as moodle, ServedApp(catalogue) as coursesales:
+        upstreams = {
+            "SYNC_MOODLE__URL": moodle.url,
+            "SYNC_MOODLE__TOKEN": "test-token",
+            "SYNC_COURSESALES__URL": coursesales.url,
+            "SYNC_COURSESALES__USERNAME": catalogue.username,
+            "SYNC_COURSESALES__PASSWORD": catalogue.password,
+        }
+        well = run_cli(runtime, "1234", "--course-date", str(RUNNING), **upstreams)
+        assert well.returncode == 0, well.stdout + well.stderr
+        assert "all is well: nothing to fix" in well.stdout and "pass  course_date.public" in well.stdout
+        assert "Moodle" in well.stdout and "CourseSales" in well.stdout
+        unknown = run_cli(runtime, "999", **upstreams)
+        assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+        assert "FAIL  contact.known: we never received contact:999" in unknown.stdout
+        assert "next step: make CourseSales send contact contact:999" in unknown.stdout
+        suspended = run_cli(runtime, "jane.doe@example.com", "--document", "D-1", **upstreams)
+        assert suspended.returncode == 0, "by username and Document alike"
+        moodle_fake.maintenance(True)
+        down = run_cli(runtime, "1234", "--course-date", str(RUNNING), **upstreams)
+        assert down.returncode == 1 and "????  user.exists: not checked: Moodle did not answer" in down.stdout
+        for output in (well, unknown, down):
+            assert not any(secret in output.stdout + output.stderr for secret in SECRETS)
+    both = run_cli(runtime, "1234", "--course-date", "1", "--document", "D-1")
+    assert both.returncode == 2 and "--document: give either course_date or document" in both.stderr
+    assert run_cli(runtime).returncode == 2
+    assert run_cli(runtime, "1234", "--course-date", "0").returncode == 2

@@ -60,15 +60,17 @@ async def _diagnose(settings: Settings, query: Query) -> int:
         )
         if part
     )
-    out.print(f"[bold]diagnose {about}[/bold]", highlight=False)
+    from rich.markup import escape  # upstream texts may hold brackets ("[errorcode]"): never markup
+
+    out.print(f"[bold]diagnose {escape(about)}[/bold]", highlight=False)
     area = ""
     for link in found.links:
         if link.area != area:
             area = link.area
             out.print(f"\n[bold]{AREAS[area]}[/bold]", highlight=False)
-        out.print(f"  {MARKS[link.ok]}  {link.name}: {link.summary}", highlight=False)
+        out.print(f"  {MARKS[link.ok]}  {link.name}: {escape(link.summary)}", highlight=False)
         if link.detail:
-            out.print(f"        {link.detail}", highlight=False)
+            out.print(f"        {escape(link.detail)}", highlight=False)
     verdict = "[green]all is well[/]" if found.ok else "[red]next step[/]"
-    out.print(f"\n{verdict}: {found.next_step}", highlight=False)
+    out.print(f"\n{verdict}: {escape(found.next_step)}", highlight=False)
     return 0 if found.ok else 1
