@@ -21,6 +21,7 @@ from app.sync.diagnose import Query, walk
 from tests.conftest import TEST_TOKENS, bearer
 from tests.helpers import cancel, links, post_contact, process_all, register, settle
 from tests.procs import ROOT, ServedApp
+from tests.test_users_sync import seed_user
 
 MOODLE_READS = frozenset(
     {
@@ -226,6 +227,23 @@ async def test_moodle_not_answering(
     assert user.ok is None and "did not answer within 0.3 s" in user.summary and not slow.ok
 
 
+async def test_coursesales_not_answering(client: httpx.AsyncClient, runtime: Runtime, catalogue: Any) -> None:
+    await enrolled(client, runtime)
+    before = catalogue.calls
+    catalogue.fail_next(3, "500")
+    body = await ask(client, contact="1234", course_date=str(RUNNING))
+    listed = link(body, "course_date.listed")
+    assert (
+        listed["ok"] is None
+        and "could not ask CourseSales" in listed["summary"]
+        and "as last read" in listed["summary"]
+    )
+    assert catalogue.calls - before == 1, "no more reads once CourseSales did not answer"
+    assert link(body, "course_date.public")["ok"] is True, "what CourseSales said last still shows"
+    assert all(k["ok"] is True for k in body["links"] if k["area"] == "moodle"), "Moodle is still checked"
+    assert body["ok"] is False and body["next_step"].startswith("ask again once CourseSales answers")
+
+
 async def test_a_course_date_without_a_contact(
     client: httpx.AsyncClient, runtime: Runtime, catalogue: Any, moodle_fake: Any
 ) -> None:
@@ -240,6 +258,30 @@ async def test_a_course_date_without_a_contact(
     body = await ask(client, course_date=str(RUNNING))
     assert first_failing(body)["name"] == "enrolments.count" and "missing: 1" in first_failing(body)["detail"]
     assert body["next_step"].startswith("POST /api/reconcile")
+
+
+async def test_an_adoption_refused(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
+    account = seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com")  # made by hand in Moodle
+    await post_contact(client, "c-1")
+    await settle(runtime)
+    body = await ask(client, contact="1234")
+    failing = first_failing(body)
+    assert failing["name"].startswith("event.") and "needs_review" in failing["summary"]
+    assert "link it by hand" in body["next_step"] and "replay event" in body["next_step"]
+    assert link(body, "user.link")["summary"].startswith("adoption refused")
+    assert link(body, "user.exists")["summary"] == (
+        f"Moodle user {account['id']} (jane.doe@example.com) exists but is not linked to contact:1234"
+    )
+
+
+async def test_a_contact_marked_do_not_sync(client: httpx.AsyncClient, runtime: Runtime, catalogue: Any) -> None:
+    await enrolled(client, runtime)
+    put = await client.put("/api/contacts/1234/do-not-sync", json={"note": "erasure"}, headers=bearer("api"))
+    assert put.status_code == 200, put.text
+    body = await ask(client, contact="1234", course_date=str(RUNNING))
+    failing = first_failing(body)
+    assert (failing["name"], failing["detail"]) == ("contact.do_not_sync", "erasure")
+    assert "`moodle-sync do-not-sync contact:1234 --undo`" in body["next_step"]
 
 
 @pytest.mark.parametrize(

@@ -106,3 +106,5 @@ class Reader:
                 self.stopped = why  # down or refusing us: asking again now would only wait again
                 return Read(why=why)
             return Read(why=f"{self.label} refused the read: {exc}")
+        except Exception as exc:  # an answer of an unexpected shape: this link unchecked, never a failed walk
+            return Read(why=f"the read of {self.label} failed: {type(exc).__name__}")

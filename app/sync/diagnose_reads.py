@@ -79,8 +79,8 @@ async def read_coursesales(read: Reader, cs: CourseSalesApi, r: Records, setting
 
     facts.date = await read(find)
     known = facts.date.value or r.course_date_row  # not in the pages read: the category we last knew
-    if facts.date.answered and known is not None and known.category_id is not None:
-        facts.mapping = await read(mapping)
+    if known is not None and known.category_id is not None:
+        facts.mapping = await read(mapping)  # CourseSales down: answered at once with why, not asked
     return facts
 
 
