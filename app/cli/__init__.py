@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from app.cli.database import migrate, run_migrations
+from app.cli.diagnose import diagnose
 from app.cli.operations import do_not_sync, events, pause, replay, resolve, resume
 from app.cli.operators import operators
 from app.cli.runs import reconcile
@@ -21,7 +22,7 @@ __all__ = ["_held_upstreams", "api_app", "cli", "main", "run_migrations"]
 cli = typer.Typer(help="coursesales-moodle-sync: keeps CourseSales and Moodle in step.", no_args_is_help=True)
 COMMANDS = (
     *(migrate, serve, api, worker, check, reconcile),
-    *(events, replay, resolve, pause, resume, probe, do_not_sync, openapi),
+    *(events, replay, resolve, pause, resume, probe, do_not_sync, diagnose, openapi),
 )
 for _command in COMMANDS:
     cli.command()(_command)  # named after its function: do_not_sync is `do-not-sync`
