@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.console import (
     pages_admin,
     pages_attention,
+    pages_diagnose,
     pages_events,
     pages_links,
     pages_overview,
@@ -42,7 +43,16 @@ async def _refused(request: Request, exc: Exception) -> HTMLResponse:
 
 
 def install(app: FastAPI) -> None:
-    for module in (signin, pages_overview, pages_events, pages_attention, pages_links, pages_runs, pages_admin):
+    for module in (
+        signin,
+        pages_overview,
+        pages_events,
+        pages_attention,
+        pages_diagnose,
+        pages_links,
+        pages_runs,
+        pages_admin,
+    ):
         app.include_router(module.router)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="console-static")
     app.add_exception_handler(SignInRequired, _sign_in_first)

@@ -307,3 +307,28 @@ async def test_a_bulk_replay_by_the_filter_says_how_many_first(visit: Visit, fre
     for event_id in ids:
         await eventually(partial(_is, fresh, event_id, "done"), what=f"event {event_id} done")
     assert_clean(visit)
+
+
+async def test_diagnose_names_the_next_step_after_the_page_has_loaded(visit: Visit, fresh: Service) -> None:
+    fresh.coursesales.add_category(810, "Rigging")  # no Moodle category
+    fresh.coursesales.add_course_date(9810, "2026-12-22", "2026-12-22", 810)
+    body = coursesales_example("registration.registered") | {"id": "browser-rig-1"}
+    body["registration"].update(document_external_id="D-R1", course_date_id=9810)
+    body["registration"]["contact"] |= {"contact_id": 74000, "username": "rigger@example.com",
+                                        "email": "rigger@example.com"}  # fmt: skip
+    await deliver(fresh, body)
+
+    async def finished() -> bool:
+        rows = await sql(fresh, "SELECT status FROM events")
+        return bool(rows) and all(r[0] in ("done", "failed") for r in rows)
+
+    await eventually(finished, what="the registration's events finished")
+    await sign_in(visit, "victor")  # a viewer may ask: the walk only reads
+    await visit.goto("/console/diagnose?contact=74000&course_date=9810")
+    step = visit.page.locator("#next-step")
+    await step.wait_for(timeout=20_000)
+    assert "810" in await step.inner_text() and "Moodle Category Id" in await step.inner_text()
+    assert await visit.page.locator("#link-category-mapped .badge").inner_text() == "fail"
+    assert any("/console/diagnose/walk?" in url for url in visit.requests)  # loaded after the page
+    publish_screenshot(await visit.snap("diagnose"), "diagnose")
+    assert_clean(visit)
