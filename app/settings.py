@@ -33,6 +33,7 @@ from app.settings_sections import (
     CoursesSettings,
     EnrolmentsSettings,
     FieldPolicy,
+    HubSettings,
     JobsSettings,
     MetricsSettings,
     MoodleSettings,
@@ -57,6 +58,7 @@ __all__ = [
     "CoursesSettings",
     "EnrolmentsSettings",
     "FieldPolicy",
+    "HubSettings",
     "JobsSettings",
     "MetricsSettings",
     "Mode",
@@ -113,6 +115,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     jobs: JobsSettings = JobsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    hub: HubSettings = HubSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -163,7 +166,11 @@ class Settings(BaseSettings):
             for name, value in (("SYNC_SECRET_KEY", self.secret_key), ("SYNC_API__TOKEN", self.api.token)):
                 if not is_set(value):
                     out.append(f"{name} is required outside dev mode (it is empty or a placeholder)")
-            optional = {**inbound_secrets(self), "SYNC_API__READ_TOKEN": self.api.read_token}
+            optional = {
+                **inbound_secrets(self),
+                "SYNC_API__READ_TOKEN": self.api.read_token,
+                "SYNC_HUB__TOKEN": self.hub.token,
+            }
             for name, value in optional.items():
                 if value is not None and not is_set(value):
                     out.append(f"{name} is set to an empty or placeholder value; unset it to switch that method off")

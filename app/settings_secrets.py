@@ -52,6 +52,7 @@ def credentials(s: Settings) -> dict[str, SecretStr | None]:
         "SYNC_SECRET_KEY": s.secret_key,
         "SYNC_API__TOKEN": s.api.token,
         "SYNC_API__READ_TOKEN": s.api.read_token,
+        "SYNC_HUB__TOKEN": s.hub.token,
         **inbound_secrets(s),
         "SYNC_MOODLE__TOKEN": s.moodle.token,
     }

@@ -266,3 +266,11 @@ class JobsSettings(BaseModel):
     lease_seconds: int = 300
     # How often an idle worker looks for new jobs: the floor of the latency from an event to its work.
     poll_delay_seconds: float = Field(0.05, gt=0, le=10)
+
+
+class HubSettings(BaseModel):
+    """The hub: one deployment serving many tenants, managed with SYNC_HUB__TOKEN through /api/tenants."""
+
+    token: SecretStr | None = None
+    # The address the tenants' senders reach this service at: their inbound URLs are built from it.
+    public_url: UpstreamUrl = Field("", description='e.g. "https://sync.example.org"; "": URLs shown as paths')

@@ -1,5 +1,7 @@
 """Persistence: tables, engine and sessions."""
 
 # Every table registers on SQLModel.metadata when imported: app.db.models holds most of them (and is full), the
-# operators' accounts live apart; importing them here puts them wherever the migrations and the tests read metadata.
+# operators' accounts and the tenant registry live apart; importing them here puts them wherever the migrations and
+# the tests read metadata.
 from app.db import accounts as accounts
+from app.db import tenants as tenants
