@@ -27,6 +27,7 @@ from app.api import (
     overview,
     runs,
     settings_view,
+    tenants,
     upstreams,
     webhooks,
 )
@@ -92,6 +93,7 @@ ROUTERS = (
     checks,
     runs,
     settings_view,
+    tenants,
     health,
     docs,
 )

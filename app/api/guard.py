@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.api.deps import BODY, NUL, NUL_QUERY, token_access
+from app.api.tenants import HUB_PATH, is_hub_token
 from app.settings import Settings
 
 Scope = dict[str, Any]
@@ -34,7 +35,11 @@ class RequestGuard:
         settings = self.settings()
         headers = dict(scope.get("headers") or [])
         path = scope["path"]
-        if path.startswith("/api/") and not _ops_token_ok(headers, settings):
+        if (
+            path.startswith("/api/")
+            and not _ops_token_ok(headers, settings)
+            and not _hub_token_ok(path, headers, settings)
+        ):
             await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
             return
         if path in DOCS:
@@ -78,10 +83,19 @@ class RequestGuard:
         await self.app(scope, _replay(body, receive), send)
 
 
-def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
+def _bearer(headers: dict[bytes, bytes]) -> str | None:
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
     # Either token passes here; require_ops (app.api.deps) refuses the read-only one on a change, with a 403.
-    return scheme.lower() == "bearer" and token_access(token.strip(), settings) is not None
+    return token_access(_bearer(headers), settings) is not None
+
+
+def _hub_token_ok(path: str, headers: dict[bytes, bytes], settings: Settings) -> bool:
+    """The hub token opens the tenant registry alone; require_hub (app.api.tenants) checks it there again."""
+    return (path == HUB_PATH or path.startswith(HUB_PATH + "/")) and is_hub_token(_bearer(headers), settings)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -1,5 +1,6 @@
 """The `moodle-sync` command: serve, api, worker, migrate, check, reconcile, the operator's commands, openapi,
-and the named operators' accounts (`moodle-sync operators add|list|remove|passwd`).
+the named operators' accounts (`moodle-sync operators add|list|remove|passwd`) and the tenant registry
+(`moodle-sync tenants add|list|show|update|disable|enable|remove`).
 
 The commands live by what they act on (serving, database, upstreams, runs, operations); the table below registers
 them, in the order `moodle-sync --help` lists them.
@@ -15,6 +16,7 @@ from app.cli.operations import do_not_sync, events, pause, replay, resolve, resu
 from app.cli.operators import operators
 from app.cli.runs import reconcile
 from app.cli.serving import api, api_app, openapi, serve, worker
+from app.cli.tenants import tenants
 from app.cli.upstreams import _held_upstreams, check, probe
 
 __all__ = ["_held_upstreams", "api_app", "cli", "main", "run_migrations"]
@@ -27,6 +29,7 @@ COMMANDS = (
 for _command in COMMANDS:
     cli.command()(_command)  # named after its function: do_not_sync is `do-not-sync`
 cli.add_typer(operators, name="operators")  # a group: `moodle-sync operators add|list|remove|passwd`
+cli.add_typer(tenants, name="tenants")  # a group: `moodle-sync tenants add|list|show|update|...`
 
 
 def main() -> None:
