@@ -60,7 +60,7 @@ class _NoEcho(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 lines = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()]
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "; ".join(lines)) from None
+                raise HTTPException(422, "; ".join(lines)) from None
 
         return route
 

@@ -54,7 +54,7 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
         if section in HUB_FIELDS:
             out.append(f"config.{section} is the hub's: a tenant cannot set it (docs/tenants.md)")
         elif section not in TENANT_SECTIONS:
-            out.append(f"config.{section} is not a tenant's section" + _closest(section, TENANT_SECTIONS))
+            out.append(f"config.{section} is not a tenant's section" + _closest(section.lower(), TENANT_SECTIONS))
         elif not isinstance(value, Mapping):
             out.append(f"config.{section} must be a table of settings, as [{section}] in sync.toml")
         else:
@@ -71,12 +71,12 @@ def _section_problems(section: str, values: Mapping[str, Any]) -> list[str]:
     for scope, key, _ in _unknown_keys(values, model, (section,)):
         known = SECTION_MODELS[scope].model_fields
         path = ".".join(scope)
-        out.append(f"config.{path}.{key} is not a setting" + _closest(key, known, prefix=f"config.{path}."))
+        out.append(f"config.{path}.{key} is not a setting" + _closest(key.lower(), known, prefix=f"config.{path}."))
     return out
 
 
 def _closest(word: str, choices: Any, *, prefix: str = "config.") -> str:
-    for match in difflib.get_close_matches(word.lower(), list(choices), n=1):
+    for match in difflib.get_close_matches(word, list(choices), n=1):
         return f"; did you mean {prefix}{match}?"
     return ""
 

@@ -230,7 +230,7 @@ async def _refuse_in_use(
         taken = taken.where(col(TenantCredential.tenant_id) != tenant_id)
     in_use = {digests[d] for d in (await session.execute(taken)).scalars()}
     # Compared in constant time, every value against every held one: a refusal's timing says nothing.
-    in_use |= {n for d, n in digests.items() if any([_same(plain[n], h) for h in held])}
+    in_use |= {n for n in digests.values() if any([_same(plain[n], h) for h in held])}
     if in_use:
         raise TenantError(
             409,
@@ -238,7 +238,7 @@ async def _refuse_in_use(
         )
 
 
-async def _same(a: str, b: str) -> bool:
+def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
