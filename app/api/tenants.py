@@ -65,17 +65,27 @@ class _NoEcho(APIRoute):
         return route
 
 
+class Refusal(BaseModel):
+    detail: str = Field(description="one line per problem, joined by '; ', each naming its field; never a secret")
+
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong hub bearer token (SYNC_HUB__TOKEN); the ops tokens are not enough"},
     400: {"description": "malformed request (e.g. NUL characters)"},
-    422: {"description": "bad input: one line per problem, each naming its field"},
+    422: {"model": Refusal, "description": "bad input: one line per problem, each naming its field"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such tenant"}}
 IN_USE: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the slug, or a credential, is already in use (by another tenant or the file configuration)"}
+    409: {
+        "model": Refusal,
+        "description": "the slug, or a credential, is already in use (by another tenant or the file configuration)",
+    }
 }
 FILE_TENANT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the tenant `default` is the file/environment configuration: change it there"}
+    409: {
+        "model": Refusal,
+        "description": "the tenant `default` is the file/environment configuration: change it there",
+    }
 }
 router = APIRouter(
     prefix=HUB_PATH,
@@ -191,7 +201,16 @@ async def show_tenant(slug: SlugPath, rt: RuntimeDep, session: SessionDep) -> Te
 
 
 @router.patch(
-    "/{slug}", response_model=TenantOut, summary="Change a tenant", responses={**NOT_FOUND, **IN_USE, **FILE_TENANT}
+    "/{slug}",
+    response_model=TenantOut,
+    summary="Change a tenant",
+    responses={
+        **NOT_FOUND,
+        409: {
+            "model": Refusal,
+            "description": "a credential already in use, or the tenant `default` (change the file configuration instead)",
+        },
+    },
 )
 async def update_tenant(slug: SlugPath, body: TenantPatch, rt: RuntimeDep, uow: UnitOfWorkDep) -> TenantOut:
     """Merges the given name, sections, keys and secrets; a null removes a key, a section or a secret."""
