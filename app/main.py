@@ -33,9 +33,10 @@ from app.api import (
 )
 from app.api.guard import RequestGuard
 from app.api.security_headers import SecurityHeaders
+from app.crypto import VaultLocked
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
-from app.runtime import Runtime, build_runtime
+from app.runtime import Runtime, open_runtime
 from app.settings import Settings, get_settings
 from app.sync import operations
 
@@ -66,6 +67,11 @@ SECURITY_SCHEMES = {
         "string or the form body, as Moodle takes it.",
     },
 }
+
+
+async def _keys_not_open(_request: Request, exc: Exception) -> JSONResponse:
+    """A delivery while the database has not answered since start: refused as a database down is, to be sent again."""
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _operation_refused(_request: Request, exc: operations.OperationError) -> JSONResponse:
@@ -109,7 +115,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             yield
             return
         s = settings or get_settings()
-        rt = build_runtime(s)
+        rt = await open_runtime(s)
         rt.queue = Queue(connect(redis_settings(s)))
         app.state.runtime = rt
         settle_heap()
@@ -157,4 +163,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # answered as an HTTPException would be, for every endpoint at once.
     # The decorator form, called directly: typed for a handler of this exception class, not of any Exception.
     app.exception_handler(operations.OperationError)(_operation_refused)
+    app.exception_handler(VaultLocked)(_keys_not_open)
     return app

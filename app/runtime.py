@@ -7,18 +7,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.coursesales.client import CourseSalesClient
-from app.crypto import Vault
+from app.crypto import LockedVault, Vault
 from app.db.engine import SessionFactory, make_engine, make_session_factory
 from app.db.group_commit import GroupCommit
 from app.moodle.client import MoodleClient
-from app.settings import Settings
+from app.settings import Settings, secret
 from app.sync.upstreams import StateCache
 
 if TYPE_CHECKING:
     from app.jobs.queue import Queue
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -38,6 +41,10 @@ class Runtime:
     gathering: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Whether Moodle and CourseSales can be used now (app.sync.upstreams), as this process last read it.
     upstream_states: StateCache = field(default_factory=StateCache)
+    # Whose keys the vault holds: "derived" (from SYNC_SECRET_KEY: build_runtime alone, tests), "open" (the
+    # keyring's), "waiting" (the database has not answered yet: the vault refuses), "refused" (the wrong key).
+    keyring: str = "derived"
+    keyring_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _intake: GroupCommit | None = field(default=None, repr=False)
 
     _intake_engine: AsyncEngine | None = field(default=None, repr=False)
@@ -60,7 +67,38 @@ class Runtime:
     async def _enqueue_new(self, items: list[tuple[int, str]]) -> bool:
         return self.queue is not None and bool(await self.queue.enqueue_events([(i, 0, kind) for i, kind in items]))
 
+    async def open_keyring(self) -> None:
+        """Use the data keys of the database's keyring (made on the first open), as SYNC_SECRET_KEY (or, during a
+        rotation, SYNC_SECRET_KEY_PREVIOUS) unwraps them."""
+        from app.sync import keyring
+
+        current, previous = secret(self.settings.secret_key), secret(self.settings.secret_key_previous)
+        if not current:
+            return  # no key, nothing encrypted: the commands that need one refuse to start without it
+        async with self.sessions() as session:
+            opened = await keyring.open_keys(session, current, previous)
+        self.vault, self.keyring = Vault(current, keys=opened.keys), "open"
+        if opened.with_previous:
+            log.warning("keyring.previous_key", fix="run `moodle-sync rotate-key`, then drop SYNC_SECRET_KEY_PREVIOUS")
+
+    async def open_keyring_when_possible(self, every: float = 2.0) -> None:
+        """Retry until the database answers; a key that does not open the keyring stops the retries, and /readyz
+        says so."""
+        from app.sync.keyring import KeyringError
+
+        while self.keyring == "waiting":
+            await asyncio.sleep(every)
+            try:
+                await self.open_keyring()
+            except KeyringError as exc:
+                log.error("keyring.refused", error=str(exc))
+                self.keyring = "refused"
+            except Exception as exc:  # still down: said once a retry, by type (no address, no credential)
+                log.debug("keyring.still_waiting", error=type(exc).__name__)
+
     async def close(self) -> None:
+        if self.keyring_task is not None:
+            self.keyring_task.cancel()
         if self._intake is not None:
             await self._intake.close()
         if self._intake_engine is not None:
@@ -70,6 +108,32 @@ class Runtime:
         await self.moodle_http.aclose()
         await self.coursesales_http.aclose()
         await self.engine.dispose()
+
+
+async def open_runtime(
+    settings: Settings,
+    *,
+    moodle_transport: httpx.AsyncBaseTransport | None = None,
+    coursesales_transport: httpx.AsyncBaseTransport | None = None,
+) -> Runtime:
+    """The runtime of a process that works on the data: ``build_runtime`` with the keyring opened (every process
+    and command that encrypts, decrypts or digests starts here; a structural test keeps it so)."""
+    from app.sync.keyring import KeyringError
+
+    rt = build_runtime(settings, moodle_transport=moodle_transport, coursesales_transport=coursesales_transport)
+    try:
+        await rt.open_keyring()
+    except KeyringError:
+        await rt.close()
+        raise
+    except Exception as exc:  # the database does not answer (both restarted at once): start, open it once it does
+        log.warning("keyring.waiting_for_database", error=type(exc).__name__)
+        rt.vault, rt.keyring = LockedVault(), "waiting"
+        rt.keyring_task = asyncio.create_task(rt.open_keyring_when_possible())
+    except BaseException:
+        await rt.close()
+        raise
+    return rt
 
 
 def build_runtime(

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str = ""
     secret_key: SecretStr | None = None
+    # During a rotation of SYNC_SECRET_KEY: the key before, still opening the keyring until `moodle-sync rotate-key`.
+    secret_key_previous: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = True
 

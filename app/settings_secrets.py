@@ -50,6 +50,7 @@ def credentials(s: Settings) -> dict[str, SecretStr | None]:
     """Every credential the service holds, by the variable that sets it."""
     return {
         "SYNC_SECRET_KEY": s.secret_key,
+        "SYNC_SECRET_KEY_PREVIOUS": s.secret_key_previous,
         "SYNC_API__TOKEN": s.api.token,
         "SYNC_API__READ_TOKEN": s.api.read_token,
         "SYNC_HUB__TOKEN": s.hub.token,
@@ -67,7 +68,7 @@ def weak_credentials(s: Settings) -> list[str]:
             problem = whsec_problem(value)
             if problem:
                 out.append(f"{name} {problem}")
-        elif name == "SYNC_SECRET_KEY":
+        elif name.startswith("SYNC_SECRET_KEY"):
             if len(value) < MIN_SECRET_KEY_CHARS:
                 out.append(f"{name} is shorter than {MIN_SECRET_KEY_CHARS} characters")
         elif name != "SYNC_MOODLE__TOKEN" and len(value) < MIN_TOKEN_CHARS:

@@ -67,7 +67,7 @@ async def seed() -> None:
     conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
     try:
         await conn.execute(
-            "TRUNCATE events, attempts, registrations, runs, alerts, audit, operators RESTART IDENTITY CASCADE"
+            "TRUNCATE events, attempts, registrations, runs, alerts, audit, operators, keyring RESTART IDENTITY CASCADE"
         )
         await conn.execute(SEED, EVENTS)
         await conn.execute(ATTEMPTS)

@@ -76,6 +76,7 @@ TEST_TOKENS = {
     "compat": "compat-wstoken-for-tests",
     "secret_key": "secret-key-for-tests-0123456789abcdef",
     "cs_whsec": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "hub": "hub-token-for-tests-0123",
 }
 MOODLE_URL = "http://moodle.test"
 COURSESALES_URL = "http://coursesales.test"
@@ -107,6 +108,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
         "redis_url": TEST_REDIS_URL,
         "secret_key": SecretStr(TEST_TOKENS["secret_key"]),
         "api": {"token": SecretStr(TEST_TOKENS["api"])},
+        "hub": {"token": SecretStr(TEST_TOKENS["hub"])},
         "compat": {"wstoken": SecretStr(TEST_TOKENS["compat"])},
         "webhooks": WebhookSettings(
             coursesales_token=SecretStr(TEST_TOKENS["coursesales"]),

@@ -65,6 +65,7 @@ SCHEME_TOKEN = {
     "CourseSalesToken": "coursesales",
     "MoodleToken": "moodle",
     "MoodleWsToken": "compat",
+    "HubToken": "hub",
 }
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}  # the only operations allowed to have no `security`
 COMPAT = "/webservice/rest/server.php"

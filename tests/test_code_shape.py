@@ -76,3 +76,23 @@ def test_type_ignores_are_few_and_each_says_why() -> None:
         (p, line) for p, line in ignores if not re.search(r"type: ignore\[[\w-]+(, [\w-]+)*\]\s+#\s*\S", line)
     ]
     assert unexplained == []
+
+
+# Who may build a runtime without opening the keyring: open_runtime itself, and `check`, which only asks the upstreams
+# (and may run before the first migrate). Anything else that encrypts, decrypts or digests with keys derived from
+# SYNC_SECRET_KEY would be wrong after a rotation (app/sync/keyring.py).
+BUILDS_WITHOUT_KEYRING = {("runtime.py", "open_runtime"), ("cli/upstreams.py", "_check")}
+
+
+def test_every_process_opens_the_keyring() -> None:
+    found: set[tuple[str, str]] = set()
+    for path in _modules():
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "build_runtime":
+                    found.add((path.relative_to(APP).as_posix(), func.name))
+    assert found <= BUILDS_WITHOUT_KEYRING, f"use open_runtime: {sorted(found - BUILDS_WITHOUT_KEYRING)}"
+    assert ("runtime.py", "open_runtime") in found  # the scan sees calls: a test that can fail

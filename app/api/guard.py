@@ -35,12 +35,8 @@ class RequestGuard:
         settings = self.settings()
         headers = dict(scope.get("headers") or [])
         path = scope["path"]
-        if (
-            path.startswith("/api/")
-            and not _ops_token_ok(headers, settings)
-            and not _hub_token_ok(path, headers, settings)
-        ):
-            await _reply(send, 401, "a valid ops bearer token is required", {"www-authenticate": "Bearer"})
+        if path.startswith("/api/") and not _api_token_ok(path, headers, settings):
+            await _reply(send, 401, f"a valid {_wanted(path)} bearer token is required", {"www-authenticate": "Bearer"})
             return
         if path in DOCS:
             if settings.api.docs == "off":
@@ -93,9 +89,20 @@ def _ops_token_ok(headers: dict[bytes, bytes], settings: Settings) -> bool:
     return token_access(_bearer(headers), settings) is not None
 
 
-def _hub_token_ok(path: str, headers: dict[bytes, bytes], settings: Settings) -> bool:
-    """The hub token opens the tenant registry alone; require_hub (app.api.tenants) checks it there again."""
-    return (path == HUB_PATH or path.startswith(HUB_PATH + "/")) and is_hub_token(_bearer(headers), settings)
+def _is_registry(path: str) -> bool:
+    return path == HUB_PATH or path.startswith(HUB_PATH + "/")
+
+
+def _wanted(path: str) -> str:
+    return "hub (SYNC_HUB__TOKEN)" if _is_registry(path) else "ops"
+
+
+def _api_token_ok(path: str, headers: dict[bytes, bytes], settings: Settings) -> bool:
+    """The tenant registry opens to the hub token alone (require_hub checks it there again), the rest of /api/ to
+    the ops tokens: either way before any body is parsed, so a wrong token never learns whether its body was good."""
+    if _is_registry(path):
+        return is_hub_token(_bearer(headers), settings)
+    return _ops_token_ok(headers, settings)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -38,6 +38,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
         checks["database"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
     except Exception as exc:  # any failure means not ready; the type is enough for an operator
         checks["database"] = {"ok": False, "error": type(exc).__name__}
+    if checks["database"]["ok"] and rt.keyring in ("waiting", "refused"):
+        checks["database"] = {"ok": False, "error": f"keyring {rt.keyring}: see the log (keyring.*)"}
     checks["redis"] = {"ok": bool(rt.queue is not None and await rt.queue.ping())}
     s = rt.settings
     checks["moodle"] = (

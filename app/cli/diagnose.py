@@ -41,10 +41,10 @@ def _option(field: str) -> str:
 
 
 async def _diagnose(settings: Settings, query: Query) -> int:
-    from app.runtime import build_runtime
+    from app.runtime import open_runtime
     from app.sync.diagnose import walk
 
-    rt = build_runtime(settings)
+    rt = await open_runtime(settings)
     try:
         found = await walk(
             sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=settings, query=query

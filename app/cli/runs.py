@@ -32,9 +32,9 @@ async def _reconcile(settings: Settings, dry_run: bool) -> Any:
     from app.jobs import reconcile as jobs
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
-    from app.runtime import build_runtime
+    from app.runtime import open_runtime
 
-    rt = build_runtime(settings)
+    rt = await open_runtime(settings)
     rt.queue = Queue(connect(redis_settings(settings)))
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:

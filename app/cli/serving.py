@@ -108,7 +108,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     from app.jobs.redis import redis_settings
     from app.jobs.worker import make_worker
     from app.main import create_app, settle_heap
-    from app.runtime import build_runtime
+    from app.runtime import open_runtime
 
     class Server(uvicorn.Server):
         """uvicorn's server, except that the signal that stopped it is not raised again once it has: uvicorn does
@@ -121,8 +121,11 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
                 yield
                 self._captured_signals.clear()
 
-    rt = build_runtime(settings)
-    rt.queue = Queue(connect(redis_settings(settings)))
+    # The queue (an embedded redis-server, when no URL is set) before the first await: a stop that comes while it
+    # starts is held until it has, then exits through Python, which stops it (app.jobs.redis).
+    queue = Queue(connect(redis_settings(settings)))
+    rt = await open_runtime(settings)
+    rt.queue = queue
     server = Server(server_config(create_app(settings, runtime=rt), host=host, port=port, api=settings.api))
     settle_heap()
     tasks = [asyncio.create_task(server.serve())]

@@ -79,9 +79,9 @@ async def _probe(settings: Settings) -> int:
     from app.jobs.probe import probe_all
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
-    from app.runtime import build_runtime
+    from app.runtime import open_runtime
 
-    rt = build_runtime(settings)
+    rt = await open_runtime(settings)
     rt.queue = Queue(connect(redis_settings(settings)))
     try:
         report = await probe_all(rt, "cli", force=True)

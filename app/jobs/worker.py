@@ -12,7 +12,7 @@ from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loa
 from app.jobs.redis import redis_settings
 from app.jobs.tasks import process_event
 from app.notify import alerts
-from app.runtime import Runtime, build_runtime
+from app.runtime import Runtime, open_runtime
 from app.settings import Settings
 
 
@@ -38,7 +38,7 @@ def make_worker(
     slow = queue == SLOW_QUEUE
 
     async def startup(ctx: dict[str, Any]) -> None:
-        rt = runtime or build_runtime(settings)
+        rt = runtime or await open_runtime(settings)
         if rt.queue is None:
             rt.queue = Queue(connect(redis))
         ctx["runtime"] = rt
