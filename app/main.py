@@ -25,6 +25,7 @@ from app.api import (
     moodle_webhook,
     ops,
     overview,
+    round_trip,
     runs,
     settings_view,
     tenants,
@@ -97,6 +98,7 @@ ROUTERS = (
     diagnose,
     upstreams,
     checks,
+    round_trip,  # /api/check (one check, run or kept); /api/checks are the console's tiles
     runs,
     settings_view,
     tenants,

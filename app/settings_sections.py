@@ -51,6 +51,9 @@ class MoodleSettings(BaseModel):
     max_input_vars: int = Field(4000, ge=50)
     # While Moodle is unusable (maintenance, unreachable, a token problem), one probe every this many seconds.
     probe_seconds: float = Field(5.0, gt=0, le=300)
+    # The round-trip check's own user and courses are named with this, so that nobody mistakes them for real ones;
+    # lower case (a Moodle username), never a number (course idnumbers are CourseSales course date ids).
+    scratch_prefix: str = Field("zz-moodle-sync-check", pattern=r"^[a-z][-_.a-z0-9]{2,39}$")
 
     @property
     def configured(self) -> bool:

@@ -13,11 +13,21 @@ from app.settings import Settings
 
 def check(
     tenant: str | None = typer.Option(None, "--tenant", help="a registered tenant's slug: check its upstreams"),
+    round_trip: bool = typer.Option(
+        False,
+        "--round-trip",
+        help="also do every kind of call the sync makes, on the check's own scratch user and courses in Moodle "
+        "(made once, reused, left suspended and hidden, never deleted), and read CourseSales; exit 0 only if all pass",
+    ),
 ) -> None:
     """Check the Moodle token (functions, hidden names) and the CourseSales login (categories, fields)."""
     from app.cli.tenants import tenant_settings_of
 
     registered = tenant not in (None, "default")
+    if round_trip and registered:
+        # Its lease and its kept result are the file's tenant's until rows carry their tenant (issue 20).
+        console.print("[red]--round-trip checks the file's tenant only[/red] (not --tenant)", highlight=False)
+        raise typer.Exit(2)
     settings = tenant_settings_of(migrated_settings(), str(tenant)) if registered else load_settings()
     if not settings.moodle.configured:
         where = (
@@ -28,7 +38,10 @@ def check(
         console.print(f"[red]Moodle is not configured[/red]: set {where}", highlight=False)
         raise typer.Exit(1)
     # What the service holds is recorded for the file's tenant alone until rows carry their tenant (issue 20).
-    raise typer.Exit(0 if asyncio.run(_check(settings, held=not registered)) else 1)
+    passed = asyncio.run(_check(settings, held=not registered))
+    if round_trip:
+        passed = asyncio.run(_round_trip(migrated_settings())) and passed
+    raise typer.Exit(0 if passed else 1)
 
 
 def probe() -> None:
@@ -95,3 +108,33 @@ async def _probe(settings: Settings) -> int:
         if state.get("fix"):
             console.print(f"  fix: {state['fix']}", highlight=False)
     return 0 if all(s["state"] in ("ok", "not_configured") for s in report.values()) else 1
+
+
+LABELS = {"ok": "ok", "warn": "warn", "skipped": "skipped", "assumed": "assumed", "failed": "FAILED",
+          "blocked": "not run"}  # fmt: skip
+
+
+async def _round_trip(settings: Settings) -> bool:
+    """The round-trip check (app/sync/round_trip.py), one line per step on stdout; True when every step passed."""
+    from app.cli.startup import out
+    from app.runtime import build_runtime
+    from app.sync.round_trip import run_round_trip
+
+    rt = build_runtime(settings)
+    try:
+        report = await run_round_trip(rt)
+    finally:
+        await rt.close()
+    release = f"Moodle {report.moodle_release}, version {report.moodle_version}" if report.moodle_release else ""
+    out.print(f"round trip: {release or 'Moodle did not say its release'}", highlight=False, markup=False)
+    if report.refused:
+        out.print(f"not started: {report.refused}", highlight=False, markup=False)
+    for s in report.steps:
+        took = f"{s.seconds:6.2f}s" if s.status != "blocked" else f"{'-':>7}"
+        out.print(f"{LABELS[s.status]:8} {s.name:30} {took}  {s.summary}", highlight=False, markup=False)
+        for label, text in (("means:", s.meaning), ("fix:", s.fix)):
+            if text:
+                out.print(f"{'':9}{label:7}{text}", highlight=False, markup=False)
+    counts = ", ".join(f"{n} {LABELS[status]}" for status, n in report.counts().items())
+    out.print(f"{counts or 'no step ran'}: exit {report.exit_code}", highlight=False, markup=False)
+    return report.ok

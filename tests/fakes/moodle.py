@@ -29,6 +29,9 @@ Site states an admin can cause, each checked against a recording (tests/test_moo
   maintenance HTML page as ``text/html`` (157) until ``maintenance(False)``; then calls answer normally (158).
 - ``remove_function(name)``: takes a function out of the token's external service: calling it then answers
   ``webservice_access_exception``/``accessexception`` (004), as a real function outside the service does.
+- ``refuse_capability(name)``: takes a capability from the token's role (``CAPABILITIES``): the calls that need it
+  answer ``required_capability_exception``/``nopermissions`` naming it as Moodle names it, or ``cannotviewreport``
+  for ``report/completion:view``. Not recorded (no recording refuses a capability): taken from Moodle's source.
 
 Flags: ``debug`` (adds ``debuginfo``; on 5.0 also table-specific dml error codes), ``viewfullnames`` (4.3 only:
 user objects gain firstname/lastname; 5.0 always returns them), ``viewuseridentity`` (off: user objects lose
@@ -88,6 +91,25 @@ SERVICE_FUNCTIONS = [
     "core_completion_get_course_completion_status",
 ]
 USERS_COURSES = "core_enrol_get_users_courses"
+# The capabilities each function checks with require_capability(), and the name get_capability_string() gives each
+# (lang/en/role.php, enrol/manual/lang/en/enrol_manual.php): Moodle's message names that, not the capability.
+# No recording refuses a capability; this follows Moodle's source (course/externallib.php, user/externallib.php,
+# enrol/manual/externallib.php). duplicate_course checks its three after the template, the category and the
+# options, and before the short name (so a taken short name still proves them); the others at their start.
+CAPABILITIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "core_user_create_users": (("moodle/user:create", "Create users"),),
+    "core_user_update_users": (("moodle/user:update", "Update user profiles"),),
+    "core_course_create_courses": (("moodle/course:create", "Create courses"),),
+    "core_course_duplicate_course": (
+        ("moodle/course:create", "Create courses"),
+        ("moodle/restore:restorecourse", "Restore courses"),
+        ("moodle/backup:backupcourse", "Backup courses"),
+    ),
+    "enrol_manual_enrol_users": (("enrol/manual:enrol", "Enrol users"),),
+    "enrol_manual_unenrol_users": (("enrol/manual:unenrol", "Unenrol users from the course"),),
+}
+# completion_can_view_data() for another user's completion: a plain moodle_exception, not a capability exception.
+COMPLETION_REPORT = "report/completion:view"
 FAULT_KINDS = frozenset({"500", "503", "timeout", "nonjson"})
 MAINTENANCE_PAGE = (
     "<!DOCTYPE html>\n<html><head><title>Maintenance</title></head><body>"
@@ -189,6 +211,7 @@ class MoodleFake:
         self.item_latency = 0.0
         self._faults: list[tuple[str, float | None, int]] = []
         self.in_maintenance = False  # see maintenance()
+        self.refused_capabilities: set[str] = set()  # see refuse_capability()
 
     # -- identity -------------------------------------------------------------------------------------------------
 
@@ -332,6 +355,37 @@ class MoodleFake:
         if name not in self.functions:
             self.functions.append(name)
 
+    def refuse_capability(self, capability: str, refused: bool = True) -> None:
+        """Take ``capability`` from the token's role (``refused=False`` gives it back); see ``CAPABILITIES``.
+
+        A call that needs it answers ``required_capability_exception`` (``core\\exception\\...`` on 5.0) with
+        errorcode ``nopermissions`` and "Sorry, but you do not currently have permissions to do that (<its name>)."
+        (no ``debuginfo``); ``report/completion:view`` makes completion status answer ``cannotviewreport``.
+        """
+        known = {c for caps in CAPABILITIES.values() for c, _ in caps} | {COMPLETION_REPORT}
+        if capability not in known:
+            raise ValueError(f"{capability} is not a capability the fake checks: {sorted(known)}")
+        (self.refused_capabilities.add if refused else self.refused_capabilities.discard)(capability)
+
+    def _check_capabilities(self, function: str, params: dict[str, Any]) -> None:
+        """require_capability() of the function, where Moodle calls it (see CAPABILITIES)."""
+        if function == "core_completion_get_course_completion_status":
+            if COMPLETION_REPORT in self.refused_capabilities and params["courseid"] in self.state.courses:
+                raise moodle_error("cannotviewreport", "You cannot view this report")
+            return
+        if function == "core_course_duplicate_course" and (
+            params["courseid"] not in self.state.courses or params["categoryid"] not in self.state.categories
+        ):
+            return  # Moodle answers the missing template or category first (083)
+        for capability, name in CAPABILITIES.get(function, ()):
+            if capability in self.refused_capabilities:
+                cls = "required_capability_exception"
+                raise MoodleException(
+                    "core\\exception\\" + cls if self.is_v5 else cls,
+                    "nopermissions",
+                    f"Sorry, but you do not currently have permissions to do that ({name}).",
+                )
+
     def fail_next(self, n: int = 1, kind: str = "503", *, delay: float | None = None, retry_after: int = 30) -> None:
         """Make the next ``n`` calls fail.
 
@@ -403,6 +457,7 @@ class MoodleFake:
                 "1. The service linked to the user token does not contain the function.",
             )
         validated = validate(param_descriptions(self)[function], params)
+        self._check_capabilities(function, validated)
         return HANDLERS[function](self, validated)
 
     def _error(self, exc: MoodleException, as_json: bool) -> tuple[str, str]:
