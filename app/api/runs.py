@@ -54,8 +54,9 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[RunOut]:
-    total = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
-    rows = await session.execute(select(Run).order_by(col(Run.id).desc()).limit(limit).offset(offset))
+    reconciles = col(Run.kind) == "reconcile"  # round-trip checks keep their results here too: GET /api/check
+    total = (await session.execute(select(func.count()).select_from(Run).where(reconciles))).scalar_one()
+    rows = await session.execute(select(Run).where(reconciles).order_by(col(Run.id).desc()).limit(limit).offset(offset))
     return Page(items=[RunOut.model_validate(r, from_attributes=True) for r in rows.scalars()], total=total)
 
 

@@ -117,10 +117,10 @@ LABELS = {"ok": "ok", "warn": "warn", "skipped": "skipped", "assumed": "assumed"
 async def _round_trip(settings: Settings) -> bool:
     """The round-trip check (app/sync/round_trip.py), one line per step on stdout; True when every step passed."""
     from app.cli.startup import out
-    from app.runtime import build_runtime
+    from app.runtime import open_runtime
     from app.sync.round_trip import run_round_trip
 
-    rt = build_runtime(settings)
+    rt = await open_runtime(settings)
     try:
         report = await run_round_trip(rt)
     finally:

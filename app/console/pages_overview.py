@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from app.api import checks, control, overview
+from app.api import checks, control, overview, round_trip
 from app.api.deps import RuntimeDep, SessionDep
 from app.api.schemas import NoteIn
 from app.console.actions import perform
@@ -55,3 +55,24 @@ async def pause(rt: RuntimeDep, user: ChangeDep, note: Note = "") -> Response:
 async def resume(rt: RuntimeDep, user: ChangeDep, note: Note = "") -> Response:
     return await perform(rt, user, lambda uow: control.resume(rt, uow, NoteIn(note=note or None)), back="/console",
                          said="Processing resumed.", refused="Not resumed")  # fmt: skip
+
+
+@router.get("/round-trip", response_class=HTMLResponse)
+async def round_trip_part(request: Request, session: SessionDep, user: SignedDep) -> HTMLResponse:
+    """The last round-trip check (GET /api/check), loaded after the page."""
+    try:
+        kept = await round_trip.last_check(session)
+    except HTTPException:
+        kept = None
+    return fragment(request, "_round_trip.html", check=kept, user=user)
+
+
+@router.post("/round-trip", response_model=None)
+async def run_round_trip(rt: RuntimeDep, user: ChangeDep) -> Response:
+    """Every kind of call the sync makes, on the check's own scratch objects (POST /api/check); it can take minutes
+    when it copies the template."""
+    return await perform(
+        rt, user, lambda uow: round_trip.run_check(round_trip.CheckRequest(round_trip=True), rt, uow), back="/console",
+        said=lambda out: "Round-trip check: every step passed." if out.ok else "Round-trip check: a step failed (below).",
+        refused="Round-trip check not run",
+    )  # fmt: skip

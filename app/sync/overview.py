@@ -128,7 +128,9 @@ async def _oldest(session: AsyncSession, now: datetime) -> Oldest | None:
 
 
 async def _last_run(session: AsyncSession) -> LastRun | None:
-    run = (await session.execute(select(Run).order_by(col(Run.id).desc()).limit(1))).scalars().first()
+    # The reconcile's: round-trip checks keep their results in the same table (app.sync.round_trip)
+    newest = select(Run).where(col(Run.kind) == "reconcile").order_by(col(Run.id).desc()).limit(1)
+    run = (await session.execute(newest)).scalars().first()
     if run is None:
         return None
     return LastRun(

@@ -332,3 +332,20 @@ async def test_diagnose_names_the_next_step_after_the_page_has_loaded(visit: Vis
     assert any("/console/diagnose/walk?" in url for url in visit.requests)  # loaded after the page
     publish_screenshot(await visit.snap("diagnose"), "diagnose")
     assert_clean(visit)
+
+
+async def test_the_round_trip_check_runs_from_the_overview_and_shows_its_result(visit: Visit, fresh: Service) -> None:
+    fresh.coursesales.add_category(820, "Round trip", moodle_category_id="1")  # a mapped category for its course
+    await sign_in(visit, "alice")
+    await visit.page.locator("#round-trip").get_by_text("Not run yet").wait_for()
+    visit.page.once("dialog", lambda dialog: dialog.accept())
+    await visit.page.click("#run-round-trip")
+    await visit.page.get_by_role("status").filter(has_text="Round-trip check").wait_for(timeout=60_000)
+    result = visit.page.locator("#round-trip-result")
+    await result.wait_for()
+    assert "passed" in await result.inner_text(), await visit.page.locator("#round-trip").inner_text()
+    assert "Moodle 4.3" in await result.inner_text()
+    kept = await sql(fresh, "SELECT status FROM runs WHERE kind = 'round_trip'")
+    assert kept == [("done",)]
+    assert await sql(fresh, "SELECT actor FROM audit WHERE action = 'check.round_trip'") == [("alice",)]
+    assert_clean(visit)
