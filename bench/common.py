@@ -164,9 +164,9 @@ def uvicorn_args(app: str, port: int, *, workers: int = 1) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = list(rows[0])
-    widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in cols]
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every benchmark's columns (p99 here, p95 there)
+    widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
     line = " | ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True))
     sep = "-|-".join("-" * w for w in widths)
-    body = "\n".join(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in rows)
+    body = "\n".join(" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in rows)
     return f"| {line} |\n|-{sep}-|\n" + "\n".join(f"| {b} |" for b in body.splitlines())
