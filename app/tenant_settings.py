@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.crypto import Vault
-from app.settings import Settings, secret
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.db.tenants import Tenant
@@ -68,14 +68,6 @@ class _RegistryOnly(Settings):
         return (init_settings,)
 
 
-def vault_of(base: Settings) -> Vault:
-    """The Vault of the hub's SYNC_SECRET_KEY, which encrypts every tenant's secrets."""
-    key = secret(base.secret_key)
-    if key is None:
-        raise ValueError("SYNC_SECRET_KEY is required to keep tenants' secrets")
-    return Vault(key)
-
-
 def build_settings(base: Settings, config: Mapping[str, Any], secrets: Mapping[str, str]) -> Settings:
     """The Settings of a tenant with this config (sections as sync.toml spells them) and these plaintext secrets;
     raises pydantic's ValidationError, each error located as in the file (("moodle", "url"))."""
@@ -89,7 +81,7 @@ def build_settings(base: Settings, config: Mapping[str, Any], secrets: Mapping[s
     return _RegistryOnly(**{**values, **sections, "api": api})
 
 
-def tenant_settings(base: Settings, tenant: Tenant, *, vault: Vault | None = None) -> Settings:
-    """A registered tenant's Settings: ``base``'s process-wide settings, its own sections and secrets over them."""
-    vault = vault or vault_of(base)
+def tenant_settings(base: Settings, tenant: Tenant, *, vault: Vault) -> Settings:
+    """A registered tenant's Settings: ``base``'s process-wide settings, its own sections and secrets over them;
+    ``vault`` is the runtime's (the keyring's data keys)."""
     return build_settings(base, tenant.config, {name: vault.decrypt(v) for name, v in tenant.secrets.items()})

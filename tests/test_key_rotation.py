@@ -160,3 +160,34 @@ async def test_a_process_started_while_the_database_is_down_opens_its_keyring_on
         assert rt.keyring == "open" and rt.vault.digest("x") == Vault(OLD).digest("x")
     finally:
         await rt.close()
+
+
+async def test_a_tenant_added_by_the_cli_after_a_rotation_is_read_with_the_keyrings_keys(
+    migrated: str, var_dir: Path, moodle_fake: Any, clean_db: None
+) -> None:
+    """The CLI encrypts and digests with the keyring's keys, as the API's runtime does: never with keys derived from
+    SYNC_SECRET_KEY, which differ from the keyring's once a rotation has moved it to a fresh encryption key."""
+    from app.db.tenants import Tenant
+    from app.sync import tenants
+
+    first = await _open(migrated, var_dir, moodle_fake, OLD)
+    async with first.sessions() as s:
+        await keyring.rotate(s, NEW, OLD)
+        await s.commit()
+    await first.close()
+    env = worker_env(database_url=migrated, redis_url="redis://127.0.0.1:1/0", moodle_url="http://m.invalid",
+                     var_dir=var_dir) | {"SYNC_SECRET_KEY": NEW}  # fmt: skip
+    added = subprocess.run(  # noqa: S603 (our own CLI)
+        [*moodle_sync_command(), "tenants", "add", "acme", "--name", "Acme"], env=env, cwd=ROOT, text=True,
+        input="COMPAT__WSTOKEN=acme-compat-token-000001\n", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    rt = await _open(migrated, var_dir, moodle_fake, NEW)
+    try:
+        async with rt.sessions() as s:
+            tenant = (await s.execute(select(Tenant))).scalars().one()
+            assert rt.vault.decrypt(tenant.secrets["COMPAT__WSTOKEN"]) == "acme-compat-token-000001"
+            found = await tenants.find_by_credential(s, rt.vault, "acme-compat-token-000001", names={"COMPAT__WSTOKEN"})
+        assert found is not None and found[0].slug == "acme"
+    finally:
+        await rt.close()

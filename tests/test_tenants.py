@@ -242,7 +242,7 @@ def test_a_tenants_settings_over_the_hubs(
     assert built.secret_key == settings.secret_key and built.api.max_body_bytes == settings.api.max_body_bytes
     assert built.hub.token == settings.hub.token and built.jobs == settings.jobs
     tenant = Tenant(slug="acme", name="Acme", config=CONFIG, secrets={"MOODLE__TOKEN": runtime.vault.encrypt("mt-1")})
-    through = tenant_settings(settings, tenant)
+    through = tenant_settings(settings, tenant, vault=runtime.vault)
     assert through.moodle.url == CONFIG["moodle"]["url"] and through.moodle.max_batch == 50
     assert through.moodle.token.get_secret_value() == "mt-1" and through.courses.timezone == "Australia/Brisbane"
 

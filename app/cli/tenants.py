@@ -20,7 +20,7 @@ import typer
 
 from app.cli.database import session
 from app.cli.startup import console, migrated_settings, out
-from app.settings import Settings
+from app.settings import Settings, secret
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -165,18 +165,21 @@ def _run(
     settings: Settings | None = None,
 ) -> T:
     """``act`` in a session on the migrated database, committed if asked; a refusal is one line per problem."""
+    from app.crypto import Vault
+    from app.sync import keyring
     from app.sync.tenant_checks import TenantError
-    from app.tenant_settings import vault_of
 
     settings = settings or migrated_settings()
-    try:
-        vault = vault_of(settings)
-    except ValueError as exc:
-        raise _fail(str(exc), status=2) from None
+    key = secret(settings.secret_key)
+    if key is None:
+        raise _fail("SYNC_SECRET_KEY is required to keep tenants' secrets", status=2)
 
     async def scope() -> T:
         async with session(settings) as s:
-            done = await act(s, vault, settings)
+            # The keyring's data keys, as every process uses them: never keys derived from SYNC_SECRET_KEY, which
+            # a rotation changes (app/sync/keyring.py).
+            opened = await keyring.open_keys(s, key, secret(settings.secret_key_previous))
+            done = await act(s, Vault(key, keys=opened.keys), settings)
             if commit:
                 await s.commit()
             return done
