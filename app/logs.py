@@ -51,20 +51,21 @@ def scrub(text: str) -> str:
 
 def _redact(_logger: Any, _name: str, event: EventDict) -> EventDict:
     for key, value in event.items():
-        event[key] = MASK if SECRET_KEYS.search(str(key)) else _clean(value)
+        event[key] = MASK if SECRET_KEYS.search(str(key)) else masked(value)
     return event
 
 
-def _clean(value: Any, depth: int = 0) -> Any:
-    """A field's value with its secrets masked; lists and mappings keep their shape (a few levels deep)."""
+def masked(value: Any, depth: int = 0) -> Any:
+    """A value with its secrets masked (keys named like a secret, the service's own credentials, pairs and bearer
+    tokens in text); lists and mappings keep their shape (a few levels deep). Log fields, and what the console shows."""
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return scrub(value)
     if depth < 4 and isinstance(value, list | tuple):
-        return [_clean(item, depth + 1) for item in value]
+        return [masked(item, depth + 1) for item in value]
     if depth < 4 and isinstance(value, dict):
-        return {k: MASK if SECRET_KEYS.search(str(k)) else _clean(v, depth + 1) for k, v in value.items()}
+        return {k: MASK if SECRET_KEYS.search(str(k)) else masked(v, depth + 1) for k, v in value.items()}
     return scrub(str(value))
 
 

@@ -169,3 +169,24 @@ async def test_changes_need_the_csrf_token_and_an_administrator(runtime: Runtime
     token = await _form_token(client, "/console")
     refused = await client.post("/console/resume", data={"csrf": token})
     assert refused.status_code == 403 and "viewer" in refused.text
+
+
+async def test_an_events_page_never_shows_a_secret_its_payload_holds(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    from app.db.models import Event
+    from tests.conftest import TEST_TOKENS
+
+    await _operator(runtime, "alice")
+    payload = {"contact": {"username": "jane", "password": "a-password-in-a-payload"},
+               "note": f"sent with Bearer {TEST_TOKENS['api']}"}  # fmt: skip
+    async with runtime.sessions() as s:
+        event = Event(
+            source="coursesales", kind="contact.upserted", dedupe_key="mask-1", body_hash="-", payload=payload
+        )
+        s.add(event)
+        await s.commit()
+    await _sign_in(client, "alice")
+    page = (await client.get(f"/console/events/{event.id}")).text
+    assert "jane" in page and "[redacted]" in page
+    assert "a-password-in-a-payload" not in page and TEST_TOKENS["api"] not in page

@@ -3,7 +3,7 @@ attempts, and replay, resolve and bulk replay."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -16,6 +16,7 @@ from app.console.actions import Failed, act, perform, reason
 from app.console.auth import ChangeDep, Refused, SignedDep
 from app.console.render import done, page
 from app.db.statuses import EventStatus
+from app.logs import masked
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -23,7 +24,6 @@ PAGE_SIZE = 50
 SEARCH_FIELDS = {"contact": "a contact id", "username": "a username", "course_date": "a course date id",
                  "document": "a Document"}  # fmt: skip
 REPLAYABLE = frozenset({"failed", "needs_review", "done", "ignored", "retrying"})
-SECRET_KEYS = ("password", "token", "secret")
 Note = Annotated[str, Form(max_length=2000)]
 
 
@@ -37,18 +37,6 @@ def _subject(field: str, q: str) -> tuple[str | None, str | None]:
     if field in ("contact", "course_date") and not q.isdigit():
         raise Refused(422, f"search: {SEARCH_FIELDS[field]} is a number, not {q[:40]!r}")
     return f"{field}:{q.lower() if field == 'username' else q}", None
-
-
-def _masked(value: Any) -> Any:
-    """A payload as shown: any key that names a secret is masked, however deep (the inbox keeps none, but a page
-    shows only what it has checked)."""
-    if isinstance(value, dict):
-        return {
-            k: "********" if any(s in str(k).lower() for s in SECRET_KEYS) else _masked(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
 
 
 @router.get("/events", response_class=HTMLResponse)
@@ -100,7 +88,7 @@ async def event(request: Request, event_id: IdPath, session: SessionDep, user: S
         found = await ops.get_event(event_id, session)
     except HTTPException as exc:
         raise Refused(exc.status_code, str(exc.detail)) from exc
-    return await page(request, session, "event.html", user, event=found, payload=_masked(found.payload))
+    return await page(request, session, "event.html", user, event=found, payload=masked(found.payload))
 
 
 @router.post("/events/{event_id}/replay", response_model=None)
