@@ -236,10 +236,14 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def args(self) -> list[str]:
+        """The command's arguments after `moodle-sync` (a subclass runs another command the same way)."""
+        return ["worker", "--queue", self.queue]
+
     def start(self) -> WorkerProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(  # noqa: S603
-            [*moodle_sync_command(), "worker", "--queue", self.queue],
+            [*moodle_sync_command(), *self.args()],
             env=self.env,
             cwd=ROOT,
             stdout=self._log,
