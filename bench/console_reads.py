@@ -29,9 +29,9 @@ REPEATS = 40
 GOAL_MS = 200.0
 
 SEED = """
-INSERT INTO events (source, kind, dedupe_key, body_hash, subject, payload, status, attempts, last_error, result,
-                    created_at, updated_at)
-SELECT 'coursesales',
+INSERT INTO events (tenant_id, source, kind, dedupe_key, body_hash, subject, payload, status, attempts, last_error,
+                    result, created_at, updated_at)
+SELECT 0, 'coursesales',
        (ARRAY['contact.upserted', 'registration.registered', 'registration.cancelled'])[1 + n % 3],
        'bench-' || n, '-',
        'contact:' || (1 + n % 50000),
@@ -46,18 +46,19 @@ SELECT 'coursesales',
 FROM generate_series(1, $1) AS n
 """
 ATTEMPTS = """
-INSERT INTO attempts (event_id, number, started_at, finished_at, outcome, error)
-SELECT id, 1, updated_at, updated_at, status, last_error FROM events
+INSERT INTO attempts (tenant_id, event_id, number, started_at, finished_at, outcome, error)
+SELECT 0, id, 1, updated_at, updated_at, status, last_error FROM events
 """
 REGISTRATIONS = """
-INSERT INTO registrations (document_external_id, course_date_id, contact_key, status, created_at, updated_at)
-SELECT 'D-' || n, 26000 + n % 200, 'contact:' || (1 + n % 50000), 'registered', now(), now()
+INSERT INTO registrations (tenant_id, document_external_id, course_date_id, contact_key, status, created_at,
+                           updated_at)
+SELECT 0, 'D-' || n, 26000 + n % 200, 'contact:' || (1 + n % 50000), 'registered', now(), now()
 FROM generate_series(1, 50000) AS n
 """
 
 RUNS = """
-INSERT INTO runs (kind, trigger, dry_run, status, counts, created_at, finished_at)
-SELECT 'reconcile', 'cron', false, 'done', '{"plan.enrol": 2, "checked": 50000}'::json,
+INSERT INTO runs (tenant_id, kind, trigger, dry_run, status, counts, created_at, finished_at)
+SELECT 0, 'reconcile', 'cron', false, 'done', '{"plan.enrol": 2, "checked": 50000}'::json,
        now() - n * interval '1 day', now() - n * interval '1 day' + interval '3 minutes'
 FROM generate_series(1, 365) AS n
 """

@@ -25,6 +25,10 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch mode copies a table and drops the old one: with foreign keys on, dropping `events` would cascade to
+        # every attempt. Off for the migration (it cannot change inside a transaction, so before it starts).
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -166,7 +166,7 @@ async def _seed(
 ) -> None:
     now = utcnow()
     rows = [
-        {"source": "coursesales", "kind": kind, "dedupe_key": f"{error[:20]}-{status}-{i}", "body_hash": "x",
+        {"tenant_id": 0, "source": "coursesales", "kind": kind, "dedupe_key": f"{error[:20]}-{status}-{i}", "body_hash": "x",
          "status": status, "last_error": error, "created_at": now, "updated_at": now}
         for i in range(n)
     ]  # fmt: skip

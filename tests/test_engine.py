@@ -34,6 +34,7 @@ async def test_a_claim_walks_the_fresh_events_in_order_and_stops_at_its_batch(ru
             sa.insert(Event.__table__),  # type: ignore[attr-defined]
             [
                 {
+                    "tenant_id": 0,
                     "source": "coursesales",
                     "kind": "contact.upserted",
                     "dedupe_key": f"burst-{i}",
@@ -95,6 +96,7 @@ async def test_the_timers_read_partial_indexes_not_the_years_of_events_kept(runt
             "body_hash": "-",
             "subject": f"contact:{i}",
             # Years of finished events (their payloads purged below), then the last few days' and a few open ones.
+            "tenant_id": 0,
             "payload": {"n": i},
             "status": "queued" if i % 1000 == 999 else "failed" if i % 500 == 0 else "done",
             "attempts": 1,

@@ -208,8 +208,8 @@ async def test_the_unfiltered_list_of_a_large_table_is_estimated(
     async with runtime.sessions() as s:
         await s.execute(
             text(
-                "INSERT INTO events (source, kind, dedupe_key, body_hash, status, attempts, created_at, updated_at) "
-                "SELECT 'coursesales', 'contact.upserted', 'est-' || n, '-', "
+                "INSERT INTO events (tenant_id, source, kind, dedupe_key, body_hash, status, attempts, created_at, updated_at) "
+                "SELECT 0, 'coursesales', 'contact.upserted', 'est-' || n, '-', "
                 "CASE WHEN n % 100 = 0 THEN 'failed' ELSE 'done' END, 1, now(), now() "
                 "FROM generate_series(1, 600) AS n"
             )

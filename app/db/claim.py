@@ -106,7 +106,10 @@ async def claim(
     # Rows, not objects: one executemany, without building (and flushing) an ORM object an event.
     await session.execute(
         insert(Attempt.metadata.tables["attempts"]),
-        [{"event_id": e.id, "number": e.attempts, "started_at": now, "outcome": EventStatus.running} for e in events],
+        [
+            {"tenant_id": e.tenant_id, "event_id": e.id, "number": e.attempts, "started_at": now, "outcome": "running"}
+            for e in events
+        ],
     )
     return events
 

@@ -9,6 +9,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.tenancy import session_info
+from app.db.tenants import DEFAULT_TENANT_ID
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
@@ -40,5 +43,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: AsyncEngine, tenant_id: int = DEFAULT_TENANT_ID) -> SessionFactory:
+    """Sessions of one tenant: every ORM query they run is scoped to it, every row they add is stamped with it
+    (app.db.tenancy)."""
+    return async_sessionmaker(engine, expire_on_commit=False, info=session_info(tenant_id))

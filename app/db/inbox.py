@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,9 +13,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
 from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
+from app.db.tenancy import ALL_TENANTS
+from app.db.tenants import DEFAULT_TENANT_ID
 from app.db.types import utcnow
 from app.db.upsert import insert_for
-from app.events.registry import Source
 
 
 class BodyMismatch(Exception):
@@ -53,10 +53,12 @@ class Delivery:
     secret: str | None = None
     status: EventStatus = EventStatus.accepted
     result: dict[str, Any] | None = field(default=None)
+    tenant_id: int = DEFAULT_TENANT_ID  # whose inbox: one group commit takes every tenant's deliveries
 
 
-def _row(delivery: Delivery, now: datetime) -> dict[str, Any]:
+def event_row(delivery: Delivery, now: datetime) -> dict[str, Any]:
     return {
+        "tenant_id": delivery.tenant_id,
         "source": delivery.source,
         "kind": delivery.kind,
         "dedupe_key": delivery.dedupe_key,
@@ -82,7 +84,7 @@ class Stored:
 
 
 async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> list[Stored | BodyMismatch]:
-    """Insert each delivery unless (source, dedupe_key) exists, in two statements: one multi-row insert, one look-up
+    """Insert each delivery unless (tenant, source, dedupe_key) exists, in two statements: one multi-row insert, one look-up
     of the repeats; a repeat with another body gets a BodyMismatch. Every sender's deliveries come in this way,
     through app.db.group_commit.
 
@@ -93,16 +95,18 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
     made = (
         await session.execute(
             insert_for(session, _EVENTS)  # Core, not the ORM's bulk insert: nothing here needs objects
-            .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-            .returning(col(Event.id), col(Event.source), col(Event.dedupe_key), col(Event.status)),
-            [_row(d, now) for d in deliveries],
+            .on_conflict_do_nothing(index_elements=["tenant_id", "source", "dedupe_key"])
+            .returning(
+                col(Event.id), col(Event.tenant_id), col(Event.source), col(Event.dedupe_key), col(Event.status)
+            ),
+            [event_row(d, now) for d in deliveries],
         )
     ).all()
-    fresh = {(r.source, r.dedupe_key): r for r in made}
-    firsts: set[tuple[str, str]] = set()
+    fresh = {(r.tenant_id, r.source, r.dedupe_key): r for r in made}
+    firsts: set[tuple[int, str, str]] = set()
     repeats: list[Delivery] = []
     for d in deliveries:
-        key = (d.source, d.dedupe_key)
+        key = (d.tenant_id, d.source, d.dedupe_key)
         if key in fresh and key not in firsts:
             firsts.add(key)
         else:
@@ -110,7 +114,7 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
     existing = await _existing(session, repeats) if repeats else {}
     out: list[Stored | BodyMismatch] = []
     for d in deliveries:
-        key = (d.source, d.dedupe_key)
+        key = (d.tenant_id, d.source, d.dedupe_key)
         row = fresh.pop(key, None)
         if row is not None:
             out.append(Stored(row.id, row.status, True))
@@ -121,14 +125,19 @@ async def accept_many(session: AsyncSession, deliveries: Sequence[Delivery]) -> 
     return out
 
 
-async def _existing(session: AsyncSession, deliveries: Sequence[Delivery]) -> dict[tuple[str, str], Event]:
-    by_source: dict[str, set[str]] = {}
+async def _existing(session: AsyncSession, deliveries: Sequence[Delivery]) -> dict[tuple[int, str, str], Event]:
+    by_source: dict[tuple[int, str], set[str]] = {}
     for d in deliveries:
-        by_source.setdefault(d.source, set()).add(d.dedupe_key)
+        by_source.setdefault((d.tenant_id, d.source), set()).add(d.dedupe_key)
     where = or_(
-        *(and_(col(Event.source) == src, col(Event.dedupe_key).in_(sorted(keys))) for src, keys in by_source.items())
+        *(
+            and_(col(Event.tenant_id) == tenant, col(Event.source) == src, col(Event.dedupe_key).in_(sorted(keys)))
+            for (tenant, src), keys in by_source.items()
+        )
     )
-    return {(e.source, e.dedupe_key): e for e in (await session.execute(select(Event).where(where))).scalars()}
+    # Each delivery names its tenant: the batch may hold several tenants' (the where says whose).
+    statement = select(Event).where(where).execution_options(**ALL_TENANTS)
+    return {(e.tenant_id, e.source, e.dedupe_key): e for e in (await session.execute(statement)).scalars()}
 
 
 async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
@@ -244,11 +253,12 @@ async def mark_waiting(session: AsyncSession, event_id: int, reason: str) -> boo
 
 async def _move(session: AsyncSession, ids: Sequence[int], frm: EventStatus, to: EventStatus) -> None:
     if ids:
+        # By event id, which the caller got from the inbox itself (the group commit's batch holds several tenants').
         await session.execute(
             update(Event)
             .where(col(Event.id).in_(list(ids)), col(Event.status) == frm)
             .values(status=to, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **ALL_TENANTS)
         )
 
 
@@ -260,33 +270,3 @@ async def unqueue(session: AsyncSession, ids: Sequence[int]) -> None:
 async def mark_queued(session: AsyncSession, ids: Sequence[int]) -> None:
     """Accepted events whose job is now in the queue."""
     await _move(session, ids, EventStatus.accepted, EventStatus.queued)
-
-
-async def request_internal(session: AsyncSession, *, kind: str, subject: str, payload: dict[str, Any]) -> Event | None:
-    """Add work of our own (e.g. "make this course") unless the same kind is already open for the subject."""
-    open_one = (
-        await session.execute(
-            select(col(Event.id)).where(
-                col(Event.subject) == subject, col(Event.kind) == kind, col(Event.status).in_(OPEN_STATUSES)
-            )
-        )
-    ).first()
-    if open_one is not None:
-        return None
-    # A key of its own (never a repeat): a plain insert, in the caller's transaction.
-    event = Event(
-        **_row(
-            Delivery(
-                source=Source.internal,
-                kind=kind,
-                dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
-                body_hash="-",
-                payload=payload,
-                subject=subject,
-            ),
-            utcnow(),
-        )
-    )
-    session.add(event)
-    await session.flush()
-    return event

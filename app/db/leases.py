@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.models import Lease
+from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 
@@ -20,7 +21,7 @@ async def acquire(session: AsyncSession, name: str, owner: str, seconds: float) 
     expires = now + timedelta(seconds=seconds)
     made = await session.execute(
         insert_for(session, Lease)
-        .values(name=name, owner=owner, expires_at=expires)
+        .values(tenant_id=tenant_of(session), name=name, owner=owner, expires_at=expires)
         .on_conflict_do_nothing()
         .returning(Lease.name)
     )

@@ -6,8 +6,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
+from app.db.ops_tables import Alert, AuditEntry, DoNotSync, Lease, Run, UpstreamState  # re-exported: one import site
 from app.db.statuses import (  # the statuses live there; re-exported here, where the tables that hold them are
     ATTENTION_STATUSES,
     OPEN_STATUSES,
@@ -18,17 +19,24 @@ from app.db.statuses import (  # the statuses live there; re-exported here, wher
     RunStatus,
     RunTrigger,
 )
+from app.db.tenancy import TenantScoped
 from app.db.types import UTCDateTime, utcnow
 
 __all__ = [
     "ATTENTION_STATUSES",
     "OPEN_STATUSES",
+    "Alert",
+    "AuditEntry",
     "CompletionStatus",
+    "DoNotSync",
     "EnrolmentStatus",
     "EventStatus",
+    "Lease",
     "RegistrationStatus",
+    "Run",
     "RunStatus",
     "RunTrigger",
+    "UpstreamState",
 ]
 
 # The partial indexes' conditions, on the same status values.
@@ -45,23 +53,27 @@ def _ts(**kw: Any) -> Any:
     return Field(sa_column=Column(UTCDateTime(), **kw))
 
 
-class Event(SQLModel, table=True):
-    """One delivery into the inbox, unique per (source, dedupe_key)."""
+class Event(TenantScoped, table=True):
+    """One delivery into the inbox, unique per (tenant, source, dedupe_key)."""
 
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe_key"),
+        UniqueConstraint("tenant_id", "source", "dedupe_key", name="uq_events_tenant_source_dedupe_key"),
         # The claim's, one per kind of readiness (app.db.claim): none leads with status, fresh ones go in id order.
-        Index("ix_events_fresh", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
+        Index("ix_events_fresh", "tenant_id", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
         Index("ix_events_retry_due", "next_attempt_at", postgresql_where=RETRYING_WHERE, sqlite_where=RETRYING_WHERE),
         Index("ix_events_lease", "lease_until", postgresql_where=RUNNING_WHERE, sqlite_where=RUNNING_WHERE),
-        Index("ix_events_subject", "subject"),
+        Index("ix_events_subject", "tenant_id", "subject"),
         # The claim's "an older event of this subject is still open" probe: a small index of open events only.
-        Index("ix_events_open_subject", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE),
+        Index(
+            "ix_events_open_subject", "tenant_id", "subject", "id", postgresql_where=OPEN_WHERE, sqlite_where=OPEN_WHERE
+        ),
         # Rows are kept for good (payloads purged): timers read small partial indexes, never the whole table. The
         # purge walks events still holding a payload; /metrics counts the open ones and those waiting for a person.
         Index("ix_events_payload_kept", "updated_at", postgresql_where=KEPT_WHERE, sqlite_where=KEPT_WHERE),
-        Index("ix_events_attention", "status", postgresql_where=ATTENTION_WHERE, sqlite_where=ATTENTION_WHERE),
+        Index(
+            "ix_events_attention", "tenant_id", "status", postgresql_where=ATTENTION_WHERE, sqlite_where=ATTENTION_WHERE
+        ),
     )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
@@ -86,7 +98,7 @@ class Event(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class Attempt(SQLModel, table=True):
+class Attempt(TenantScoped, table=True):
     """One run of an event's job: when, how it ended, and why."""
 
     __tablename__ = "attempts"
@@ -101,15 +113,20 @@ class Attempt(SQLModel, table=True):
     error: str | None = None
 
 
-class UserLink(SQLModel, table=True):
+class UserLink(TenantScoped, table=True):
     """A CourseSales contact and the Moodle user made or adopted for it."""
 
     __tablename__ = "user_links"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "contact_id", name="uq_user_links_tenant_contact"),
+        UniqueConstraint("tenant_id", "username", name="uq_user_links_tenant_username"),
+        UniqueConstraint("tenant_id", "moodle_user_id", name="uq_user_links_tenant_moodle_user"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
-    contact_id: int | None = Field(default=None, unique=True)
-    username: str = Field(max_length=100, unique=True)
-    moodle_user_id: int = Field(unique=True)
+    contact_id: int | None = None
+    username: str = Field(max_length=100)
+    moodle_user_id: int
     # HMAC of the password last applied: a change is sent, an unchanged one is not.
     password_digest: str | None = Field(default=None, max_length=64)
     # HMAC of the contact fields last written: decides for fields this token cannot read back.
@@ -126,21 +143,13 @@ class UserLink(SQLModel, table=True):
         return f"contact:{self.contact_id}" if self.contact_id else f"username:{self.username}"
 
 
-class Lease(SQLModel, table=True):
-    """A named lease: one holder at a time across every worker (cron jobs, the sweeper)."""
-
-    __tablename__ = "leases"
-
-    name: str = Field(primary_key=True, max_length=64)
-    owner: str = Field(max_length=64)
-    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-
-
-class CourseDateRow(SQLModel, table=True):
+class CourseDateRow(TenantScoped, table=True):
     """What CourseSales last said about a course date (the webhooks carry only its id)."""
 
     __tablename__ = "course_dates"
 
+    # A CourseSales id is unique within its account only: the key is (tenant, id).
+    tenant_id: int = Field(default=None, primary_key=True)  # stamped at the flush (app.db.tenancy)
     id: int = Field(primary_key=True, description="CourseSales course date id")
     category_id: int | None = None
     category_name: str | None = Field(default=None, max_length=255)
@@ -151,43 +160,54 @@ class CourseDateRow(SQLModel, table=True):
     fetched_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class CourseLink(SQLModel, table=True):
+class CourseLink(TenantScoped, table=True):
     """A course date and its Moodle course (idnumber = course date id)."""
 
     __tablename__ = "course_links"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "course_date_id", name="uq_course_links_tenant_course_date"),
+        UniqueConstraint("tenant_id", "moodle_course_id", name="uq_course_links_tenant_moodle_course"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
-    course_date_id: int = Field(unique=True)
-    moodle_course_id: int = Field(unique=True)
+    course_date_id: int
+    moodle_course_id: int
     created_by_sync: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class Registration(SQLModel, table=True):
+class Registration(TenantScoped, table=True):
     """A CourseSales Document: one contact registered for one course date."""
 
     __tablename__ = "registrations"
-    __table_args__ = (Index("ix_registrations_contact_course_date", "contact_key", "course_date_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "document_external_id", name="uq_registrations_tenant_document"),
+        Index("ix_registrations_course_date_id", "tenant_id", "course_date_id"),
+        Index("ix_registrations_contact_course_date", "tenant_id", "contact_key", "course_date_id"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
-    document_external_id: str = Field(max_length=128, unique=True)
-    course_date_id: int = Field(index=True)
+    document_external_id: str = Field(max_length=128)
+    course_date_id: int
     contact_key: str = Field(max_length=255)
     status: str = Field(default=RegistrationStatus.registered, max_length=16)  # a RegistrationStatus
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class EnrolmentLink(SQLModel, table=True):
+class EnrolmentLink(TenantScoped, table=True):
     """A Moodle manual enrolment this service made, as it should be."""
 
     __tablename__ = "enrolment_links"
-    __table_args__ = (UniqueConstraint("moodle_user_id", "moodle_course_id", name="uq_enrolment_user_course"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "moodle_user_id", "moodle_course_id", name="uq_enrolment_tenant_user_course"),
+        Index("ix_enrolment_links_moodle_course_id", "tenant_id", "moodle_course_id"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
     moodle_user_id: int
-    moodle_course_id: int = Field(index=True)
+    moodle_course_id: int
     course_date_id: int
     document_external_id: str | None = Field(default=None, max_length=128)
     status: str = Field(default=EnrolmentStatus.active, max_length=16)  # an EnrolmentStatus
@@ -198,44 +218,13 @@ class EnrolmentLink(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class Run(SQLModel, table=True):
-    """One reconcile run: its progress, its counts and, for a dry run, its plan."""
-
-    __tablename__ = "runs"
-
-    id: int = Field(default=None, primary_key=True)  # None only until the insert
-    kind: str = Field(default="reconcile", max_length=32)
-    trigger: str = Field(default=RunTrigger.api, max_length=16)  # a RunTrigger
-    dry_run: bool = False
-    status: str = Field(default=RunStatus.queued, max_length=16)  # a RunStatus
-    progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    counts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    plan: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
-    error: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    finished_at: datetime | None = _ts(nullable=True)
-
-
-class Alert(SQLModel, table=True):
-    """Something a person must fix; alerts of one cause are mailed together, once per window."""
-
-    __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_cause_sent", "cause", "sent_at"),)
-
-    id: int = Field(default=None, primary_key=True)  # None only until the insert
-    cause: str = Field(max_length=64)  # e.g. "category.unmapped", "event.failed", "moodle.token"
-    message: str
-    fix: str | None = None
-    event_id: int | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    sent_at: datetime | None = _ts(nullable=True)
-
-
-class Completion(SQLModel, table=True):
+class Completion(TenantScoped, table=True):
     """The guard of the completion step: at most one per (learner, course date), whatever Moodle resends."""
 
     __tablename__ = "completions"
-    __table_args__ = (UniqueConstraint("contact_key", "course_date_id", name="uq_completion_learner_course_date"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "contact_key", "course_date_id", name="uq_completion_tenant_learner_course_date"),
+    )
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
     contact_key: str = Field(max_length=255)
@@ -248,53 +237,16 @@ class Completion(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class UserIntent(SQLModel, table=True):
+class UserIntent(TenantScoped, table=True):
     """A Moodle user the sync is about to create, committed before the create call and dropped with its link: an
     unlinked account with this username is then the sync's own (a crash or a race between create and link), never
     someone else's account to take over."""
 
     __tablename__ = "user_intents"
+    __table_args__ = (UniqueConstraint("tenant_id", "username", name="uq_user_intents_tenant_username"),)
 
     id: int = Field(default=None, primary_key=True)  # None only until the insert
-    username: str = Field(max_length=100, unique=True)
+    username: str = Field(max_length=100)
     contact_id: int | None = None
     event_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-
-
-class UpstreamState(SQLModel, table=True):
-    """Whether Moodle or CourseSales can be used now, shared by every process: work bound for an unusable upstream
-    waits (no attempt, no retry horizon spent) until a probe finds it answering again."""
-
-    __tablename__ = "upstream_states"
-
-    name: str = Field(primary_key=True, max_length=16)  # moodle | coursesales
-    state: str = Field(max_length=16)  # ok | unavailable | auth_failed
-    reason: str | None = None
-    since: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    checked_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    alerted_long: bool = False  # the "still waiting" alert was raised for this spell
-
-
-class DoNotSync(SQLModel, table=True):
-    """A contact an operator has taken out of the sync (an erasure request): nothing is made for it again."""
-
-    __tablename__ = "do_not_sync"
-
-    contact_key: str = Field(primary_key=True, max_length=255)
-    actor: str = Field(max_length=64)
-    note: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-
-
-class AuditEntry(SQLModel, table=True):
-    """Every operator action: who, what, on what, why."""
-
-    __tablename__ = "audit"
-
-    id: int = Field(default=None, primary_key=True)  # None only until the insert
-    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    actor: str = Field(max_length=64)  # "api" or "cli:<user>"
-    action: str = Field(max_length=32)
-    target: str | None = Field(default=None, max_length=128)
-    note: str | None = None

@@ -11,6 +11,7 @@ import structlog
 from app.checks import RECONCILE_ONLY, REQUIRED_FUNCTIONS
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
+from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.jobs.sweeper import release_held
 from app.loops import pause
@@ -73,7 +74,7 @@ async def probe_all(rt: Runtime, owner: str, *, force: bool = False) -> dict[str
                     await raise_alert(s, cause=f"upstream.{name}", message=f"{name} can be used again: work resumed")
             else:
                 await upstreams.mark(s, fault)
-                row = await s.get(upstreams.UpstreamState, name)
+                row = await get_by_key(s, upstreams.UpstreamState, name)
                 limit = rt.settings.alerts.waiting_minutes * 60
                 if row is not None and not row.alerted_long and (utcnow() - row.since).total_seconds() > limit:
                     row.alerted_long = True

@@ -22,6 +22,7 @@ from app.coursesales.errors import CourseSalesError, CourseSalesTransientError
 from app.db.engine import SessionFactory
 from app.db.inbox import Outcome
 from app.db.models import Completion, CourseLink, Event, EventStatus, Registration, UserLink
+from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.events.registry import EventKind
 from app.moodle.client import MoodleClient
@@ -151,6 +152,7 @@ class CompletionSync:
             try:
                 if guard is None:
                     row = {
+                        "tenant_id": tenant_of(s),
                         "contact_key": target.contact_key,
                         "course_date_id": target.course_date_id,
                         "document_external_id": target.document,

@@ -15,6 +15,7 @@ from sqlmodel import col
 from app.coursesales.api import CourseSalesApi
 from app.coursesales.schemas import CourseDate
 from app.db.models import CourseDateRow, CourseLink
+from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleConflict, MoodleError, MoodlePermanentError
@@ -42,7 +43,7 @@ class CourseResult:
 
 async def remember_course_date(session: AsyncSession, cd: CourseDate) -> CourseDateRow:
     """Keep what CourseSales said about a course date (webhooks carry only its id); the caller commits."""
-    row = await session.get(CourseDateRow, cd.id)
+    row = await get_by_key(session, CourseDateRow, cd.id)
     if row is None:
         row = CourseDateRow(id=cd.id)
         session.add(row)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.models import CourseDateRow, CourseLink, DoNotSync, EnrolmentLink, Event, Registration, UserLink
+from app.db.tenancy import get_by_key
 from app.events.registry import CONTACT_KINDS
 from app.sync.diagnose_model import Query
 from app.sync.gone import contact_key_for
@@ -124,7 +125,7 @@ async def _subject_named(s: AsyncSession, name: str) -> str | None:
 
 
 async def _course(s: AsyncSession, r: Records, course_date_id: int, *, with_learners: bool) -> None:
-    r.course_date_row = await s.get(CourseDateRow, course_date_id)
+    r.course_date_row = await get_by_key(s, CourseDateRow, course_date_id)
     r.course_link = (
         await s.execute(select(CourseLink).where(col(CourseLink.course_date_id) == course_date_id))
     ).scalar_one_or_none()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Registration, UserLink
+from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.sync.courses import course_times
 from app.sync.gone import deleted_in_moodle, held
@@ -133,7 +134,7 @@ class EnrolmentRepair(Phase):
 
     async def _enrol(self, s: AsyncSession, cdid: int, course_id: int, learners: list[Learner]) -> None:
         """Enrol the learners again, and bring our enrolment links in step with what Moodle now has."""
-        row = await s.get(CourseDateRow, cdid)
+        row = await get_by_key(s, CourseDateRow, cdid)
         start, end = (
             course_times(row, self.settings.courses) if row and self.settings.enrolments.use_course_dates else (0, 0)
         )

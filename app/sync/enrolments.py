@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus
+from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleError
@@ -77,7 +78,8 @@ class Enroller:
             log.info("moodle.enrolment.created", moodle_user_id=item["userid"], moodle_course_id=item["courseid"])
         if made:
             # New links as rows in one executemany: no ORM object, no flush, for each of a first sync's enrolments.
-            await self.session.execute(insert(table_of(EnrolmentLink)), list(made.values()))
+            tenant = {"tenant_id": tenant_of(self.session)}
+            await self.session.execute(insert(table_of(EnrolmentLink)), [row | tenant for row in made.values()])
         return outcomes
 
     async def _links(self, items: list[dict[str, Any]]) -> dict[Pair, EnrolmentLink]:

@@ -3,15 +3,19 @@ password sealed away."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.crypto import Vault
 from app.db import inbox
 from app.db.inbox import Delivery
-from app.db.models import Event
+from app.db.models import OPEN_STATUSES, Event
+from app.db.types import utcnow
 from app.events.registry import EventKind, Source
 from app.sync.contacts import Contact
 
@@ -86,5 +90,32 @@ def completion_request(*, contact_key: str, course_date_id: int, user_id: int, c
 
 
 async def add_request(session: AsyncSession, request: Request) -> Event | None:
-    """Add the request's event in the caller's transaction; None when the same work is already open."""
-    return await inbox.request_internal(session, kind=request.kind, subject=request.subject, payload=request.payload)
+    """Add the request's event (work of our own, e.g. "make this course") in the caller's transaction; None when the
+    same kind is already open for the subject."""
+    kind, subject = request.kind, request.subject
+    open_one = (
+        await session.execute(
+            select(col(Event.id)).where(
+                col(Event.subject) == subject, col(Event.kind) == kind, col(Event.status).in_(OPEN_STATUSES)
+            )
+        )
+    ).first()
+    if open_one is not None:
+        return None
+    # A key of its own (never a repeat): a plain insert, in the caller's transaction.
+    event = Event(
+        **inbox.event_row(
+            Delivery(
+                source=Source.internal,
+                kind=kind,
+                dedupe_key=f"{kind}:{subject}:{uuid.uuid4().hex}",
+                body_hash="-",
+                payload=request.payload,
+                subject=subject,
+            ),
+            utcnow(),
+        )
+    )
+    session.add(event)
+    await session.flush()
+    return event

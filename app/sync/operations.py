@@ -21,6 +21,7 @@ from app.db.models import (
     Lease,
     UserLink,
 )
+from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.events.registry import COMPLETION_KINDS
 from app.sync.gone import contact_key_for
@@ -97,7 +98,7 @@ async def resolve(session: AsyncSession, event_id: int, *, actor: str, note: str
 
 
 async def paused(session: AsyncSession) -> Lease | None:
-    return await session.get(Lease, PAUSE)
+    return await get_by_key(session, Lease, PAUSE)
 
 
 async def pause_state(session: AsyncSession) -> tuple[Lease | None, datetime | None]:
@@ -135,7 +136,7 @@ async def do_not_sync(session: AsyncSession, contact: str, *, actor: str, note: 
     """Take a contact out of the sync (its id or username): nothing is made for it again, its account deleted in
     Moodle on purpose stays deleted. Marking it twice keeps the first mark."""
     key = _contact_key(contact)
-    row = await session.get(DoNotSync, key)
+    row = await get_by_key(session, DoNotSync, key)
     if row is None:
         row = DoNotSync(contact_key=key, actor=actor[:64], note=note)
         session.add(row)
@@ -145,7 +146,7 @@ async def do_not_sync(session: AsyncSession, contact: str, *, actor: str, note: 
 
 async def sync_again(session: AsyncSession, contact: str, *, actor: str, note: str | None) -> None:
     key = _contact_key(contact)
-    row = await session.get(DoNotSync, key)
+    row = await get_by_key(session, DoNotSync, key)
     if row is None:
         raise OperationError(404, f"{key} is not marked do not sync")
     await session.delete(row)

@@ -15,6 +15,7 @@ from sqlmodel import col
 
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
+from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 from app.events.registry import Family, kinds_of
@@ -144,9 +145,10 @@ class RegistrationSync:
 
     async def _record_all(self, items: list[tuple[str, int, str, str]]) -> None:
         """Keep each (document, course date, contact key, status) in the registrations table: one upsert."""
-        now = utcnow()
+        now, tenant = utcnow(), tenant_of(self.session)
         rows = {
             document: {
+                "tenant_id": tenant,
                 "document_external_id": document,
                 "course_date_id": course_date_id,
                 "contact_key": contact_key,
@@ -158,7 +160,7 @@ class RegistrationSync:
         }
         stmt = insert_for(self.session, table_of(Registration))
         stmt = stmt.on_conflict_do_update(
-            index_elements=["document_external_id"],
+            index_elements=["tenant_id", "document_external_id"],
             set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
         )
         await self.session.execute(stmt, list(rows.values()))

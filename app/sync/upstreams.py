@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import SessionFactory
 from app.db.models import UpstreamState
+from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.settings import Settings
 from app.upstream import COURSESALES, MOODLE, Unusable, UpstreamError
@@ -78,7 +79,7 @@ async def load(session: AsyncSession) -> dict[str, UpstreamState]:
 async def mark(session: AsyncSession, fault: Fault) -> bool:
     """Record the fault; True when the upstream was usable until now (the caller alerts). The caller commits."""
     now = utcnow()
-    row = await session.get(UpstreamState, fault.upstream, with_for_update=True)
+    row = await get_by_key(session, UpstreamState, fault.upstream, with_for_update=True)
     if row is None:
         session.add(
             UpstreamState(name=fault.upstream, state=fault.state, reason=fault.reason, since=now, checked_at=now)
@@ -93,7 +94,7 @@ async def mark(session: AsyncSession, fault: Fault) -> bool:
 
 async def mark_ok(session: AsyncSession, name: str) -> bool:
     """The upstream answers again; True when it had been unusable. The caller commits."""
-    row = await session.get(UpstreamState, name, with_for_update=True)
+    row = await get_by_key(session, UpstreamState, name, with_for_update=True)
     now = utcnow()
     if row is None:
         session.add(UpstreamState(name=name, state=OK, since=now, checked_at=now))

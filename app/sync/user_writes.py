@@ -16,6 +16,7 @@ from sqlmodel import col
 
 from app.db.inbox import Outcome
 from app.db.models import EventStatus, UserIntent, UserLink
+from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.db.upsert import insert_for
 from app.moodle.client import MoodleClient
@@ -78,11 +79,13 @@ class UserWrites:
         """Commit the intents before the create call: the one commit inside a run, so that a crash after Moodle
         made the users (before their links commit) leaves proof that they are the sync's own."""
         rows = [
-            {"username": w.contact.moodle_username, "contact_id": w.contact.contact_id, "event_id": w.event.id,
-             "created_at": utcnow()}
+            {"tenant_id": tenant_of(self.session), "username": w.contact.moodle_username,
+             "contact_id": w.contact.contact_id, "event_id": w.event.id, "created_at": utcnow()}
             for w in todo
         ]  # fmt: skip
-        statement = insert_for(self.session, table_of(UserIntent)).on_conflict_do_nothing(index_elements=["username"])
+        statement = insert_for(self.session, table_of(UserIntent)).on_conflict_do_nothing(
+            index_elements=["tenant_id", "username"]
+        )
         await self.session.execute(statement, rows)
         await self.session.commit()
         self._made_intents = True
@@ -179,7 +182,8 @@ class UserWrites:
         """The run's new links in one executemany; the intents they settle are dropped in the same transaction."""
         rows, self._new_links = self._new_links, []
         if rows:
-            await self.session.execute(insert(table_of(UserLink)), rows)
+            tenant = {"tenant_id": tenant_of(self.session)}
+            await self.session.execute(insert(table_of(UserLink)), [row | tenant for row in rows])
         # The intents end with their links (or their failed creates), in the same commit.
         done, self._settled_intents = self._settled_intents, set()
         if done and (self.intents or self._made_intents):

@@ -84,15 +84,15 @@ async def test_an_operator_made_with_the_cli_signs_in_and_a_wrong_password_is_re
 
 async def test_the_overview_numbers_match_the_database(visit: Visit, fresh: Service) -> None:
     for n, status in enumerate(["failed", "failed", "needs_review", "retrying", "queued", "done", "done"]):
-        await sql(fresh, "INSERT INTO events (source, kind, dedupe_key, body_hash, subject, status, attempts, "
-                  "created_at, updated_at, next_attempt_at) VALUES ('coursesales', 'contact.upserted', :k, '-', "
+        await sql(fresh, "INSERT INTO events (tenant_id, source, kind, dedupe_key, body_hash, subject, status, attempts, "
+                  "created_at, updated_at, next_attempt_at) VALUES (0, 'coursesales', 'contact.upserted', :k, '-', "
                   ":s, :st, 1, now() - interval '2 hours', now(), now() + interval '1 hour')",
                   k=f"seed-{n}", s=f"contact:{90000 + n}", st=status)  # fmt: skip
     # Attempts over the last hours, for the chart: ten done and two failed an hour ago, five done now.
-    await sql(fresh, "INSERT INTO attempts (event_id, number, started_at, finished_at, outcome) SELECT e.id, n, "
+    await sql(fresh, "INSERT INTO attempts (tenant_id, event_id, number, started_at, finished_at, outcome) SELECT 0, e.id, n, "
               "now() - interval '1 hour', now() - interval '1 hour', CASE WHEN n <= 2 THEN 'failed' ELSE 'done' END "
               "FROM (SELECT min(id) AS id FROM events) e, generate_series(1, 12) n")  # fmt: skip
-    await sql(fresh, "INSERT INTO attempts (event_id, number, started_at, finished_at, outcome) SELECT e.id, 12 + n, "
+    await sql(fresh, "INSERT INTO attempts (tenant_id, event_id, number, started_at, finished_at, outcome) SELECT 0, e.id, 12 + n, "
               "now(), now(), 'done' FROM (SELECT min(id) AS id FROM events) e, generate_series(1, 5) n")  # fmt: skip
     await sign_in(visit, "alice")
     counts = {row[0]: row[1] for row in await sql(fresh, "SELECT status, count(*) FROM events GROUP BY status")}
