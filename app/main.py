@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt = getattr(app.state, "runtime", None)
         return rt.settings if rt is not None else (settings or get_settings())
 
-    app.add_middleware(RequestGuard, settings=current_settings)
+    app.add_middleware(RequestGuard, settings=current_settings, runtime=lambda: getattr(app.state, "runtime", None))
     # Outermost, so its headers are the last word on the pages it covers, the guard's refusals included.
     app.add_middleware(SecurityHeaders)
     # An operator action refused by its rules (unknown id, wrong state, a clashing link): its status and reason,

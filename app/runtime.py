@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -14,14 +14,19 @@ from app.coursesales.client import CourseSalesClient
 from app.crypto import LockedVault, Vault
 from app.db.engine import SessionFactory, make_engine, make_session_factory
 from app.db.group_commit import GroupCommit
+from app.db.inbox import Delivery, Stored
+from app.db.tenants import DEFAULT_SLUG, DEFAULT_TENANT_ID
 from app.moodle.client import MoodleClient
 from app.settings import Settings, secret
 from app.sync.upstreams import StateCache
 
 if TYPE_CHECKING:
+    from app.hub import Hub
     from app.jobs.queue import Queue
 
 log = structlog.get_logger(__name__)
+# The transports of the Moodle and CourseSales HTTP clients (None: the network; tests reach their fakes).
+Transports = tuple[httpx.AsyncBaseTransport | None, httpx.AsyncBaseTransport | None]
 
 
 @dataclass
@@ -45,13 +50,34 @@ class Runtime:
     # keyring's), "waiting" (the database has not answered yet: the vault refuses), "refused" (the wrong key).
     keyring: str = "derived"
     keyring_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Whose runtime this is: the tenant default's (the process's own, which holds the engine, the queue, the intake
+    # and the hub), or a registered tenant's, made by the hub and sharing those with ``home``.
+    tenant_id: int = DEFAULT_TENANT_ID
+    slug: str = DEFAULT_SLUG
+    home: Runtime | None = field(default=None, repr=False)
+    transports: Transports = field(default=(None, None), repr=False)
+    _hub: Hub | None = field(default=None, repr=False)
     _intake: GroupCommit | None = field(default=None, repr=False)
 
     _intake_engine: AsyncEngine | None = field(default=None, repr=False)
 
     @property
+    def hub(self) -> Hub:
+        """The tenants' runtimes (app.hub), the home runtime's."""
+        if self.home is not None:
+            return self.home.hub
+        if self._hub is None:
+            from app.hub import Hub
+
+            self._hub = Hub(self)
+        return self._hub
+
+    @property
     def intake(self) -> GroupCommit:
-        """Where webhooks put their deliveries: committed in groups, their jobs queued in one round trip."""
+        """Where webhooks put their deliveries: committed in groups, their jobs queued in one round trip; one for
+        every tenant (each delivery says whose)."""
+        if self.home is not None:
+            return self.home.intake
         if self._intake is None:
             sessions = self.sessions
             if self.engine.dialect.name == "postgresql":
@@ -63,6 +89,11 @@ class Runtime:
                 sessions = make_session_factory(self._intake_engine)
             self._intake = GroupCommit(sessions, self._enqueue_new)
         return self._intake
+
+    async def accept(self, delivery: Delivery) -> Stored:
+        """Put a delivery in this tenant's inbox (through the shared intake); raises BodyMismatch as the intake."""
+        delivery.tenant_id = self.tenant_id
+        return await self.intake.accept(delivery)
 
     async def _enqueue_new(self, items: list[tuple[int, str]]) -> bool:
         return self.queue is not None and bool(await self.queue.enqueue_events([(i, 0, kind) for i, kind in items]))
@@ -97,6 +128,12 @@ class Runtime:
                 log.debug("keyring.still_waiting", error=type(exc).__name__)
 
     async def close(self) -> None:
+        if self.home is not None:  # a tenant's: its clients alone, the rest is home's
+            await self.moodle_http.aclose()
+            await self.coursesales_http.aclose()
+            return
+        if self._hub is not None:
+            await self._hub.close()
         if self.keyring_task is not None:
             self.keyring_task.cancel()
         if self._intake is not None:
@@ -145,6 +182,37 @@ def build_runtime(
     """Everything but the queue; tests pass transports that reach their fakes."""
     engine = make_engine(settings.effective_database_url)
     key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    transports = (moodle_transport, coursesales_transport)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        vault=Vault(key),
+        **upstream_clients(settings, transports),
+        transports=transports,
+    )
+
+
+def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: str) -> Runtime:
+    """A registered tenant's runtime: its own settings and upstream clients; home's engine, vault and queue."""
+    return Runtime(
+        settings=settings,
+        engine=home.engine,
+        sessions=make_session_factory(home.engine, tenant_id),
+        vault=home.vault,
+        **upstream_clients(settings, home.transports),
+        queue=home.queue,
+        keyring=home.keyring,
+        tenant_id=tenant_id,
+        slug=slug,
+        home=home,
+        transports=home.transports,
+    )
+
+
+def upstream_clients(settings: Settings, transports: Transports) -> dict[str, Any]:
+    """The Moodle and CourseSales clients of one set of settings, with their HTTP clients."""
+    moodle_transport, coursesales_transport = transports
     moodle_http = httpx.AsyncClient(
         transport=moodle_transport,
         timeout=settings.moodle.timeout_seconds,
@@ -169,13 +237,9 @@ def build_runtime(
         password=settings.coursesales.password.get_secret_value(),
         timeout=settings.coursesales.timeout_seconds,
     )
-    return Runtime(
-        settings=settings,
-        engine=engine,
-        sessions=make_session_factory(engine),
-        vault=Vault(key),
-        moodle_http=moodle_http,
-        moodle=moodle,
-        coursesales_http=coursesales_http,
-        coursesales=coursesales,
-    )
+    return {
+        "moodle_http": moodle_http,
+        "moodle": moodle,
+        "coursesales_http": coursesales_http,
+        "coursesales": coursesales,
+    }

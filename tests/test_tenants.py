@@ -217,8 +217,11 @@ async def test_the_hub_token_alone_opens_the_registry(client: httpx.AsyncClient,
         for method, url in (("GET", "/api/tenants"), ("POST", "/api/tenants"), ("DELETE", "/api/tenants/acme")):
             r = await client.request(method, url, headers=headers, json=acme())
             assert r.status_code == 401, (headers, method, r.text)
-    # Nor does the hub token open the rest of /api (it acts on the registry only, for now).
-    assert (await client.get("/api/events", headers=HUB)).status_code == 401
+    # The rest of /api: the hub token acts on one tenant, named by ?tenant= (app.api.tenant_routing).
+    r = await client.get("/api/events", headers=HUB)
+    assert r.status_code == 400 and "?tenant=SLUG" in r.json()["detail"]
+    assert (await client.get("/api/events?tenant=nope", headers=HUB)).status_code == 404
+    assert (await client.get("/api/events?tenant=default", headers=HUB)).status_code == 200
     # An unset hub token matches nothing.
     runtime.settings.hub = runtime.settings.hub.model_copy(update={"token": None})
     assert (await client.get("/api/tenants", headers=HUB)).status_code == 401

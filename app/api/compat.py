@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.api.deps import RuntimeDep, SessionDep, read_body, tokens_equal
+from app.api.tenant_routing import DISABLED
 from app.db.models import Event, EventStatus, UserLink
 from app.events.registry import EventKind, Source
 from app.metrics import EVENTS_RECEIVED
@@ -120,6 +121,9 @@ async def moodle_rest(request: Request, rt: RuntimeDep, session: SessionDep) -> 
             _invalid("the request body is not UTF-8").body, json_format=form.get("moodlewsrestformat") == "json"
         )
     json_format = form.get("moodlewsrestformat") == "json"
+    if request.scope.get(DISABLED):  # a disabled tenant's token (app.api.tenant_routing): nothing is taken in
+        fault = MoodleFault("moodle_exception", "invalidtoken", "Invalid token - token not found", "tenant disabled")
+        return _answer(fault.body, json_format=json_format)
     try:
         result, event_ids = await _handle(rt, session, form)
     except MoodleFault as fault:
@@ -173,7 +177,7 @@ async def _handle(rt: RuntimeDep, session: SessionDep, form: dict[str, Any]) -> 
         for d in deliveries:
             d.status = EventStatus.queued  # the intake queues its job, or turns it back to accepted
     # Through the same group commit as the webhooks; gathered in order, so ids follow the users' order.
-    stored = await asyncio.gather(*(rt.intake.accept(d) for d in deliveries))
+    stored = await asyncio.gather(*(rt.accept(d) for d in deliveries))
     known = await _results(session, [row.event_id for row in stored if not row.created])
     answer = []
     for row, contact in zip(stored, contacts, strict=True):

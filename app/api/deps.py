@@ -37,10 +37,19 @@ bearer = HTTPBearer(
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+RUNTIME = "sync.runtime"  # the scope key under which the request guard leaves the runtime of the request's tenant
+ACCESS = "sync.access"  # and how far its /api bearer token reaches ("full" or "read")
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The runtime of the tenant the request is for (app.api.tenant_routing), else the process's own."""
+    runtime: Runtime = request.scope.get(RUNTIME) or request.app.state.runtime
+    return runtime
+
+
 async def get_runtime(request: Request) -> Runtime:
     # async: a plain def dependency would cost a thread-pool hop on every request
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -75,7 +84,7 @@ async def require_ops(
     request: Request, rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     """The one check of every /api/ route: either token may read, only SYNC_API__TOKEN may change state."""
-    access = token_access(creds.credentials if creds else None, rt.settings)
+    access = request.scope.get(ACCESS) or token_access(creds.credentials if creds else None, rt.settings)
     if access is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a valid ops bearer token is required", headers={"WWW-Authenticate": "Bearer"}

@@ -12,8 +12,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.api import tenant_routing as routing
 from app.api.deps import BODY, NUL, NUL_QUERY, token_access
 from app.api.tenants import HUB_PATH, is_hub_token
+from app.runtime import Runtime
 from app.settings import Settings
 
 Scope = dict[str, Any]
@@ -24,9 +26,12 @@ DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 class RequestGuard:
-    def __init__(self, app: Any, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self, app: Any, settings: Callable[[], Settings], runtime: Callable[[], Runtime | None] = lambda: None
+    ) -> None:
         self.app = app
         self.settings = settings
+        self.runtime = runtime  # the home runtime, once the app has started: which tenant a request is for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,10 +39,12 @@ class RequestGuard:
             return
         settings = self.settings()
         headers = dict(scope.get("headers") or [])
-        path = scope["path"]
-        if path.startswith("/api/") and not _api_token_ok(path, headers, settings):
-            await _reply(send, 401, f"a valid {_wanted(path)} bearer token is required", {"www-authenticate": "Bearer"})
+        home = self.runtime()
+        refusal = await _route(home, scope, headers, settings)
+        if refusal is not None:
+            await _reply(send, refusal.status, refusal.detail, refusal.headers)
             return
+        path = scope["path"]
         if path in DOCS:
             if settings.api.docs == "off":
                 await _reply(send, 404, "Not Found")
@@ -76,7 +83,29 @@ class RequestGuard:
             await _reply(send, 400, "NUL characters are not accepted")
             return
         scope[BODY] = body  # read_body() takes it from here, without a second pass through receive()
+        if home is not None and path == routing.COMPAT_PATH and routing.RUNTIME not in scope:
+            await routing.for_compat(home, scope, body)
         await self.app(scope, _replay(body, receive), send)
+
+
+async def _route(
+    home: Runtime | None, scope: Scope, headers: dict[bytes, bytes], settings: Settings
+) -> routing.Refusal | None:
+    """Which tenant the request is for (app.api.tenant_routing), and /api's authentication, before any body is read."""
+    if home is not None:
+        routed = routing.tenant_path(scope["path"])
+        if routed is not None:
+            refusal = await routing.for_tenant_path(home, scope, *routed)
+            if refusal is not None:
+                return refusal
+    path = scope["path"]
+    if not path.startswith("/api/"):
+        return None
+    if home is not None:
+        return await routing.for_api(home, scope, _bearer(headers), _is_registry(path))
+    if _api_token_ok(path, headers, settings):  # before start-up: the file's tokens
+        return None
+    return routing.Refusal(401, f"a valid {_wanted(path)} bearer token is required", {"www-authenticate": "Bearer"})
 
 
 def _bearer(headers: dict[bytes, bytes]) -> str | None:

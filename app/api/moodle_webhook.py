@@ -96,7 +96,7 @@ async def moodle_webhook(request: Request, rt: RuntimeDep) -> MoodleAccepted:
         if d.status == EventStatus.accepted and rt.queue is not None:
             d.status = EventStatus.queued  # the intake queues its job, or turns it back to accepted
     # Through the same group commit as CourseSales' webhooks; gathered in order, so ids follow the events' order.
-    stored = await asyncio.gather(*(rt.intake.accept(d) for d in deliveries))
+    stored = await asyncio.gather(*(rt.accept(d) for d in deliveries))
     outcomes = [
         "duplicate" if not row.created else "ignored" if row.status == EventStatus.ignored else "accepted"
         for row in stored

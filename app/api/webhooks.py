@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import ValidationError
 
 from app import jsonsafe
-from app.api.deps import read_body, refuse_nul
+from app.api.deps import read_body, refuse_nul, runtime_of
 from app.api.schemas import Accepted, Problem, inline_schema
 from app.api.webhook_auth import verify
 from app.db import inbox
@@ -18,7 +18,6 @@ from app.events.examples import coursesales_example
 from app.events.payloads import CourseSalesEvent, event_contact, event_subject
 from app.events.registry import COURSESALES_EVENTS
 from app.metrics import EVENTS_RECEIVED
-from app.runtime import Runtime
 from app.settings import secret
 from app.sync.contacts import check_contact
 from app.sync.intake import coursesales_delivery
@@ -61,7 +60,7 @@ _EXAMPLES = {kind: {"summary": kind, "value": coursesales_example(kind)} for kin
 )
 async def coursesales_webhook(request: Request) -> Response:
     # The hot path of the service: no dependencies to solve, and the answer is serialised once, here.
-    rt: Runtime = request.app.state.runtime
+    rt = runtime_of(request)
     settings = rt.settings
     body = await read_body(request)
     verify(
@@ -102,7 +101,7 @@ async def coursesales_webhook(request: Request) -> Response:
     # a failed enqueue turns it back to accepted for the sweeper.
     delivery.status = EventStatus.queued if rt.queue is not None else EventStatus.accepted
     try:
-        stored = await rt.intake.accept(delivery)
+        stored = await rt.accept(delivery)
     except inbox.BodyMismatch as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"id: {exc}") from None
     EVENTS_RECEIVED.labels("coursesales", kind, "accepted" if stored.created else "duplicate").inc()

@@ -80,8 +80,12 @@ async def execute(rt: Runtime, run_id: int, *, progress: Progress | None = None)
 
 
 async def reconcile_job(ctx: dict[str, Any], run_id: int) -> str:
-    """arq entry point."""
-    run = await execute(ctx["runtime"], run_id)
+    """arq entry point: the run is its tenant's."""
+    home: Runtime = ctx["runtime"]
+    rt, exists = await home.hub.owner_of(Run, run_id)
+    if rt is None:
+        return "tenant disabled" if exists else "missing"
+    run = await execute(rt, run_id)
     return run.status
 
 

@@ -12,6 +12,8 @@ from sqlmodel import col
 from app.db import inbox, leases
 from app.db.engine import SessionFactory
 from app.db.models import Event, EventStatus
+from app.db.tenancy import ALL_TENANTS
+from app.db.tenants import Tenant
 from app.db.types import utcnow
 from app.jobs.queue import Queue
 from app.loops import pause
@@ -36,7 +38,7 @@ async def sweep(rt: Runtime, owner: str, *, grace: timedelta = GRACE, limit: int
         await s.commit()
         if purged:
             log.info("retention.purged", events=purged)
-    count = await requeue(rt.sessions, rt.queue, grace=grace, limit=limit)
+    count = await requeue(rt.sessions, rt.queue, grace=grace, limit=limit, every_tenant=True)
     if count:
         log.info("sweeper.requeued", count=count)
     return count
@@ -52,8 +54,11 @@ async def release_held(sessions: SessionFactory, queue: Queue | None, why: str) 
     return count
 
 
-async def requeue(sessions: SessionFactory, queue: Queue | None, *, grace: timedelta, limit: int = 5000) -> int:
-    """Enqueue the job of every open event that should be in the queue, oldest first; returns how many."""
+async def requeue(
+    sessions: SessionFactory, queue: Queue | None, *, grace: timedelta, limit: int = 5000, every_tenant: bool = False
+) -> int:
+    """Enqueue the job of every open event that should be in the queue, oldest first; returns how many. The sweeper
+    walks ``every_tenant``'s events (each job finds its tenant); a release walks its own tenant's."""
     if queue is None:
         return 0
     now = utcnow()
@@ -73,6 +78,9 @@ async def requeue(sessions: SessionFactory, queue: Queue | None, *, grace: timed
                 )
                 .order_by(col(Event.id))
                 .limit(limit)
+                # A disabled tenant's events wait, unqueued, until it is enabled again.
+                .where(col(Event.tenant_id).not_in(select(col(Tenant.id)).where(col(Tenant.enabled).is_(False))))
+                .execution_options(**(ALL_TENANTS if every_tenant else {}))
             )
         ).all()
     queued = await queue.enqueue_events([(r.id, r.attempts, r.kind) for r in rows])

@@ -41,8 +41,13 @@ LINGER_STEP = 0.1
 
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
-    """arq entry point."""
-    return await run_event(ctx["runtime"], event_id)
+    """arq entry point: the event runs in its tenant's runtime."""
+    home: Runtime = ctx["runtime"]
+    rt, exists = await home.hub.owner_of(Event, event_id)
+    if rt is None:
+        # A disabled tenant's event stays as it is (the sweeper leaves it alone until the tenant is enabled).
+        return "tenant disabled" if exists else "missing"
+    return await run_event(rt, event_id)
 
 
 async def run_event(rt: Runtime, event_id: int) -> str:

@@ -21,7 +21,7 @@ from app.db.models import (
     Lease,
     UserLink,
 )
-from app.db.tenancy import get_by_key
+from app.db.tenancy import ALL_TENANTS, get_by_key
 from app.db.types import utcnow
 from app.events.registry import COMPLETION_KINDS
 from app.sync.gone import contact_key_for
@@ -233,7 +233,8 @@ async def purge(session: AsyncSession, *, days: int) -> int:
                 col(Event.payload).is_not(None),
             )
             .values(payload=null(), secret=None)
-            .execution_options(synchronize_session=False)
+            # Retention is the hub's: every tenant's events, by the one setting.
+            .execution_options(synchronize_session=False, **ALL_TENANTS)
         ),
     )
     return result.rowcount or 0

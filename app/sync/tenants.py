@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from app.crypto import Vault
-from app.db.tenants import Tenant, TenantCredential
+from app.db.tenancy import ALL_TENANTS
+from app.db.tenants import DEFAULT_TENANT_ID, Tenant, TenantCredential
 from app.db.types import utcnow
 from app.settings import Settings
 from app.settings_secrets import credentials, secret
@@ -174,9 +175,14 @@ async def remove(session: AsyncSession, slug: str, *, confirm: str | None, actor
 
 
 async def delete_tenant_data(session: AsyncSession, tenant_id: int) -> None:
-    """Hook: delete every row the tenant owns (events, links, runs, leases, audit, alerts, operators). Rows carry no
-    tenant yet (issue 20's isolation part adds the column and fills this in); until then there is nothing to do."""
-    del session, tenant_id
+    """Delete every row the tenant owns (events and their attempts, links, registrations, runs, leases, audit,
+    alerts, operators...): every table with a tenant column, children first."""
+    if tenant_id == DEFAULT_TENANT_ID:
+        raise TenantError(409, "the tenant default is the file configuration's: its data is not deleted here")
+    for table in reversed(SQLModel.metadata.sorted_tables):
+        if "tenant_id" in table.c and table.name != TenantCredential.__tablename__:
+            statement = table.delete().where(table.c.tenant_id == tenant_id).execution_options(**ALL_TENANTS)
+            await session.execute(statement)
 
 
 def merge(stored: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

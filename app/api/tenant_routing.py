@@ -1,0 +1,113 @@
+"""Which tenant a request is for, decided once, by the request guard, before any route runs.
+
+- ``/t/{slug}/webhooks/coursesales``, ``/t/{slug}/webhooks/moodle``, ``/t/{slug}/webservice/rest/server.php``: the
+  tenant of the slug (the path is then served as the classic one, with that tenant's runtime, so its own tokens
+  and secrets are the ones checked: one tenant's credential never authenticates on another's URL);
+- the classic ``/webservice/rest/server.php``: the tenant whose ``COMPAT__WSTOKEN`` the request carries (a CourseSales
+  export map is configured with a host and a token only), found by keyed hash; else ``default``;
+- ``/api/...``: the tenant whose ``API__TOKEN`` or ``API__READ_TOKEN`` is the bearer token, found by keyed hash; the
+  hub token with ``?tenant=SLUG`` acts on that tenant; the file's ops tokens on ``default``;
+- everything else (the classic webhooks, the console, health, metrics, docs): ``default``.
+
+The runtime is left in the request's scope (``RUNTIME``), where ``app.api.deps.get_runtime`` takes it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from app.api.deps import ACCESS, RUNTIME, token_access
+from app.api.tenants import is_hub_token
+from app.runtime import Runtime
+
+DISABLED = "sync.tenant_disabled"  # scope key: the request is for a disabled tenant (the compat endpoint says so)
+
+TENANT_PATH = re.compile(
+    r"^/t/(?P<slug>[a-z0-9][a-z0-9-]{0,39})(?P<rest>/webhooks/(?:coursesales|moodle)|/webservice/rest/server\.php)$"
+)
+COMPAT_PATH = "/webservice/rest/server.php"
+API_NAMES = {"API__TOKEN": "full", "API__READ_TOKEN": "read"}
+
+
+@dataclass
+class Refusal:
+    status: int
+    detail: str
+    headers: dict[str, str] | None = None
+
+
+def tenant_path(path: str) -> tuple[str, str] | None:
+    """(slug, classic path) of a tenant's own URL."""
+    found = TENANT_PATH.match(path)
+    return (found["slug"], found["rest"]) if found else None
+
+
+async def for_tenant_path(home: Runtime, scope: dict[str, Any], slug: str, rest: str) -> Refusal | None:
+    """Serve ``/t/{slug}{rest}`` as ``rest`` for the slug's tenant."""
+    rt, known = await home.hub.by_slug(slug)
+    compat = rest == COMPAT_PATH
+    if rt is None and not (known and compat):
+        return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, "Not Found")
+    scope["path"], scope["raw_path"] = rest, rest.encode()
+    if rt is None:  # the compat endpoint answers a disabled tenant as Moodle would (HTTP 200, an error)
+        scope[DISABLED], scope[RUNTIME] = True, home
+    else:
+        scope[RUNTIME] = rt
+    return None
+
+
+async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> None:
+    """The classic compat URL: the tenant whose wstoken this is (in the query or the form), else ``default``."""
+    token = _wstoken(scope.get("query_string") or b"") or _wstoken(body)
+    if not token:
+        return
+    rt, name = await home.hub.by_credential(token, {"COMPAT__WSTOKEN"})
+    if rt is not None:
+        scope[RUNTIME] = rt
+    elif name is not None:
+        scope[DISABLED] = True
+
+
+async def for_api(home: Runtime, scope: dict[str, Any], token: str | None, hub_path: bool) -> Refusal | None:
+    """``/api/...``: the tenant of the bearer token, and how far it reaches; a Refusal for anything else."""
+    settings = home.settings
+    if hub_path:  # the registry: the hub token alone
+        return None if is_hub_token(token, settings) else _unauthorized("hub (SYNC_HUB__TOKEN)")
+    access: Literal["full", "read"] | None = token_access(token, settings)
+    if access is not None:
+        scope[RUNTIME], scope[ACCESS] = home, access
+        return None
+    if is_hub_token(token, settings):
+        slug = dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1"))).get("tenant")
+        if not slug:
+            return Refusal(400, "the hub token acts on one tenant: add ?tenant=SLUG")
+        rt, known = await home.hub.by_slug(slug)
+        if rt is None:
+            return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, f"no tenant {slug}")
+        scope[RUNTIME], scope[ACCESS] = rt, "full"
+        return None
+    if token:
+        rt, name = await home.hub.by_credential(token, API_NAMES)
+        if rt is not None and name is not None:
+            scope[RUNTIME], scope[ACCESS] = rt, API_NAMES[name]
+            return None
+        if name is not None:
+            return Refusal(403, "this tenant is disabled")
+    return _unauthorized("ops")
+
+
+def _unauthorized(which: str) -> Refusal:
+    return Refusal(401, f"a valid {which} bearer token is required", {"www-authenticate": "Bearer"})
+
+
+def _wstoken(raw: bytes) -> str | None:
+    if b"wstoken" not in raw:
+        return None
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None
+    return next((value for key, value in pairs if key == "wstoken"), None)

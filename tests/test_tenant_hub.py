@@ -1,0 +1,290 @@
+"""Two tenants, each with its own Moodle and CourseSales fakes, driven at once through one deployment: each one's
+users, courses, enrolments and completions land only in its own systems; its URLs take its own credentials only;
+the classic compat URL finds the tenant from its wstoken; a disabled tenant is refused and nothing runs for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select, update
+from sqlmodel import col
+
+from app.db.models import OPEN_STATUSES, Event, EventStatus
+from app.db.tenancy import ALL_TENANTS
+from app.db.types import utcnow
+from app.jobs import tasks
+from app.jobs.queue import Queue, connect
+from app.jobs.redis import redis_settings
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings
+from tests.conftest import TEST_TOKENS, app_client, make_settings
+from tests.fakes.coursesales import CourseSalesFake
+from tests.fakes.moodle import MoodleFake
+from tests.helpers import contact
+from tests.test_compat_endpoint import export_map_form
+from tests.test_completions import STEP, local_webhooks_body
+
+HUB_TOKEN = "hub-token-for-the-two-tenants"
+CD, DOCUMENT = 9500, "D-1001"  # the same ids in both accounts: each tenant's are its own
+BETA = {
+    "MOODLE__TOKEN": "beta-moodle-ws-token-0001",
+    "COURSESALES__PASSWORD": "BETA_PASSWORD",
+    "WEBHOOKS__COURSESALES_TOKEN": "beta-coursesales-token-0001",
+    "WEBHOOKS__MOODLE_TOKEN": "beta-moodle-hook-token-0001",
+    "COMPAT__WSTOKEN": "beta-compat-wstoken-00001",
+    "API__TOKEN": "beta-api-token-0000000001",
+}
+
+
+class HostRouter(httpx.AsyncBaseTransport):
+    """One transport for several fakes, chosen by the request's host (each tenant's Moodle has its own URL)."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self.transports = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transports[request.url.host].handle_async_request(request)
+
+
+@dataclass
+class Two:
+    home: Runtime
+    client: httpx.AsyncClient
+    moodle: dict[str, MoodleFake]
+    coursesales: dict[str, CourseSalesFake]
+
+
+@pytest.fixture
+def settings(migrated: str, var_dir: Path) -> Settings:
+    return make_settings(migrated, var_dir, hub={"token": SecretStr(HUB_TOKEN)}, completion={"process_step_id": STEP})
+
+
+@pytest.fixture
+async def two(settings: Settings, clean_db: None) -> AsyncIterator[Two]:
+    moodle = {"default": MoodleFake(token="test-token"), "beta": MoodleFake(token=BETA["MOODLE__TOKEN"])}
+    coursesales = {"default": CourseSalesFake(), "beta": CourseSalesFake("BETA_USER", "BETA_PASSWORD")}
+    for fake in coursesales.values():
+        fake.add_category(500, "First Aid", moodle_category_id="2")
+        today = datetime.now(UTC).date()
+        fake.add_course_date(CD, today - timedelta(days=3), today + timedelta(days=3), 500)
+    home = build_runtime(
+        settings,
+        moodle_transport=HostRouter({"moodle.test": moodle["default"], "moodle-b.test": moodle["beta"]}),
+        coursesales_transport=HostRouter(
+            {"coursesales.test": coursesales["default"], "coursesales-b.test": coursesales["beta"]}
+        ),
+    )
+    home.queue = Queue(connect(redis_settings(settings)))
+    await home.queue.redis.flushdb()
+    async with app_client(home) as client:
+        r = await client.post(
+            "/api/tenants",
+            headers={"Authorization": f"Bearer {HUB_TOKEN}"},
+            json={
+                "slug": "beta",
+                "name": "Beta Training",
+                "config": {
+                    "moodle": {"url": "http://moodle-b.test"},
+                    "coursesales": {"url": "http://coursesales-b.test", "username": "BETA_USER"},
+                    "completion": {"process_step_id": STEP},
+                },
+                "secrets": BETA,
+            },
+        )
+        assert r.status_code == 201, r.text
+        yield Two(home, client, moodle, coursesales)
+    await home.close()
+
+
+async def drain(home: Runtime) -> None:
+    """What the workers would do: run the job of every tenant's open event, until none is left."""
+    for _ in range(8):
+        async with home.sessions() as s:
+            rows = (await s.execute(select(Event).execution_options(**ALL_TENANTS))).scalars().all()
+            await s.execute(
+                update(Event)
+                .where(col(Event.status) == EventStatus.retrying)
+                .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+                .execution_options(synchronize_session=False, **ALL_TENANTS)
+            )
+            await s.commit()
+        open_ids = [e.id for e in rows if e.status in OPEN_STATUSES]
+        if not open_ids:
+            return
+        for event_id in open_ids:
+            await tasks.process_event({"runtime": home}, event_id)
+
+
+def registration(delivery_id: str) -> dict[str, Any]:
+    from app.events.examples import coursesales_example
+
+    body = coursesales_example("registration.registered") | {"id": delivery_id}
+    body["registration"].update(document_external_id=DOCUMENT, course_date_id=CD, contact=contact())
+    return body
+
+
+def compat_form(token: str, **user: str) -> dict[str, str]:
+    return export_map_form(**user) | {"wstoken": token, "moodlewsrestformat": "json"}
+
+
+def cs_auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def enrolled(fake: MoodleFake) -> list[tuple[str, str]]:
+    """(username, course idnumber) of every enrolment in this Moodle."""
+    users = {u["id"]: u["username"] for u in fake.users.values()}
+    courses = {c["id"]: str(c.get("idnumber")) for c in fake.courses.values()}
+    return sorted((users[u], courses[c]) for (u, c) in fake.state.enrolments)
+
+
+async def test_each_tenants_work_lands_in_its_own_systems_only(two: Two) -> None:
+    c = two.client
+    # Both at once: default at the classic URL, beta at its own, the same delivery id, Document and course date.
+    a, b = await asyncio.gather(
+        c.post("/webhooks/coursesales", json=registration("d-1"), headers=cs_auth(TEST_TOKENS["coursesales"])),
+        c.post(
+            "/t/beta/webhooks/coursesales",
+            json=registration("d-1"),
+            headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"]),
+        ),
+    )
+    assert a.status_code == b.status_code == 202 and not a.json()["duplicate"] and not b.json()["duplicate"]
+    assert a.json()["event_id"] != b.json()["event_id"]
+    await drain(two.home)
+    for name in ("default", "beta"):
+        assert enrolled(two.moodle[name]) == [("jane.doe@example.com", str(CD))], name
+    # Completions, each through its own tenant's Moodle webhook, each to its own CourseSales.
+    for name, path, token in (
+        ("default", "/webhooks/moodle", TEST_TOKENS["moodle"]),
+        ("beta", "/t/beta/webhooks/moodle", BETA["WEBHOOKS__MOODLE_TOKEN"]),
+    ):
+        fake = two.moodle[name]
+        user = next(u["id"] for u in fake.users.values() if u["username"] == "jane.doe@example.com")
+        course = next(x for x in fake.courses.values() if str(x.get("idnumber")) == str(CD))
+        course["criteria"], course["enablecompletion"] = [1], 1
+        fake.mark_complete(user, course["id"])
+        body = local_webhooks_body("local_webhooks_course_completed.json", user, course["id"], token)
+        r = await c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    await drain(two.home)
+    for name in ("default", "beta"):
+        assert [s for s in two.coursesales[name].steps if s[1] == STEP] == [(DOCUMENT, STEP)], name
+
+
+async def test_a_tenants_credential_never_opens_anothers_url(two: Two) -> None:
+    c = two.client
+    wrong = [
+        ("/webhooks/coursesales", BETA["WEBHOOKS__COURSESALES_TOKEN"]),
+        ("/t/beta/webhooks/coursesales", TEST_TOKENS["coursesales"]),
+    ]
+    for path, token in wrong:
+        r = await c.post(path, json=registration("d-x"), headers=cs_auth(token))
+        assert r.status_code == 401, (path, r.text)
+    assert (await c.post("/t/nope/webhooks/coursesales", json={}, headers=cs_auth(token))).status_code == 404
+    # The ops API: each tenant's token shows its own events only, the other's ids are not found.
+    await c.post("/webhooks/coursesales", json=registration("d-2"), headers=cs_auth(TEST_TOKENS["coursesales"]))
+    r = await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("d-2"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    beta_event = r.json()["event_id"]
+    mine = await c.get("/api/events", headers=cs_auth(BETA["API__TOKEN"]))
+    assert [e["id"] for e in mine.json()["items"]] == [beta_event]
+    assert (await c.get(f"/api/events/{beta_event}", headers=cs_auth(TEST_TOKENS["api"]))).status_code == 404
+    hub = await c.get(f"/api/events/{beta_event}?tenant=beta", headers=cs_auth(HUB_TOKEN))
+    assert hub.status_code == 200 and hub.json()["id"] == beta_event
+
+
+async def test_the_classic_compat_url_finds_the_tenant_from_its_wstoken(two: Two) -> None:
+    c = two.client
+    for token, username in ((TEST_TOKENS["compat"], "ann@example.com"), (BETA["COMPAT__WSTOKEN"], "bob@example.com")):
+        form = compat_form(token, username=username, email=username)
+        r = await c.post("/webservice/rest/server.php", data=form)
+        assert r.status_code == 200 and "exception" not in r.text, r.text
+    # The same through beta's own URL; its token does not open default's.
+    form = compat_form(BETA["COMPAT__WSTOKEN"], username="cat@example.com", email="cat@example.com")
+    assert "exception" not in (await c.post("/t/beta/webservice/rest/server.php", data=form)).text
+    form["wstoken"] = TEST_TOKENS["compat"]
+    assert json.loads((await c.post("/t/beta/webservice/rest/server.php", data=form)).text)["errorcode"] == (
+        "invalidtoken"
+    )
+    await drain(two.home)
+    assert sorted(u["username"] for u in two.moodle["default"].users.values() if "@" in u["username"]) == [
+        "ann@example.com"
+    ]
+    assert sorted(u["username"] for u in two.moodle["beta"].users.values() if "@" in u["username"]) == [
+        "bob@example.com",
+        "cat@example.com",
+    ]
+
+
+async def test_a_disabled_tenant_is_refused_and_nothing_runs_for_it(two: Two) -> None:
+    c = two.client
+    r = await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("d-3"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    waiting = r.json()["event_id"]
+    hub = {"Authorization": f"Bearer {HUB_TOKEN}"}
+    assert (await c.post("/api/tenants/beta/disable", headers=hub)).status_code == 200
+    two.home.hub._held.clear()  # another process's change reaches this one within FRESH_SECONDS; here at once
+    r = await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("d-4"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    assert r.status_code == 403 and "disabled" in r.json()["detail"]
+    form = compat_form(BETA["COMPAT__WSTOKEN"])
+    for path in ("/webservice/rest/server.php", "/t/beta/webservice/rest/server.php"):
+        r = await c.post(path, data=form)
+        assert r.status_code == 200 and json.loads(r.text)["errorcode"] == "invalidtoken", path
+    assert (await c.get("/api/events", headers=cs_auth(BETA["API__TOKEN"]))).status_code == 403
+    assert await tasks.process_event({"runtime": two.home}, waiting) == "tenant disabled"
+    await drain(two.home)
+    assert two.moodle["beta"].users == {} or all("@" not in u["username"] for u in two.moodle["beta"].users.values())
+    async with two.home.sessions() as s:
+        every = (await s.execute(select(Event).execution_options(**ALL_TENANTS))).scalars().all()
+    assert [(e.id, e.status) for e in every] == [(waiting, "queued")]  # kept, not run, nothing new taken in
+    # Enabled again, its waiting work runs.
+    assert (await c.post("/api/tenants/beta/enable", headers=hub)).status_code == 200
+    two.home.hub._held.clear()
+    await drain(two.home)
+    assert enrolled(two.moodle["beta"]) == [("jane.doe@example.com", str(CD))]
+
+
+async def test_removing_a_tenant_deletes_its_data_and_nothing_else(two: Two) -> None:
+    c = two.client
+    await c.post("/webhooks/coursesales", json=registration("d-5"), headers=cs_auth(TEST_TOKENS["coursesales"]))
+    await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("d-5"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    await drain(two.home)
+    hub = {"Authorization": f"Bearer {HUB_TOKEN}"}
+    before = await _rows_by_tenant(two.home)
+    beta = two.home.hub.held()[0].tenant_id
+    assert {t for t, _ in before} == {0, beta}
+    assert (await c.delete("/api/tenants/beta?confirm=beta", headers=hub)).status_code == 200
+    after = await _rows_by_tenant(two.home)
+    # Default's rows all stay; the one more is the hub's audit of the removal (the registry's trail is the hub's).
+    kept = {(t, table): n for (t, table), n in before.items() if t == 0}
+    assert after == kept | {(0, "audit"): kept[(0, "audit")] + 1}
+    assert after[(0, "events")] >= 1 and after[(0, "user_links")] == 1
+
+
+async def _rows_by_tenant(home: Runtime) -> dict[tuple[int, str], int]:
+    from sqlalchemy import func
+    from sqlmodel import SQLModel
+
+    out: dict[tuple[int, str], int] = {}
+    async with home.engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            if "tenant_id" in table.c and table.name != "tenant_credentials":
+                rows = await conn.execute(select(table.c.tenant_id, func.count()).group_by(table.c.tenant_id))
+                out.update({(t, table.name): n for t, n in rows})
+    return out
