@@ -90,6 +90,16 @@ class Hub:
             return None, False
         return await self.by_id(tenant_id), True
 
+    async def registered(self) -> list[Runtime]:
+        """The runtime of every enabled registered tenant (the loops of the home runtime walk them after its own)."""
+        async with self.home.sessions() as s:
+            ids = (
+                await s.execute(select(col(Tenant.id)).where(col(Tenant.enabled)).order_by(col(Tenant.id)))
+            ).scalars()
+            wanted = list(ids)
+        found = [await self.by_id(tenant_id) for tenant_id in wanted]
+        return [rt for rt in found if rt is not None]
+
     def held(self) -> list[Runtime]:
         """The tenants' runtimes made so far (the home runtime's loops walk them)."""
         return [h.runtime for h in self._held.values()]

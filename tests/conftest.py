@@ -260,4 +260,4 @@ async def no_loops_left_running() -> AsyncIterator[None]:
 
 
 # The workers' background tasks (app.jobs: sweeper, probe, alerts, reconcile schedule, the release at start).
-BACKGROUND = frozenset({"run_forever", "run_periodically", "release_held"})
+BACKGROUND = frozenset({"run_forever", "run_periodically", "run_tenants_periodically", "release_held"})

@@ -202,6 +202,14 @@ async def test_a_tenants_credential_never_opens_anothers_url(two: Two) -> None:
     assert (await c.get(f"/api/events/{beta_event}", headers=cs_auth(TEST_TOKENS["api"]))).status_code == 404
     hub = await c.get(f"/api/events/{beta_event}?tenant=beta", headers=cs_auth(HUB_TOKEN))
     assert hub.status_code == 200 and hub.json()["id"] == beta_event
+    # The audit says who acted (the hub's token, the tenant's own) and is the tenant's.
+    await c.post("/api/pause?tenant=beta", headers=cs_auth(HUB_TOKEN), json={"note": "by the hub"})
+    await c.post("/api/resume", headers=cs_auth(BETA["API__TOKEN"]), json={"note": "by beta"})
+    trail = (await c.get("/api/audit", headers=cs_auth(BETA["API__TOKEN"]))).json()["items"]
+    assert [(a["actor"], a["action"]) for a in trail][:2] == [("api", "resume"), ("hub", "pause")]
+    assert "pause" not in [
+        a["action"] for a in (await c.get("/api/audit", headers=cs_auth(TEST_TOKENS["api"]))).json()["items"]
+    ]
 
 
 async def test_the_classic_compat_url_finds_the_tenant_from_its_wstoken(two: Two) -> None:
@@ -288,3 +296,79 @@ async def _rows_by_tenant(home: Runtime) -> dict[tuple[int, str], int]:
                 rows = await conn.execute(select(table.c.tenant_id, func.count()).group_by(table.c.tenant_id))
                 out.update({(t, table.name): n for t, n in rows})
     return out
+
+
+async def test_each_tenants_alerts_go_to_its_own_recipients(two: Two) -> None:
+    from app.notify import alerts
+    from tests.smtp_inbox import Inbox
+
+    inbox = Inbox()
+    inbox.start()
+    try:
+        mail = {"smtp_host": "127.0.0.1", "smtp_port": inbox.port, "smtp_tls": "none", "sender": "sync@example.com"}
+        home = two.home.settings.alerts
+        home.smtp_host, home.smtp_port, home.smtp_tls = "127.0.0.1", inbox.port, "none"
+        home.sender, home.recipients = "sync@example.com", ["ops@default.example"]
+        r = await two.client.patch(
+            "/api/tenants/beta",
+            headers={"Authorization": f"Bearer {HUB_TOKEN}"},
+            json={"config": {"alerts": {**mail, "recipients": ["ops@beta.example"]}}},
+        )
+        assert r.status_code == 200, r.text
+        two.home.hub._held.clear()
+        beta, _ = await two.home.hub.by_slug("beta")
+        assert beta is not None
+        for rt, text in ((two.home, "default's Moodle refused"), (beta, "beta's Moodle refused")):
+            async with rt.sessions() as s:
+                await alerts.raise_alert(s, cause="event.failed", message=text)
+                await s.commit()
+        loop = asyncio.create_task(alerts.run_forever(two.home, every_seconds=0.01))
+        try:
+            for _ in range(500):
+                if len(inbox.messages) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+        sent = {str(m["To"]): m.get_content() for m in inbox.messages}
+        assert set(sent) == {"ops@default.example", "ops@beta.example"}
+        assert "default's Moodle refused" in sent["ops@default.example"]
+        assert "beta's" not in sent["ops@default.example"]
+        assert "beta's Moodle refused" in sent["ops@beta.example"]
+        assert "default's" not in sent["ops@beta.example"]
+    finally:
+        inbox.stop()
+
+
+async def test_the_probe_and_the_periodic_reconcile_walk_every_tenant(two: Two) -> None:
+    from app.db.models import Run
+    from app.jobs import probe, reconcile
+    from app.sync import upstreams
+
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    async with beta.sessions() as s:  # beta's Moodle was found away; default's is fine
+        await upstreams.mark(s, upstreams.Fault(upstreams.MOODLE, upstreams.UNAVAILABLE, "beta's Moodle is down"))
+        await s.commit()
+    loops = [
+        asyncio.create_task(probe.run_forever(two.home)),
+        asyncio.create_task(reconcile.run_tenants_periodically(two.home, tick_seconds=0.01)),
+    ]
+    try:
+        for _ in range(500):
+            async with beta.sessions() as s:
+                state = (await upstreams.load(s))[upstreams.MOODLE].state
+                runs = (await s.execute(select(Run))).scalars().all()
+            if state == upstreams.OK and runs and runs[0].status == "done":
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    assert state == upstreams.OK  # probed in beta's Moodle, recorded as beta's
+    assert [(r.trigger, r.status) for r in runs] == [("cron", "done")]  # beta's own periodic run
+    async with two.home.sessions() as s:
+        assert (await s.execute(select(Run))).first() is None  # default's keeps its own interval
+        assert upstreams.MOODLE not in await upstreams.load(s)

@@ -39,6 +39,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 RUNTIME = "sync.runtime"  # the scope key under which the request guard leaves the runtime of the request's tenant
 ACCESS = "sync.access"  # and how far its /api bearer token reaches ("full" or "read")
+ACTOR = "sync.actor"  # and who the audit trail names, when not the tenant's own ops token ("api")
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from app.api.deps import ACCESS, RUNTIME, token_access
+from app.api.deps import ACCESS, ACTOR, RUNTIME, token_access
 from app.api.tenants import is_hub_token
 from app.runtime import Runtime
 
@@ -87,7 +87,7 @@ async def for_api(home: Runtime, scope: dict[str, Any], token: str | None, hub_p
         rt, known = await home.hub.by_slug(slug)
         if rt is None:
             return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, f"no tenant {slug}")
-        scope[RUNTIME], scope[ACCESS] = rt, "full"
+        scope[RUNTIME], scope[ACCESS], scope[ACTOR] = rt, "full", "hub"
         return None
     if token:
         rt, name = await home.hub.by_credential(token, API_NAMES)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import RuntimeDep
+from app.api.deps import ACTOR, RuntimeDep
 from app.db import inbox
 from app.db.models import Event
 
@@ -59,9 +59,10 @@ class UnitOfWork:
         return queued
 
 
-async def unit_of_work(rt: RuntimeDep) -> AsyncIterator[UnitOfWork]:
+async def unit_of_work(request: Request, rt: RuntimeDep) -> AsyncIterator[UnitOfWork]:
     async with rt.sessions() as session:
-        uow = UnitOfWork(session, rt.queue)
+        # "hub" when the hub token acts on a tenant (app.api.tenant_routing); the tenant is the rows' own.
+        uow = UnitOfWork(session, rt.queue, actor=request.scope.get(ACTOR, "api"))
         yield uow  # an exception from the endpoint ends here: nothing committed, nothing enqueued
         await uow.complete()
 

@@ -41,17 +41,20 @@ def run_migrations(url: str, revision: str = "head", *, downgrade: bool = False)
     (command.downgrade if downgrade else command.upgrade)(cfg, revision)
 
 
-def session(settings: Settings) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
-    """A session on its own engine, disposed of at the end: a command holds no pool beyond its one use."""
+def session(settings: Settings, tenant: str = "default") -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+    """A session of ``tenant`` (a slug) on its own engine, disposed of at the end: a command holds no pool beyond its
+    one use."""
     from contextlib import asynccontextmanager
 
     from app.db.engine import make_engine, make_session_factory
 
     @asynccontextmanager
     async def scope() -> AsyncIterator[AsyncSession]:
+        from app.cli.tenancy import tenant_id_of
+
         engine = make_engine(settings.effective_database_url)
         try:
-            async with make_session_factory(engine)() as s:
+            async with make_session_factory(engine, await tenant_id_of(engine, tenant))() as s:
                 yield s
         finally:
             await engine.dispose()

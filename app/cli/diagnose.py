@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from app.cli.startup import console, migrated_settings, out
+from app.cli.tenancy import tenant_option
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def diagnose(
     contact: str = typer.Argument(None, help="a contact id (1234), a username or an email"),
     course_date: int = typer.Option(None, "--course-date", min=1, max=2_147_483_647, help="a course date id"),
     document: str = typer.Option(None, "--document", help="a Document's external id (instead of --course-date)"),
+    tenant: str = tenant_option(),
 ) -> None:
     """Why can this student not see this course? Walks CourseSales, this service and Moodle, and says the next step."""
     from app.sync.diagnose import BadQuery, Query
@@ -33,24 +35,21 @@ def diagnose(
     except BadQuery as exc:
         console.print(f"[red]{_option(exc.field)}:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    raise typer.Exit(asyncio.run(_diagnose(migrated_settings(), query)))
+    raise typer.Exit(asyncio.run(_diagnose(migrated_settings(), query, tenant)))
 
 
 def _option(field: str) -> str:
     return "CONTACT" if field == "contact" else "--" + field.replace("_", "-")
 
 
-async def _diagnose(settings: Settings, query: Query) -> int:
-    from app.runtime import open_runtime
+async def _diagnose(settings: Settings, query: Query, tenant: str) -> int:
+    from app.cli.tenancy import tenant_runtime
     from app.sync.diagnose import walk
 
-    rt = await open_runtime(settings)
-    try:
+    async with tenant_runtime(settings, tenant) as rt:
         found = await walk(
-            sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=settings, query=query
+            sessions=rt.sessions, moodle=rt.moodle, coursesales=rt.coursesales, settings=rt.settings, query=query
         )
-    finally:
-        await rt.close()
     about = ", ".join(
         part
         for part in (

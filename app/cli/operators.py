@@ -13,6 +13,7 @@ import typer
 
 from app.cli.database import session
 from app.cli.startup import console, migrated_settings, out
+from app.cli.tenancy import tenant_option
 from app.settings import Settings
 
 operators = typer.Typer(help="Named operators: the accounts that sign in to the console.", no_args_is_help=True)
@@ -22,31 +23,32 @@ operators = typer.Typer(help="Named operators: the accounts that sign in to the 
 def add(
     name: str = typer.Argument(..., help="1 to 64 characters of a-z 0-9 . _ @ - (stored lower-case)"),
     viewer: bool = typer.Option(False, "--viewer", help="sees everything, changes nothing (default: admin)"),
+    tenant: str = tenant_option(),
 ) -> None:
     """Add an operator; the password comes from standard input (asked twice on a terminal)."""
     settings = migrated_settings()
     name = _checked_name(name)
-    asyncio.run(_change(settings, "add", name, _read_password(name), viewer=viewer))
+    asyncio.run(_change(settings, "add", name, _read_password(name), viewer=viewer, tenant=tenant))
 
 
 @operators.command("list")
-def list_() -> None:
+def list_(tenant: str = tenant_option()) -> None:
     """List the operators: name, role, when added."""
-    asyncio.run(_list(migrated_settings()))
+    asyncio.run(_list(migrated_settings(), tenant))
 
 
 @operators.command("remove")
-def remove(name: str = typer.Argument(..., help="the operator's name")) -> None:
+def remove(name: str = typer.Argument(..., help="the operator's name"), tenant: str = tenant_option()) -> None:
     """Remove an operator: their sessions end."""
-    asyncio.run(_change(migrated_settings(), "remove", _checked_name(name)))
+    asyncio.run(_change(migrated_settings(), "remove", _checked_name(name), tenant=tenant))
 
 
 @operators.command("passwd")
-def passwd(name: str = typer.Argument(..., help="the operator's name")) -> None:
+def passwd(name: str = typer.Argument(..., help="the operator's name"), tenant: str = tenant_option()) -> None:
     """Change an operator's password (from standard input): their sessions end."""
     settings = migrated_settings()
     name = _checked_name(name)
-    asyncio.run(_change(settings, "passwd", name, _read_password(name)))
+    asyncio.run(_change(settings, "passwd", name, _read_password(name), tenant=tenant))
 
 
 def _fail(message: str) -> typer.Exit:
@@ -77,13 +79,15 @@ def _read_password(name: str) -> str:
     return line.rstrip("\r\n")
 
 
-async def _change(settings: Settings, action: str, name: str, password: str = "", *, viewer: bool = False) -> None:
+async def _change(
+    settings: Settings, action: str, name: str, password: str = "", *, viewer: bool = False, tenant: str = "default"
+) -> None:
     import getpass
 
     from app.sync import operators as rules
 
     actor = f"cli:{getpass.getuser()}"
-    async with session(settings) as s:
+    async with session(settings, tenant) as s:
         try:
             if action == "add":
                 role = rules.OperatorRole.viewer if viewer else rules.OperatorRole.admin
@@ -101,12 +105,12 @@ async def _change(settings: Settings, action: str, name: str, password: str = ""
     console.print(done, highlight=False)
 
 
-async def _list(settings: Settings) -> None:
+async def _list(settings: Settings, tenant: str) -> None:
     from rich.table import Table
 
     from app.sync.operators import list_operators
 
-    async with session(settings) as s:
+    async with session(settings, tenant) as s:
         rows = await list_operators(s)
     table = Table()
     for column in ("name", "role", "created"):

@@ -8,35 +8,37 @@ from typing import Any
 import typer
 
 from app.cli.startup import console, migrated_settings, out
+from app.cli.tenancy import tenant_option
 from app.settings import Settings
 
 
-def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing")) -> None:
+def reconcile(
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing"),
+    tenant: str = tenant_option(),
+) -> None:
     """Reconcile now, in this process, with a progress bar; prints the plan."""
-    from app.sync.readiness import unconfigured
-
-    settings = migrated_settings()
-    missing = unconfigured(settings)
-    if missing:
-        # As POST /api/reconcile answers 409: not a failed run with a connection error among the log lines.
-        console.print(f"[red]{' and '.join(missing)} not configured yet:[/red] nothing to reconcile")
-        raise typer.Exit(2)
-    run = asyncio.run(_reconcile(settings, dry_run))
+    run = asyncio.run(_reconcile(migrated_settings(), dry_run, tenant))
     raise typer.Exit(0 if run.status == "done" else 1)
 
 
-async def _reconcile(settings: Settings, dry_run: bool) -> Any:
+async def _reconcile(settings: Settings, dry_run: bool, tenant: str) -> Any:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from app.cli.tenancy import tenant_runtime
     from app.jobs import reconcile as jobs
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
-    from app.runtime import open_runtime
+    from app.sync.readiness import unconfigured
 
-    rt = await open_runtime(settings)
-    rt.queue = Queue(connect(redis_settings(settings)))
-    try:
+    async with tenant_runtime(settings, tenant) as rt:
+        missing = unconfigured(rt.settings)
+        if missing:
+            # As POST /api/reconcile answers 409: not a failed run with a connection error among the log lines.
+            console.print(f"[red]{' and '.join(missing)} not configured yet:[/red] nothing to reconcile")
+            raise typer.Exit(2)
+        queue = Queue(connect(redis_settings(settings)))
+        (rt.home or rt).queue = rt.queue = queue
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("reconcile: starting", total=None)
 
@@ -46,8 +48,6 @@ async def _reconcile(settings: Settings, dry_run: bool) -> Any:
 
             run = await jobs.create_run(rt, dry_run=dry_run, trigger="cli")
             run = await jobs.execute(rt, run.id, progress=show)
-    finally:
-        await rt.close()
     table = Table(title=f"run {run.id}: {run.status}" + (" (dry run)" if dry_run else ""))
     for column in ("action", "reason", "target"):
         table.add_column(column)

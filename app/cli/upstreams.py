@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from app.cli.startup import console, load_settings, migrated_settings
+from app.cli.tenancy import tenant_option
 from app.settings import Settings
 
 
@@ -24,10 +25,6 @@ def check(
     from app.cli.tenants import tenant_settings_of
 
     registered = tenant not in (None, "default")
-    if round_trip and registered:
-        # Its lease and its kept result are the file's tenant's until rows carry their tenant (issue 20).
-        console.print("[red]--round-trip checks the file's tenant only[/red] (not --tenant)", highlight=False)
-        raise typer.Exit(2)
     settings = tenant_settings_of(migrated_settings(), str(tenant)) if registered else load_settings()
     if not settings.moodle.configured:
         where = (
@@ -37,19 +34,19 @@ def check(
         )
         console.print(f"[red]Moodle is not configured[/red]: set {where}", highlight=False)
         raise typer.Exit(1)
-    # What the service holds is recorded for the file's tenant alone until rows carry their tenant (issue 20).
-    passed = asyncio.run(_check(settings, held=not registered))
+    slug = str(tenant) if registered else "default"
+    passed = asyncio.run(_check(settings, tenant=slug))
     if round_trip:
-        passed = asyncio.run(_round_trip(migrated_settings())) and passed
+        passed = asyncio.run(_round_trip(migrated_settings(), slug)) and passed
     raise typer.Exit(0 if passed else 1)
 
 
-def probe() -> None:
+def probe(tenant: str = tenant_option()) -> None:
     """Probe Moodle and CourseSales now and show each one's state; one that answers again has its work resumed."""
-    raise typer.Exit(asyncio.run(_probe(migrated_settings())))
+    raise typer.Exit(asyncio.run(_probe(migrated_settings(), tenant)))
 
 
-async def _check(settings: Settings, *, held: bool = True) -> bool:
+async def _check(settings: Settings, *, tenant: str = "default") -> bool:
     from app.checks import Finding, check_coursesales, check_moodle
     from app.runtime import build_runtime
 
@@ -62,7 +59,7 @@ async def _check(settings: Settings, *, held: bool = True) -> bool:
             findings.append(
                 Finding("warn", "CourseSales is not configured (SYNC_COURSESALES__URL, __USERNAME, __PASSWORD)")
             )
-        findings += await _held_upstreams(rt) if held else []
+        findings += await _held_upstreams(rt, tenant)
     finally:
         await rt.close()
     colours = {"ok": "green", "warn": "yellow", "error": "red"}
@@ -71,13 +68,16 @@ async def _check(settings: Settings, *, held: bool = True) -> bool:
     return not any(f.level == "error" for f in findings)
 
 
-async def _held_upstreams(rt: Any) -> list[Any]:
-    """What the running service last recorded of each upstream: work it holds for one that cannot be used."""
+async def _held_upstreams(rt: Any, tenant: str = "default") -> list[Any]:
+    """What the running service last recorded of each upstream of the tenant: work it holds for one that cannot be
+    used."""
     from app.checks import Finding
+    from app.cli.tenancy import tenant_id_of
+    from app.db.engine import make_session_factory
     from app.sync import upstreams
 
     try:
-        async with rt.sessions() as s:
+        async with make_session_factory(rt.engine, await tenant_id_of(rt.engine, tenant))() as s:
             states = upstreams.report(rt.settings, await upstreams.load(s))
     except Exception:  # no database yet (a check before the first migrate): nothing recorded
         return []
@@ -88,18 +88,15 @@ async def _held_upstreams(rt: Any) -> list[Any]:
     ]
 
 
-async def _probe(settings: Settings) -> int:
+async def _probe(settings: Settings, tenant: str) -> int:
+    from app.cli.tenancy import tenant_runtime
     from app.jobs.probe import probe_all
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
-    from app.runtime import open_runtime
 
-    rt = await open_runtime(settings)
-    rt.queue = Queue(connect(redis_settings(settings)))
-    try:
+    async with tenant_runtime(settings, tenant) as rt:
+        (rt.home or rt).queue = rt.queue = Queue(connect(redis_settings(settings)))
         report = await probe_all(rt, "cli", force=True)
-    finally:
-        await rt.close()
     for name, state in report.items():
         line = f"{name}: {state['state']}" + (
             f" since {state['since']}: {state['reason']}" if "reason" in state else ""
@@ -114,17 +111,14 @@ LABELS = {"ok": "ok", "warn": "warn", "skipped": "skipped", "assumed": "assumed"
           "blocked": "not run"}  # fmt: skip
 
 
-async def _round_trip(settings: Settings) -> bool:
+async def _round_trip(settings: Settings, tenant: str) -> bool:
     """The round-trip check (app/sync/round_trip.py), one line per step on stdout; True when every step passed."""
     from app.cli.startup import out
-    from app.runtime import open_runtime
+    from app.cli.tenancy import tenant_runtime
     from app.sync.round_trip import run_round_trip
 
-    rt = await open_runtime(settings)
-    try:
+    async with tenant_runtime(settings, tenant) as rt:
         report = await run_round_trip(rt)
-    finally:
-        await rt.close()
     release = f"Moodle {report.moodle_release}, version {report.moodle_version}" if report.moodle_release else ""
     out.print(f"round trip: {release or 'Moodle did not say its release'}", highlight=False, markup=False)
     if report.refused:

@@ -102,7 +102,13 @@ async def run_forever(rt: Runtime) -> None:
     owner = f"probe-{uuid.uuid4().hex[:12]}"
     while True:
         try:
-            await probe_all(rt, owner)
-        except Exception:  # the loop must outlive a database or Redis hiccup
-            log.exception("probe.failed")
+            tenants = [rt, *await rt.hub.registered()]
+        except Exception:  # the registry does not answer: the home tenant is still probed
+            log.exception("probe.tenants.failed")
+            tenants = [rt]
+        for tenant in tenants:  # each tenant's upstreams, states and held work are its own
+            try:
+                await probe_all(tenant, owner)
+            except Exception:  # the loop must outlive a database or Redis hiccup
+                log.exception("probe.failed", tenant=tenant.slug)
         await pause(min(rt.settings.moodle.probe_seconds, rt.settings.coursesales.probe_seconds))

@@ -89,6 +89,33 @@ async def reconcile_job(ctx: dict[str, Any], run_id: int) -> str:
     return run.status
 
 
+async def run_tenants_periodically(home: Runtime, *, tick_seconds: float = 60) -> None:
+    """The periodic reconcile of the registered tenants, each at its own interval: every tick, a tenant whose
+    "reconcile.cron" lease (its own) has run out is due; whichever worker takes the lease runs it. A tenant's first
+    run is at the first tick after it is registered. The home tenant keeps its own loop (run_periodically)."""
+    owner = f"cron-{uuid.uuid4().hex[:12]}"
+    while True:
+        await pause(tick_seconds)
+        try:
+            tenants = await home.hub.registered()
+        except Exception:
+            log.exception("reconcile.cron.tenants_failed")
+            continue
+        for rt in tenants:
+            minutes = rt.settings.reconcile.interval_minutes
+            if minutes <= 0 or not (rt.settings.moodle.configured and rt.settings.coursesales.configured):
+                continue
+            try:
+                async with rt.sessions() as s:
+                    mine = await leases.acquire(s, "reconcile.cron", owner, minutes * 60 - 5)
+                    await s.commit()
+                if mine:
+                    run = await create_run(rt, dry_run=False, trigger=RunTrigger.cron)
+                    await execute(rt, run.id)
+            except Exception:  # one tenant's failed run must not stop the others'
+                log.exception("reconcile.cron.failed", tenant=rt.slug)
+
+
 async def run_periodically(rt: Runtime) -> None:
     """The periodic reconcile of one worker; the lease keeps it to one worker at a time."""
     minutes = rt.settings.reconcile.interval_minutes

@@ -46,6 +46,7 @@ def make_worker(
             ctx["loops"] = [
                 asyncio.create_task(sweeper.run_forever(rt)),
                 asyncio.create_task(reconcile.run_periodically(rt)),
+                asyncio.create_task(reconcile.run_tenants_periodically(rt)),
                 asyncio.create_task(alerts.run_forever(rt)),
                 asyncio.create_task(probe.run_forever(rt)),
             ]

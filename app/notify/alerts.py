@@ -111,16 +111,29 @@ def _span(minutes: int) -> str:
 async def run_forever(rt: Runtime, *, every_seconds: float = 60) -> None:
     """The alerts loop of one worker: watch for silences, then mail what is due; leases keep it to one at a time."""
     owner = f"alerts-{uuid.uuid4().hex[:12]}"
-    mailer = AlertMailer(rt.settings.alerts, sessions=rt.sessions)
+    # Each tenant's alerts go to its own recipients, through its own mail settings.
+    mailers: dict[int, tuple[Runtime, AlertMailer]] = {}
     while True:
         try:
-            await _watch(rt, owner, lease_seconds=max(every_seconds * 2, 1))
-        except Exception:  # the loop must outlive a database hiccup
-            log.exception("alerts.silence.failed")
-        try:
-            await mailer.flush(owner=owner)
-        except Exception:
-            log.exception("alerts.flush.failed")
+            tenants = [rt, *await rt.hub.registered()]
+        except Exception:  # the registry does not answer: the home tenant's alerts still go
+            log.exception("alerts.tenants.failed")
+            tenants = [rt]
+        for tenant in tenants:
+            held = mailers.get(tenant.tenant_id)
+            if held is None or held[0] is not tenant:  # new, or its settings changed
+                held = mailers[tenant.tenant_id] = (
+                    tenant,
+                    AlertMailer(tenant.settings.alerts, sessions=tenant.sessions),
+                )
+            try:
+                await _watch(tenant, owner, lease_seconds=max(every_seconds * 2, 1))
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("alerts.silence.failed", tenant=tenant.slug)
+            try:
+                await held[1].flush(owner=owner)
+            except Exception:
+                log.exception("alerts.flush.failed", tenant=tenant.slug)
         await pause(every_seconds)
 
 
