@@ -34,6 +34,7 @@ from app.api import (
 )
 from app.api.guard import RequestGuard
 from app.api.security_headers import SecurityHeaders
+from app.api.tenant_routing import document_tenant_paths
 from app.crypto import VaultLocked
 from app.jobs.queue import Queue, connect
 from app.jobs.redis import redis_settings
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+            document_tenant_paths(schema["paths"])
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -372,3 +372,15 @@ async def test_the_probe_and_the_periodic_reconcile_walk_every_tenant(two: Two) 
     async with two.home.sessions() as s:
         assert (await s.execute(select(Run))).first() is None  # default's keeps its own interval
         assert upstreams.MOODLE not in await upstreams.load(s)
+
+
+async def test_a_tenant_url_while_the_database_does_not_answer_is_sent_again(var_dir: Path) -> None:
+    down = build_runtime(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", var_dir))
+    try:
+        async with app_client(down) as c:
+            r = await c.post("/t/beta/webhooks/coursesales", json={}, headers=cs_auth("x" * 20))
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+            # A token that is not the file's cannot be looked up: refused, as any unknown token.
+            assert (await c.get("/api/events", headers=cs_auth("y" * 20))).status_code == 401
+    finally:
+        await down.close()

@@ -31,7 +31,9 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="OpsToken",
-    description="`Authorization: Bearer <SYNC_API__TOKEN>`; or the read-only `SYNC_API__READ_TOKEN`, for GET only",
+    description="`Authorization: Bearer <SYNC_API__TOKEN>`; or the read-only `SYNC_API__READ_TOKEN`, for GET only. "
+    "A registered tenant's own `API__TOKEN` (or `API__READ_TOKEN`) acts on that tenant alone; the hub token "
+    "(`SYNC_HUB__TOKEN`) with `?tenant=SLUG` on the tenant named.",
 )
 # What the read-only token may call: every read of /api/, nothing that changes state.
 READ_METHODS = frozenset({"GET", "HEAD"})

@@ -19,12 +19,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import structlog
+
 from app.api.deps import ACCESS, ACTOR, RUNTIME, token_access
 from app.api.tenants import is_hub_token
 from app.runtime import Runtime
 
+log = structlog.get_logger(__name__)
+
 DISABLED = "sync.tenant_disabled"  # scope key: the request is for a disabled tenant (the compat endpoint says so)
 
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 TENANT_PATH = re.compile(
     r"^/t/(?P<slug>[a-z0-9][a-z0-9-]{0,39})(?P<rest>/webhooks/(?:coursesales|moodle)|/webservice/rest/server\.php)$"
 )
@@ -47,7 +52,10 @@ def tenant_path(path: str) -> tuple[str, str] | None:
 
 async def for_tenant_path(home: Runtime, scope: dict[str, Any], slug: str, rest: str) -> Refusal | None:
     """Serve ``/t/{slug}{rest}`` as ``rest`` for the slug's tenant."""
-    rt, known = await home.hub.by_slug(slug)
+    try:
+        rt, known = await home.hub.by_slug(slug)
+    except Exception as exc:  # the database does not answer: nothing could be stored either; the sender retries
+        return _unreadable(exc)
     compat = rest == COMPAT_PATH
     if rt is None and not (known and compat):
         return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, "Not Found")
@@ -64,7 +72,11 @@ async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> None:
     token = _wstoken(scope.get("query_string") or b"") or _wstoken(body)
     if not token:
         return
-    rt, name = await home.hub.by_credential(token, {"COMPAT__WSTOKEN"})
+    try:
+        rt, name = await home.hub.by_credential(token, {"COMPAT__WSTOKEN"})
+    except Exception as exc:  # the database does not answer: the default tenant's endpoint says what it can
+        log.warning("routing.registry_unreadable", error=type(exc).__name__)
+        return
     if rt is not None:
         scope[RUNTIME] = rt
     elif name is not None:
@@ -84,19 +96,60 @@ async def for_api(home: Runtime, scope: dict[str, Any], token: str | None, hub_p
         slug = dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1"))).get("tenant")
         if not slug:
             return Refusal(400, "the hub token acts on one tenant: add ?tenant=SLUG")
-        rt, known = await home.hub.by_slug(slug)
+        if not SLUG.fullmatch(slug):
+            return Refusal(404, "no such tenant")
+        try:
+            rt, known = await home.hub.by_slug(slug)
+        except Exception as exc:
+            return _unreadable(exc)
         if rt is None:
             return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, f"no tenant {slug}")
         scope[RUNTIME], scope[ACCESS], scope[ACTOR] = rt, "full", "hub"
         return None
     if token:
-        rt, name = await home.hub.by_credential(token, API_NAMES)
+        try:
+            rt, name = await home.hub.by_credential(token, API_NAMES)
+        except Exception as exc:  # the database does not answer: the token cannot be a tenant's that we know of
+            log.warning("routing.registry_unreadable", error=type(exc).__name__)
+            return _unauthorized("ops")
         if rt is not None and name is not None:
             scope[RUNTIME], scope[ACCESS] = rt, API_NAMES[name]
             return None
         if name is not None:
             return Refusal(403, "this tenant is disabled")
     return _unauthorized("ops")
+
+
+CLASSIC_PATHS = ("/webhooks/coursesales", "/webhooks/moodle", COMPAT_PATH)
+
+
+def document_tenant_paths(paths: dict[str, Any]) -> None:
+    """Add each tenant URL to the OpenAPI document's paths: the classic operation, with the slug before it."""
+    slug = {
+        "name": "slug",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"},
+        "description": "a registered tenant's slug (`default`: the file's configuration)",
+    }
+    for classic in CLASSIC_PATHS:
+        operations = {}
+        for method, op in paths.get(classic, {}).items():
+            operations[method] = {
+                **op,
+                "operationId": f"{op.get('operationId', method)}_of_tenant",
+                "summary": f"{op.get('summary', '')} (one tenant's URL)",
+                "description": f"{op.get('description', '')}\n\nThe same as `{classic}`, for the tenant of the slug: "
+                "its own credentials are the ones checked. An unknown slug is answered 404, a disabled tenant 403 "
+                "(the Moodle-compatible endpoint: HTTP 200 with Moodle's `invalidtoken` error).",
+                "parameters": [slug, *op.get("parameters", [])],
+            }
+        paths["/t/{slug}" + classic] = operations
+
+
+def _unreadable(exc: Exception) -> Refusal:
+    log.warning("routing.registry_unreadable", error=type(exc).__name__)
+    return Refusal(503, "the tenant registry cannot be read now: try again", {"retry-after": "5"})
 
 
 def _unauthorized(which: str) -> Refusal:

@@ -28,7 +28,10 @@ HUB_PATH = "/api/tenants"
 ACTOR = "hub"  # who the audit trail names for the hub token
 
 hub_bearer = HTTPBearer(
-    auto_error=False, scheme_name="HubToken", description="`Authorization: Bearer <SYNC_HUB__TOKEN>`"
+    auto_error=False,
+    scheme_name="HubToken",
+    description="`Authorization: Bearer <SYNC_HUB__TOKEN>`: the tenant registry (/api/tenants); on the rest of /api "
+    "it acts on the tenant named by `?tenant=SLUG`",
 )
 
 
