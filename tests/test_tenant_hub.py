@@ -197,6 +197,9 @@ async def test_a_tenants_credential_never_opens_anothers_url(two: Two) -> None:
         "/t/beta/webhooks/coursesales", json=registration("d-2"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
     )
     beta_event = r.json()["event_id"]
+    # The deployment's monitor counts every tenant's open events.
+    scraped = (await c.get("/metrics", headers=cs_auth(TEST_TOKENS["api"]))).text
+    assert 'sync_events{status="queued"} 2.0' in scraped
     mine = await c.get("/api/events", headers=cs_auth(BETA["API__TOKEN"]))
     assert [e["id"] for e in mine.json()["items"]] == [beta_event]
     assert (await c.get(f"/api/events/{beta_event}", headers=cs_auth(TEST_TOKENS["api"]))).status_code == 404

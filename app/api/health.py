@@ -85,7 +85,7 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     ``sync_events`` counts the open events and those waiting for a person (failed, needs review), by status; how
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""
     async with rt.sessions() as s:
-        now = await backlog.backlog(s)
+        now = await backlog.backlog(s, every_tenant=True)  # the deployment's inbox, every tenant's events
         states = upstreams.report(rt.settings, await upstreams.load(s))
     oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Event
+from app.db.tenancy import ALL_TENANTS
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,16 @@ class Backlog:
     oldest_open: datetime | None
 
 
-async def backlog(session: AsyncSession) -> Backlog:
-    """Two reads of small partial indexes (open events, events waiting for a person), whatever the table's size."""
+async def backlog(session: AsyncSession, *, every_tenant: bool = False) -> Backlog:
+    """Two reads of small partial indexes (open events, events waiting for a person), whatever the table's size: the
+    session's tenant's, or ``every_tenant``'s (the deployment's monitor, /metrics)."""
+    scope = ALL_TENANTS if every_tenant else {}
     open_rows = (
         await session.execute(
             select(col(Event.status), func.count(), func.min(col(Event.created_at)))
             .where(col(Event.status).in_(list(OPEN_STATUSES)))
             .group_by(col(Event.status))
+            .execution_options(**scope)
         )
     ).all()
     attention = (
@@ -36,6 +40,7 @@ async def backlog(session: AsyncSession) -> Backlog:
             select(col(Event.status), func.count())
             .where(col(Event.status).in_(list(ATTENTION_STATUSES)))
             .group_by(col(Event.status))
+            .execution_options(**scope)
         )
     ).all()
     counts = {str(s): 0 for s in (*OPEN_STATUSES, *ATTENTION_STATUSES)}
