@@ -73,6 +73,17 @@ async def test_each_session_sees_and_changes_its_own_tenants_rows_only(two: tupl
         assert {e.tenant_id for e in every} == {A, B}
 
 
+async def test_a_statement_built_once_is_scoped_for_each_tenant_that_runs_it(two: tuple[SessionFactory, ...]) -> None:
+    """The scoped form of a statement run often is kept (app.db.tenancy._scoped): kept per tenant, never shared."""
+    a, b = two
+    await _accept(a, _delivery("s-1", A))
+    await _accept(b, _delivery("s-1", B))
+    built_once = select(col(Event.tenant_id))
+    for sessions, tenant in ((a, A), (b, B), (a, A), (b, B)):
+        async with sessions() as s:
+            assert (await s.execute(built_once)).scalars().all() == [tenant]
+
+
 async def test_a_repeat_is_a_repeat_within_its_tenant_only(two: tuple[SessionFactory, ...]) -> None:
     a, _ = two
     first = await _accept(a, _delivery("d-2", A), _delivery("d-2", B))  # one group commit, two tenants
