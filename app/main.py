@@ -108,6 +108,16 @@ ROUTERS = (
 )
 
 
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The document, made once: the routes', the security schemes, each tenant URL beside its classic one."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        document_tenant_paths(schema["paths"])
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The app; pass ``runtime`` to share one (tests, `serve`), else it is built at start-up."""
 
@@ -146,15 +156,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # document.
     app.router.routes.insert(0, Route("/webhooks/coursesales", webhooks.coursesales_webhook, methods=["POST"]))
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
-            document_tenant_paths(schema["paths"])
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
     def current_settings() -> Settings:
         rt = getattr(app.state, "runtime", None)

@@ -217,3 +217,50 @@ async def test_the_console_as_a_finds_nothing_of_b(two: Two) -> None:  # noqa: F
         _assert_nothing_of_b(r, path)
     for search in ("/console/links?q=beta-only-user", "/console/events?q=contact:77777"):
         _assert_nothing_of_b(await c.get(search), search, sent=search)
+
+
+async def _console_sign_in(c: httpx.AsyncClient, base: str, name: str, password: str) -> httpx.Response:
+    page = await c.get(f"{base}/console/sign-in")
+    assert page.status_code == 200, (base, page.status_code, page.text[:200])
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token, page.text[:300]
+    form = {"csrf": token.group(1), "name": name, "password": password}
+    return await c.post(f"{base}/console/sign-in", data=form)
+
+
+async def test_a_tenant_has_a_console_of_its_own(two: Two) -> None:  # noqa: F811
+    from app.sync import operators
+
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    ids = await _seed_beta(beta)
+    for rt, password in ((two.home, "a-long-password-for-a"), (beta, "a-long-password-for-b")):
+        async with rt.sessions() as s:  # the same name in both tenants: two operators
+            await operators.add(s, "alice", password, actor="test")
+            await s.commit()
+    transport = two.client._transport  # the same app, a second browser
+    async with httpx.AsyncClient(transport=transport, base_url="http://sync.test") as b_browser:
+        # Not signed in: sent to the tenant's own sign-in page.
+        r = await b_browser.get("/t/beta/console/events")
+        assert r.status_code == 303 and r.headers["location"].startswith("/t/beta/console/sign-in"), r.headers
+        # The other tenant's password for the same name is refused.
+        assert (await _console_sign_in(b_browser, "/t/beta", "alice", "a-long-password-for-a")).status_code != 303
+        signed = await _console_sign_in(b_browser, "/t/beta", "alice", "a-long-password-for-b")
+        assert signed.status_code == 303 and signed.headers["location"].startswith("/t/beta/console")
+        assert "Path=/t/beta/console" in signed.headers["set-cookie"]
+        page = await b_browser.get(f"/t/beta/console/events/{ids['event_id']}")
+        assert page.status_code == 200 and "beta-only" in page.text
+        assert 'href="/t/beta/console/events"' in page.text  # its links stay in its console
+        # Beta's session opens nothing of default's console, cookie copied or not.
+        cookies = {name: value for name, value in b_browser.cookies.items()}
+        async with httpx.AsyncClient(transport=transport, base_url="http://sync.test", cookies=cookies) as copied:
+            r = await copied.get("/console/events")
+            assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in")
+    # Default's operator signed in at /console: its cookie does not open beta's console.
+    async with httpx.AsyncClient(transport=transport, base_url="http://sync.test") as a_browser:
+        assert (await _console_sign_in(a_browser, "", "alice", "a-long-password-for-a")).status_code == 303
+        cookies = {name: value for name, value in a_browser.cookies.items()}
+        async with httpx.AsyncClient(transport=transport, base_url="http://sync.test", cookies=cookies) as copied:
+            r = await copied.get("/t/beta/console/events")
+            assert r.status_code == 303 and "/t/beta/console/sign-in" in r.headers["location"]
+    assert (await two.client.get("/t/nope/console")).status_code == 404

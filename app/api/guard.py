@@ -44,7 +44,9 @@ class RequestGuard:
         if refusal is not None:
             await _reply(send, refusal.status, refusal.detail, refusal.headers)
             return
-        path = scope["path"]
+        if routing.CONSOLE_ROOT in scope:  # a tenant's console (its prefix, its redirects and cookies)
+            send = routing.console_send(send, scope[routing.CONSOLE_ROOT])
+        path = routing.route_path(scope)
         if path in DOCS:
             if settings.api.docs == "off":
                 await _reply(send, 404, "Not Found")
@@ -59,7 +61,7 @@ class RequestGuard:
             return
         # Only the ops API (its caller is authenticated by now) and the console's forms are checked for NUL here; webhooks check after their
         # own authentication, and the Moodle-compatible endpoint answers as Moodle would (HTTP 200, an error body).
-        check_nul = scope["path"].startswith(("/api/", "/console/"))
+        check_nul = path.startswith(("/api/", "/console/"))
         if check_nul and NUL_QUERY.search(scope.get("query_string") or b""):
             await _reply(send, 400, "NUL characters are not accepted")
             return
@@ -92,12 +94,15 @@ async def _route(
     home: Runtime | None, scope: Scope, headers: dict[bytes, bytes], settings: Settings
 ) -> routing.Refusal | None:
     """Which tenant the request is for (app.api.tenant_routing), and /api's authentication, before any body is read."""
-    if home is not None:
+    if home is not None and scope["path"].startswith("/t/"):
         routed = routing.tenant_path(scope["path"])
         if routed is not None:
             refusal = await routing.for_tenant_path(home, scope, *routed)
             if refusal is not None:
                 return refusal
+        console = routing.CONSOLE_PATH.match(scope["path"])
+        if console is not None:
+            return await routing.for_tenant_console(home, scope, console["slug"])
     path = scope["path"]
     if not path.startswith("/api/"):
         return None

@@ -32,7 +32,8 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIXES):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not (path.startswith(PREFIXES) or (path.startswith("/t/") and "/console" in path)):  # a tenant's console
             await self.app(scope, receive, send)
             return
 

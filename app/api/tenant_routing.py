@@ -15,6 +15,7 @@ The runtime is left in the request's scope (``RUNTIME``), where ``app.api.deps.g
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -27,9 +28,11 @@ from app.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
+CONSOLE_ROOT = "sync.console_root"  # scope key: the prefix of a tenant's console (/t/{slug})
 DISABLED = "sync.tenant_disabled"  # scope key: the request is for a disabled tenant (the compat endpoint says so)
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+CONSOLE_PATH = re.compile(r"^/t/(?P<slug>[a-z0-9][a-z0-9-]{0,39})/console(?:/.*)?$")
 TENANT_PATH = re.compile(
     r"^/t/(?P<slug>[a-z0-9][a-z0-9-]{0,39})(?P<rest>/webhooks/(?:coursesales|moodle)|/webservice/rest/server\.php)$"
 )
@@ -65,6 +68,48 @@ async def for_tenant_path(home: Runtime, scope: dict[str, Any], slug: str, rest:
     else:
         scope[RUNTIME] = rt
     return None
+
+
+async def for_tenant_console(home: Runtime, scope: dict[str, Any], slug: str) -> Refusal | None:
+    """``/t/{slug}/console/...``: the tenant's own console, its operators and its data. The prefix becomes the
+    request's root path (pages link under it; ``console_send`` puts it on redirects and cookies)."""
+    try:
+        rt, known = await home.hub.by_slug(slug)
+    except Exception as exc:
+        return _unreadable(exc)
+    if rt is None:
+        return Refusal(403, f"tenant {slug} is disabled") if known else Refusal(404, "Not Found")
+    scope["root_path"] = scope[CONSOLE_ROOT] = f"/t/{slug}"
+    scope[RUNTIME] = rt
+    return None
+
+
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    """The path the routes see: a tenant console's prefix (its root path) taken off."""
+    path: str = scope["path"]
+    root: str = scope.get(CONSOLE_ROOT, "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def console_send(send: Any, root: str) -> Any:
+    """The tenant console's answers, their redirects and cookies under its prefix: the pages' own code speaks of
+    /console alone, as the default tenant's console does."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [_under(root, k, v) for k, v in message.get("headers", [])]}
+        await send(message)
+
+    return sending
+
+
+def _under(root: str, name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    prefix = root.encode()
+    if name.lower() in (b"location", b"hx-redirect") and value.startswith(b"/console"):
+        return name, prefix + value
+    if name.lower() == b"set-cookie":
+        return name, value.replace(b"Path=/console", b"Path=" + prefix + b"/console")
+    return name, value
 
 
 async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> None:

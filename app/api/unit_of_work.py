@@ -59,10 +59,17 @@ class UnitOfWork:
         return queued
 
 
-async def unit_of_work(request: Request, rt: RuntimeDep) -> AsyncIterator[UnitOfWork]:
+async def request_actor(request: Request) -> str:
+    """Who the audit names for an /api change: "hub" when the hub token acts on a tenant (app.api.tenant_routing),
+    else "api" (the tenant's own ops token); the tenant is the rows' own."""
+    return str(request.scope.get(ACTOR, "api"))
+
+
+async def unit_of_work(
+    rt: RuntimeDep, actor: Annotated[str, Depends(request_actor)] = "api"
+) -> AsyncIterator[UnitOfWork]:
     async with rt.sessions() as session:
-        # "hub" when the hub token acts on a tenant (app.api.tenant_routing); the tenant is the rows' own.
-        uow = UnitOfWork(session, rt.queue, actor=request.scope.get(ACTOR, "api"))
+        uow = UnitOfWork(session, rt.queue, actor=actor)
         yield uow  # an exception from the endpoint ends here: nothing committed, nothing enqueued
         await uow.complete()
 

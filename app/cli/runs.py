@@ -17,8 +17,21 @@ def reconcile(
     tenant: str = tenant_option(),
 ) -> None:
     """Reconcile now, in this process, with a progress bar; prints the plan."""
-    run = asyncio.run(_reconcile(migrated_settings(), dry_run, tenant))
+    settings = migrated_settings()
+    if tenant == "default":
+        _refuse_unconfigured(settings)  # before anything is opened: the file's settings say it already
+    run = asyncio.run(_reconcile(settings, dry_run, tenant))
     raise typer.Exit(0 if run.status == "done" else 1)
+
+
+def _refuse_unconfigured(settings: Settings) -> None:
+    from app.sync.readiness import unconfigured
+
+    missing = unconfigured(settings)
+    if missing:
+        # As POST /api/reconcile answers 409: not a failed run with a connection error among the log lines.
+        console.print(f"[red]{' and '.join(missing)} not configured yet:[/red] nothing to reconcile")
+        raise typer.Exit(2)
 
 
 async def _reconcile(settings: Settings, dry_run: bool, tenant: str) -> Any:
@@ -29,14 +42,9 @@ async def _reconcile(settings: Settings, dry_run: bool, tenant: str) -> Any:
     from app.jobs import reconcile as jobs
     from app.jobs.queue import Queue, connect
     from app.jobs.redis import redis_settings
-    from app.sync.readiness import unconfigured
 
     async with tenant_runtime(settings, tenant) as rt:
-        missing = unconfigured(rt.settings)
-        if missing:
-            # As POST /api/reconcile answers 409: not a failed run with a connection error among the log lines.
-            console.print(f"[red]{' and '.join(missing)} not configured yet:[/red] nothing to reconcile")
-            raise typer.Exit(2)
+        _refuse_unconfigured(rt.settings)
         queue = Queue(connect(redis_settings(settings)))
         (rt.home or rt).queue = rt.queue = queue
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.api.tenant_routing import route_path
 from app.console import (
     pages_admin,
     pages_attention,
@@ -28,7 +29,8 @@ from app.console.render import HERE, STATIC, templates
 
 
 async def _sign_in_first(request: Request, _exc: Exception) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # The page's own path (a tenant console's prefix is put back on the redirect by app.api.tenant_routing).
+    target = route_path(request.scope) + (f"?{request.url.query}" if request.url.query else "")
     location = "/console/sign-in" + (f"?next={quote(target, safe='/')}" if request.method == "GET" else "")
     if request.headers.get("hx-request"):  # a part of a page: htmx takes the whole page there
         return Response(status_code=401, headers={"HX-Redirect": location})

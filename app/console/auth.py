@@ -23,6 +23,7 @@ from starlette.responses import Response
 from app.api.deps import RuntimeDep, SessionDep
 from app.db.accounts import Operator
 from app.db.statuses import OperatorRole
+from app.db.tenants import DEFAULT_TENANT_ID
 from app.runtime import Runtime
 
 COOKIE = "csms_console"
@@ -59,7 +60,10 @@ class Signed:
 
 
 def _serializer(rt: Runtime, purpose: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(rt.vault.key_for(f"console/{purpose}"), salt=purpose)
+    # A key of each tenant's own: a cookie signed by one tenant's console is refused by another's, whatever the
+    # operator's name (the default tenant's key is the one it always had).
+    tenant = f"/tenant-{rt.tenant_id}" if rt.tenant_id != DEFAULT_TENANT_ID else ""
+    return URLSafeTimedSerializer(rt.vault.key_for(f"console/{purpose}{tenant}"), salt=purpose)
 
 
 def _secure(request: Request) -> bool:

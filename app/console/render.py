@@ -17,13 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api import control
+from app.api.tenant_routing import CONSOLE_ROOT
 from app.console.auth import PATH, Signed
 
 HERE = Path(__file__).parent
 STATIC = "/console/static"
 FLASH = "csms_flash"
 
-templates = Jinja2Templates(directory=HERE / "templates")
+
+def _base(request: Request) -> dict[str, Any]:
+    """Where the console's links start: "" for the default tenant's, /t/{slug} for a registered tenant's."""
+    return {"base": request.scope.get(CONSOLE_ROOT, "")}
+
+
+templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_base])
 
 
 def _when(value: datetime | None) -> str:

@@ -24,7 +24,9 @@ _local: dict[str, tuple[int, float]] = {}  # key -> (failures, window end), when
 
 
 def _keys(rt: Runtime, name: str, address: str) -> list[str]:
-    return [PREFIX + rt.vault.digest(f"name:{name}")[:32], PREFIX + rt.vault.digest(f"address:{address}")[:32]]
+    # A name is counted in its tenant (each tenant's console has its own operators); an address across them all.
+    who = f"name:{name}" if rt.tenant_id == 0 else f"name:{rt.tenant_id}:{name}"
+    return [PREFIX + rt.vault.digest(who)[:32], PREFIX + rt.vault.digest(f"address:{address}")[:32]]
 
 
 async def wait_seconds(rt: Runtime, name: str, address: str) -> int:
