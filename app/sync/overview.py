@@ -26,6 +26,7 @@ from sqlmodel import col
 
 from app.db.backlog import backlog
 from app.db.models import OPEN_STATUSES, Attempt, AuditEntry, Event, EventStatus, Run
+from app.db.tenants import Tenant
 from app.db.types import utcnow
 from app.sync.operations import pause_state
 
@@ -186,11 +187,18 @@ async def per_hour(session: AsyncSession, window: Window, now: datetime | None =
 async def events_total(session: AsyncSession) -> tuple[int, bool]:
     """How many events are kept, and whether that is an estimate. Counting a million rows exactly takes ~80 ms
     and grows with the table; PostgreSQL's own estimate (the statistics' rows per page, times the pages the table
-    has now, as the planner reckons it) costs a lookup. Exact on SQLite, on a table never analysed, and when small."""
+    has now, as the planner reckons it) costs a lookup. Exact on SQLite, on a table never analysed, when small, and
+    once tenants are registered (the table's estimate would count theirs too)."""
     estimate = await _estimated_rows(session, "events") if _on_postgres(session) else None
+    if estimate is not None and estimate >= EXACT_BELOW and await _any_tenant(session):
+        estimate = None
     if estimate is not None and estimate >= EXACT_BELOW:
         return estimate, True
     return (await session.execute(select(func.count()).select_from(Event))).scalar_one(), False
+
+
+async def _any_tenant(session: AsyncSession) -> bool:
+    return (await session.execute(select(col(Tenant.id)).limit(1))).first() is not None
 
 
 async def _estimated_rows(session: AsyncSession, table: str) -> int | None:
