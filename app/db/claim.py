@@ -47,6 +47,11 @@ def _statements(ready: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
             col(older.id) < col(Event.id),
             col(older.status).in_(list(OPEN_STATUSES)),
         )
+        # OFFSET 0 keeps PostgreSQL from turning the probe into an anti-join, whose plan follows the statistics:
+        # analysed when the inbox was empty, it scanned every open event for each candidate (88 s a claim at a
+        # backlog of 30,000). As a subplan it is one look-up of ix_events_open_subject per candidate, whatever
+        # the statistics say (BENCHMARKS.md, "Measured design decisions").
+        .offset(0)
         .exists()
     )
     pick = (
