@@ -23,6 +23,7 @@ from sqlmodel import col
 from app.db.models import Event, Run
 from app.db.tenancy import ALL_TENANTS
 from app.db.tenants import DEFAULT_SLUG, DEFAULT_TENANT_ID, Tenant
+from app.intake_limit import IntakeLimit
 from app.runtime import Runtime, tenant_runtime
 from app.sync import tenants
 from app.tenant_settings import tenant_settings
@@ -44,6 +45,7 @@ class Hub:
         self.home = home
         self._held: dict[int, _Held] = {}
         self._lock = asyncio.Lock()
+        self.intake = IntakeLimit()  # each registered tenant's deliveries a second (hub.intake_per_second)
 
     async def by_id(self, tenant_id: int) -> Runtime | None:
         """The tenant's runtime; None when it is not registered or is disabled (nothing is done for it)."""

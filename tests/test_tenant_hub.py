@@ -387,3 +387,51 @@ async def test_a_tenant_url_while_the_database_does_not_answer_is_sent_again(var
             assert (await c.get("/api/events", headers=cs_auth("y" * 20))).status_code == 401
     finally:
         await down.close()
+
+
+async def test_a_tenant_past_its_deliveries_a_second_is_asked_to_wait_and_nothing_answered_is_lost(two: Two) -> None:
+    c = two.client
+    two.home.settings.hub.intake_per_second = 5
+    beta_token = cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    answers = await asyncio.gather(
+        *(
+            c.post("/t/beta/webhooks/coursesales", json=registration(f"burst-{n}"), headers=beta_token)
+            for n in range(12)
+        )
+    )
+    accepted = [r.json()["event_id"] for r in answers if r.status_code == 202]
+    limited = [r for r in answers if r.status_code == 429]
+    assert len(accepted) == 5 and len(limited) == 7, [r.status_code for r in answers]
+    assert all(r.headers["retry-after"] == "1" and "send again" in r.json()["detail"] for r in limited)
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    async with beta.sessions() as s:  # every delivery answered 202 is stored, no other
+        assert sorted((await s.execute(select(col(Event.id)))).scalars()) == sorted(accepted)
+    # The export map's wstoken finds the same tenant, and the same limit.
+    r = await c.post("/webservice/rest/server.php", data=compat_form(BETA["COMPAT__WSTOKEN"]))
+    assert r.status_code == 429
+    # The default tenant, the file's own, has no limit; after a second, beta's deliveries come in again.
+    default_answers = await asyncio.gather(
+        *(
+            c.post(
+                "/webhooks/coursesales", json=registration(f"burst-{n}"), headers=cs_auth(TEST_TOKENS["coursesales"])
+            )
+            for n in range(12)
+        )
+    )
+    assert {r.status_code for r in default_answers} == {202}
+    await asyncio.sleep(1.1)
+    r = await c.post("/t/beta/webhooks/coursesales", json=registration("after"), headers=beta_token)
+    assert r.status_code == 202
+
+
+def test_the_intake_bucket_refills_at_its_rate() -> None:
+    from app.intake_limit import IntakeLimit
+
+    now = [100.0]
+    limit = IntakeLimit(clock=lambda: now[0])
+    assert [limit.wait(7, 2) for _ in range(3)] == [0, 0, 1]
+    now[0] += 0.5  # half a second: one more
+    assert [limit.wait(7, 2), limit.wait(7, 2)] == [0, 1]
+    assert limit.wait(8, 2) == 0  # another tenant's bucket is its own
+    assert limit.wait(7, 0) == 0  # 0: no limit

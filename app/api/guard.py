@@ -86,7 +86,10 @@ class RequestGuard:
             return
         scope[BODY] = body  # read_body() takes it from here, without a second pass through receive()
         if home is not None and path == routing.COMPAT_PATH and routing.RUNTIME not in scope:
-            await routing.for_compat(home, scope, body)
+            refusal = await routing.for_compat(home, scope, body)
+            if refusal is not None:
+                await _reply(send, refusal.status, refusal.detail, refusal.headers)
+                return
         await self.app(scope, _replay(body, receive), send)
 
 

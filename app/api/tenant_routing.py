@@ -65,9 +65,9 @@ async def for_tenant_path(home: Runtime, scope: dict[str, Any], slug: str, rest:
     scope["path"], scope["raw_path"] = rest, rest.encode()
     if rt is None:  # the compat endpoint answers a disabled tenant as Moodle would (HTTP 200, an error)
         scope[DISABLED], scope[RUNTIME] = True, home
-    else:
-        scope[RUNTIME] = rt
-    return None
+        return None
+    scope[RUNTIME] = rt
+    return _admit(home, rt)
 
 
 async def for_tenant_console(home: Runtime, scope: dict[str, Any], slug: str) -> Refusal | None:
@@ -112,20 +112,38 @@ def _under(root: str, name: bytes, value: bytes) -> tuple[bytes, bytes]:
     return name, value
 
 
-async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> None:
+async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> Refusal | None:
     """The classic compat URL: the tenant whose wstoken this is (in the query or the form), else ``default``."""
     token = _wstoken(scope.get("query_string") or b"") or _wstoken(body)
     if not token:
-        return
+        return None
     try:
         rt, name = await home.hub.by_credential(token, {"COMPAT__WSTOKEN"})
     except Exception as exc:  # the database does not answer: the default tenant's endpoint says what it can
         log.warning("routing.registry_unreadable", error=type(exc).__name__)
-        return
+        return None
     if rt is not None:
         scope[RUNTIME] = rt
-    elif name is not None:
+        return _admit(home, rt)
+    if name is not None:
         scope[DISABLED] = True
+    return None
+
+
+def _admit(home: Runtime, rt: Runtime) -> Refusal | None:
+    """Fair intake (app.intake_limit): a registered tenant past its deliveries a second waits; default never does."""
+    if rt.tenant_id == home.tenant_id:
+        return None
+    per_second = home.settings.hub.intake_per_second
+    wait = home.hub.intake.wait(rt.tenant_id, per_second)
+    if not wait:
+        return None
+    log.info("intake.limited", tenant=rt.slug, per_second=per_second)
+    return Refusal(
+        429,
+        f"tenant {rt.slug} is sending more than {per_second} deliveries a second: send again",
+        {"retry-after": str(wait)},
+    )
 
 
 async def for_api(home: Runtime, scope: dict[str, Any], token: str | None, hub_path: bool) -> Refusal | None:
