@@ -11,13 +11,15 @@ update`, the API of another replica) reaches this one within that time, a disabl
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlmodel import col
 
 from app.db.models import Event, Run
@@ -31,6 +33,7 @@ from app.tenant_settings import tenant_settings
 log = structlog.get_logger(__name__)
 
 FRESH_SECONDS = 5.0
+QUIET_SECONDS = 300.0  # a runtime not asked for this long is closed (its upstream clients with it)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class _Held:
     runtime: Runtime
     updated_at: datetime
     checked: float  # time.monotonic() of the last read of its registry row
+    served: float = 0.0  # time.monotonic() of the last time it was asked for
 
 
 class Hub:
@@ -45,6 +49,7 @@ class Hub:
         self.home = home
         self._held: dict[int, _Held] = {}
         self._lock = asyncio.Lock()
+        self._cursor = 0  # the last tenant id of the walk in slices (next_slice)
         self.intake = IntakeLimit()  # each registered tenant's deliveries a second (hub.intake_per_second)
 
     async def by_id(self, tenant_id: int) -> Runtime | None:
@@ -53,7 +58,7 @@ class Hub:
             return self.home
         held = self._held.get(tenant_id)
         if held is not None and time.monotonic() - held.checked < FRESH_SECONDS:
-            return self._served(held.runtime)
+            return self._served(held)
         async with self.home.sessions() as s:
             tenant = await s.get(Tenant, tenant_id)
         return await self._runtime_of(tenant_id, tenant)
@@ -65,7 +70,7 @@ class Hub:
             return self.home, True
         for held in self._held.values():
             if held.runtime.slug == slug and time.monotonic() - held.checked < FRESH_SECONDS:
-                return self._served(held.runtime), True
+                return self._served(held), True
         async with self.home.sessions() as s:
             tenant = (await s.execute(select(Tenant).where(col(Tenant.slug) == slug))).scalar_one_or_none()
         if tenant is None:
@@ -92,15 +97,35 @@ class Hub:
             return None, False
         return await self.by_id(tenant_id), True
 
-    async def registered(self) -> list[Runtime]:
-        """The runtime of every enabled registered tenant (the loops of the home runtime walk them after its own)."""
+    async def with_work(self, tenant_ids: Select[Any]) -> list[Runtime]:
+        """The runtimes of the registered tenants a query across tenants names (those with unsent alerts, with an
+        upstream that cannot be used...): a loop walks the tenants that have something to do, never every tenant."""
         async with self.home.sessions() as s:
-            ids = (
-                await s.execute(select(col(Tenant.id)).where(col(Tenant.enabled)).order_by(col(Tenant.id)))
-            ).scalars()
-            wanted = list(ids)
-        found = [await self.by_id(tenant_id) for tenant_id in wanted]
+            found_ids = (await s.execute(tenant_ids.execution_options(**ALL_TENANTS))).scalars()
+            wanted: list[int] = sorted({int(i) for i in found_ids})
+        found = [await self.by_id(tenant_id) for tenant_id in wanted if tenant_id != DEFAULT_TENANT_ID]
         return [rt for rt in found if rt is not None]
+
+    async def next_slice(self, every_seconds: float, period_seconds: float) -> list[Runtime]:
+        """The next registered tenants of a walk that reaches each one once a ``period_seconds``, called every
+        ``every_seconds``: a check every tenant needs now and then (the alerts' silences), spread over the period."""
+        async with self.home.sessions() as s:
+            total = (await s.execute(select(func.count()).select_from(Tenant).where(col(Tenant.enabled)))).scalar_one()
+            size = math.ceil(total * every_seconds / period_seconds) if total else 0
+            after = select(col(Tenant.id)).where(col(Tenant.enabled), col(Tenant.id) > self._cursor)
+            ids = list((await s.execute(after.order_by(col(Tenant.id)).limit(size))).scalars())
+        self._cursor = ids[-1] if ids and len(ids) == size else 0  # at the end: from the start next time
+        found = [await self.by_id(tenant_id) for tenant_id in ids]
+        return [rt for rt in found if rt is not None]
+
+    async def forget_quiet(self, quiet_seconds: float = QUIET_SECONDS) -> int:
+        """Close the runtimes of tenants not asked for in ``quiet_seconds`` (their next work makes them again)."""
+        now = time.monotonic()
+        quiet = [tenant_id for tenant_id, h in self._held.items() if now - h.served > quiet_seconds]
+        for tenant_id in quiet:
+            held = self._held.pop(tenant_id)
+            await held.runtime.close()
+        return len(quiet)
 
     def held(self) -> list[Runtime]:
         """The tenants' runtimes made so far (the home runtime's loops walk them)."""
@@ -121,15 +146,16 @@ class Hub:
                 return None
             if held is not None and held.updated_at == tenant.updated_at:
                 held.checked = time.monotonic()
-                return self._served(held.runtime)
+                return self._served(held)
             settings = tenant_settings(self.home.settings, tenant, vault=self.home.vault)
             runtime = tenant_runtime(self.home, settings, tenant_id=tenant.id, slug=tenant.slug)
-            self._held[tenant_id] = _Held(runtime, tenant.updated_at, time.monotonic())
+            fresh = self._held[tenant_id] = _Held(runtime, tenant.updated_at, time.monotonic())
             if held is not None:  # its settings changed: the old clients go
                 await held.runtime.close()
-            log.info("hub.tenant.loaded", tenant=tenant.slug)
-            return self._served(runtime)
+            log.debug("hub.tenant.loaded", tenant=tenant.slug)
+            return self._served(fresh)
 
-    def _served(self, runtime: Runtime) -> Runtime:
-        runtime.queue = self.home.queue  # set on home once Redis is wired, which may be after the tenant was made
-        return runtime
+    def _served(self, held: _Held) -> Runtime:
+        held.served = time.monotonic()
+        held.runtime.queue = self.home.queue  # set on home once Redis is wired, maybe after the tenant was made
+        return held.runtime

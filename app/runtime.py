@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import certifi
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,10 +38,6 @@ class Runtime:
     engine: AsyncEngine
     sessions: SessionFactory
     vault: Vault
-    moodle_http: httpx.AsyncClient
-    moodle: MoodleClient
-    coursesales_http: httpx.AsyncClient
-    coursesales: CourseSalesClient
     queue: Queue | None = None  # set once Redis is wired
     # The Moodle user of our token (new enrolments made by it are our own), read once.
     token_user_id: int | None = None
@@ -58,6 +57,28 @@ class Runtime:
     transports: Transports = field(default=(None, None), repr=False)
     _hub: Hub | None = field(default=None, repr=False)
     _intake: GroupCommit | None = field(default=None, repr=False)
+    # Made on first use (a tenant without work holds none: an HTTP client alone is several hundred KB).
+    _clients: UpstreamClients | None = field(default=None, repr=False)
+
+    @property
+    def moodle(self) -> MoodleClient:
+        return self.upstreams().moodle
+
+    @property
+    def coursesales(self) -> CourseSalesClient:
+        return self.upstreams().coursesales
+
+    def upstreams(self) -> UpstreamClients:
+        if self._clients is None:
+            self._clients = upstream_clients(self.settings, self.transports)
+        return self._clients
+
+    async def close_upstreams(self) -> None:
+        """Close the upstream clients, if made (a quiet tenant's, after a while: the next use makes them again)."""
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.moodle_http.aclose()
+            await clients.coursesales_http.aclose()
 
     _intake_engine: AsyncEngine | None = field(default=None, repr=False)
 
@@ -129,8 +150,7 @@ class Runtime:
 
     async def close(self) -> None:
         if self.home is not None:  # a tenant's: its clients alone, the rest is home's
-            await self.moodle_http.aclose()
-            await self.coursesales_http.aclose()
+            await self.close_upstreams()
             return
         if self._hub is not None:
             await self._hub.close()
@@ -142,8 +162,7 @@ class Runtime:
             await self._intake_engine.dispose()
         if self.queue is not None:
             await self.queue.close()
-        await self.moodle_http.aclose()
-        await self.coursesales_http.aclose()
+        await self.close_upstreams()
         await self.engine.dispose()
 
 
@@ -188,7 +207,6 @@ def build_runtime(
         engine=engine,
         sessions=make_session_factory(engine),
         vault=Vault(key),
-        **upstream_clients(settings, transports),
         transports=transports,
     )
 
@@ -200,7 +218,6 @@ def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: s
         engine=home.engine,
         sessions=make_session_factory(home.engine, tenant_id),
         vault=home.vault,
-        **upstream_clients(settings, home.transports),
         queue=home.queue,
         keyring=home.keyring,
         tenant_id=tenant_id,
@@ -210,11 +227,26 @@ def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: s
     )
 
 
-def upstream_clients(settings: Settings, transports: Transports) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UpstreamClients:
+    moodle_http: httpx.AsyncClient
+    moodle: MoodleClient
+    coursesales_http: httpx.AsyncClient
+    coursesales: CourseSalesClient
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every HTTP client of the process (loading the CA bundle once, not per tenant)."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def upstream_clients(settings: Settings, transports: Transports) -> UpstreamClients:
     """The Moodle and CourseSales clients of one set of settings, with their HTTP clients."""
     moodle_transport, coursesales_transport = transports
     moodle_http = httpx.AsyncClient(
         transport=moodle_transport,
+        verify=tls_context(),
         timeout=settings.moodle.timeout_seconds,
         limits=httpx.Limits(max_connections=settings.moodle.max_in_flight * 2),
         headers={"User-Agent": "coursesales-moodle-sync"},
@@ -229,7 +261,9 @@ def upstream_clients(settings: Settings, transports: Transports) -> dict[str, An
         max_input_vars=settings.moodle.max_input_vars,
         duplicate_timeout=settings.moodle.duplicate_timeout_seconds,
     )
-    coursesales_http = httpx.AsyncClient(transport=coursesales_transport, timeout=settings.coursesales.timeout_seconds)
+    coursesales_http = httpx.AsyncClient(
+        transport=coursesales_transport, verify=tls_context(), timeout=settings.coursesales.timeout_seconds
+    )
     coursesales = CourseSalesClient(
         coursesales_http,
         base_url=settings.coursesales.url or "http://coursesales.invalid",
@@ -237,9 +271,4 @@ def upstream_clients(settings: Settings, transports: Transports) -> dict[str, An
         password=settings.coursesales.password.get_secret_value(),
         timeout=settings.coursesales.timeout_seconds,
     )
-    return {
-        "moodle_http": moodle_http,
-        "moodle": moodle,
-        "coursesales_http": coursesales_http,
-        "coursesales": coursesales,
-    }
+    return UpstreamClients(moodle_http, moodle, coursesales_http, coursesales)

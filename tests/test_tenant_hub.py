@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import col
 
-from app.db.models import OPEN_STATUSES, Event, EventStatus
+from app.db.models import OPEN_STATUSES, Event, EventStatus, Lease
 from app.db.tenancy import ALL_TENANTS
 from app.db.types import utcnow
 from app.jobs import tasks
@@ -435,3 +436,49 @@ def test_the_intake_bucket_refills_at_its_rate() -> None:
     assert [limit.wait(7, 2), limit.wait(7, 2)] == [0, 1]
     assert limit.wait(8, 2) == 0  # another tenant's bucket is its own
     assert limit.wait(7, 0) == 0  # 0: no limit
+
+
+async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_client(two: Two) -> None:
+    """Registered tenants cost nothing per tenant at start-up: no task, timer or connection each; the loops walk
+    the tenants that have something to do (and, spread over an hour, each one's silence check)."""
+    from app.db.tenants import Tenant
+    from app.jobs import probe, reconcile
+    from app.notify import alerts
+
+    async with two.home.sessions() as s:
+        s.add_all([Tenant(slug=f"quiet-{n}", name=f"Quiet {n}") for n in range(1000)])
+        await s.commit()
+    before = len(asyncio.all_tasks())
+    loops = [
+        asyncio.create_task(alerts.run_forever(two.home, every_seconds=0.05)),
+        asyncio.create_task(probe.run_forever(two.home)),
+        asyncio.create_task(reconcile.run_tenants_periodically(two.home, tick_seconds=0.05)),
+    ]
+    try:
+        leased, most_tasks = 0, 0
+        started = time.monotonic()
+        while leased < 1001 and time.monotonic() - started < 60:
+            await asyncio.sleep(0.1)
+            most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+            async with two.home.sessions() as s:
+                leased = (
+                    await s.execute(
+                        select(func.count()).select_from(Lease).where(col(Lease.name) == "reconcile.cron")
+                        .execution_options(**ALL_TENANTS)
+                    )
+                ).scalar_one()  # fmt: skip
+        # The periodic reconcile looked at each tenant once (none can run: no Moodle, no CourseSales) and took its
+        # turn for the hour, beta's too...
+        assert leased == 1001
+        # ...without a task per tenant (a thousand would show: the loops, at most a passing database close or two)...
+        assert most_tasks < before + len(loops) + 10
+        # ...nor an upstream client for any of them.
+        held = two.home.hub.held()
+        assert all(rt._clients is None for rt in held if rt.slug.startswith("quiet-")), "a quiet tenant's client"
+        # Quiet for a while, their runtimes are closed.
+        assert await two.home.hub.forget_quiet(quiet_seconds=0) >= 1000
+        assert two.home.hub.held() == []
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)

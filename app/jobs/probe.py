@@ -7,10 +7,13 @@ import uuid
 from typing import Any
 
 import structlog
+from sqlalchemy import select
+from sqlmodel import col
 
 from app.checks import RECONCILE_ONLY, REQUIRED_FUNCTIONS
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
+from app.db.models import UpstreamState
 from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.jobs.sweeper import release_held
@@ -102,7 +105,15 @@ async def run_forever(rt: Runtime) -> None:
     owner = f"probe-{uuid.uuid4().hex[:12]}"
     while True:
         try:
-            tenants = [rt, *await rt.hub.registered()]
+            # The home tenant every round (as before tenants); a registered one while an upstream of its own cannot
+            # be used. Runtimes of tenants quiet for a while are closed here too.
+            tenants = [
+                rt,
+                *await rt.hub.with_work(
+                    select(col(UpstreamState.tenant_id)).where(col(UpstreamState.state) != upstreams.OK)
+                ),
+            ]
+            await rt.hub.forget_quiet()
         except Exception:  # the registry does not answer: the home tenant is still probed
             log.exception("probe.tenants.failed")
             tenants = [rt]

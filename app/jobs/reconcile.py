@@ -6,10 +6,13 @@ import uuid
 from typing import Any
 
 import structlog
+from sqlalchemy import select
+from sqlmodel import col
 
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
-from app.db.models import Run, RunStatus, RunTrigger
+from app.db.models import Lease, Run, RunStatus, RunTrigger
+from app.db.tenants import Tenant
 from app.db.types import utcnow
 from app.jobs.tasks import enqueue_internal
 from app.loops import pause
@@ -20,6 +23,7 @@ from app.sync.reconcile import Progress, Reconciler
 log = structlog.get_logger(__name__)
 LEASE = "reconcile"
 LEASE_SECONDS = 3600
+CRON_LEASE = "reconcile.cron"
 
 
 async def create_run(rt: Runtime, *, dry_run: bool, trigger: str) -> Run:
@@ -96,19 +100,24 @@ async def run_tenants_periodically(home: Runtime, *, tick_seconds: float = 60) -
     owner = f"cron-{uuid.uuid4().hex[:12]}"
     while True:
         await pause(tick_seconds)
-        try:
-            tenants = await home.hub.registered()
+        try:  # the tenants due: enabled, and without a live "reconcile.cron" lease of their own (one read)
+            held = select(col(Lease.tenant_id)).where(col(Lease.name) == CRON_LEASE, col(Lease.expires_at) > utcnow())
+            tenants = await home.hub.with_work(
+                select(col(Tenant.id)).where(col(Tenant.enabled), col(Tenant.id).not_in(held))
+            )
         except Exception:
             log.exception("reconcile.cron.tenants_failed")
             continue
         for rt in tenants:
             minutes = rt.settings.reconcile.interval_minutes
-            if minutes <= 0 or not (rt.settings.moodle.configured and rt.settings.coursesales.configured):
-                continue
+            runs = minutes > 0 and rt.settings.moodle.configured and rt.settings.coursesales.configured
             try:
                 async with rt.sessions() as s:
-                    mine = await leases.acquire(s, "reconcile.cron", owner, minutes * 60 - 5)
+                    # Held for the interval; a tenant that does not run is looked at again in an hour.
+                    mine = await leases.acquire(s, CRON_LEASE, owner, minutes * 60 - 5 if runs else 3600)
                     await s.commit()
+                if not runs:
+                    continue
                 if mine:
                     run = await create_run(rt, dry_run=False, trigger=RunTrigger.cron)
                     await execute(rt, run.id)

@@ -20,6 +20,7 @@ from app.runtime import Runtime
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+SILENCE_WALK_SECONDS = 3600  # each registered tenant's silences are checked once in this time
 
 SILENCE_LEASE = "alerts.silence"
 
@@ -114,22 +115,26 @@ async def run_forever(rt: Runtime, *, every_seconds: float = 60) -> None:
     # Each tenant's alerts go to its own recipients, through its own mail settings.
     mailers: dict[int, tuple[Runtime, AlertMailer]] = {}
     while True:
+        # The home tenant every round; a registered one when it has unsent alerts, and for the silence checks in
+        # turn, each once an hour: never every tenant every round.
         try:
-            tenants = [rt, *await rt.hub.registered()]
+            watched = [rt, *await rt.hub.next_slice(every_seconds, SILENCE_WALK_SECONDS)]
+            mailing = [rt, *await rt.hub.with_work(select(col(Alert.tenant_id)).where(col(Alert.sent_at).is_(None)))]
         except Exception:  # the registry does not answer: the home tenant's alerts still go
             log.exception("alerts.tenants.failed")
-            tenants = [rt]
-        for tenant in tenants:
+            watched = mailing = [rt]
+        for tenant in watched:
+            try:
+                await _watch(tenant, owner, lease_seconds=max(every_seconds * 2, 1))
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("alerts.silence.failed", tenant=tenant.slug)
+        for tenant in mailing:
             held = mailers.get(tenant.tenant_id)
             if held is None or held[0] is not tenant:  # new, or its settings changed
                 held = mailers[tenant.tenant_id] = (
                     tenant,
                     AlertMailer(tenant.settings.alerts, sessions=tenant.sessions),
                 )
-            try:
-                await _watch(tenant, owner, lease_seconds=max(every_seconds * 2, 1))
-            except Exception:  # the loop must outlive a database hiccup
-                log.exception("alerts.silence.failed", tenant=tenant.slug)
             try:
                 await held[1].flush(owner=owner)
             except Exception:
