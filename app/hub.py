@@ -44,12 +44,22 @@ class _Held:
     served: float = 0.0  # time.monotonic() of the last time it was asked for
 
 
+@dataclass
+class Turns:
+    """Whose turn it was last (app.jobs.fairness), and whether any tenant is registered, as last read."""
+
+    last_served: int = -1
+    registered: bool = False
+    checked: float = 0.0
+
+
 class Hub:
     def __init__(self, home: Runtime) -> None:
         self.home = home
         self._held: dict[int, _Held] = {}
         self._lock = asyncio.Lock()
         self._cursor = 0  # the last tenant id of the walk in slices (next_slice)
+        self.turns = Turns()
         self.intake = IntakeLimit()  # each registered tenant's deliveries a second (hub.intake_per_second)
 
     async def by_id(self, tenant_id: int) -> Runtime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -82,21 +83,29 @@ class Queue:
         """
         if not items:
             return []
+        jobs = [(event_job_id(event_id, attempts), event_id, kind) for event_id, attempts, kind in items]
+        return await self._enqueue(jobs, defer_until)
+
+    async def enqueue_again(self, event_id: int, kind: str | None) -> bool:
+        """The job of an event whose job gave its turn to another tenant (app.jobs.fairness), under a job id of its
+        own: the running job still holds the event's usual one."""
+        return bool(await self._enqueue([(f"event:{event_id}:turn:{uuid.uuid4().hex[:12]}", event_id, kind)], None))
+
+    async def _enqueue(self, jobs: Sequence[tuple[str, int, str | None]], defer_until: datetime | None) -> list[int]:
         now = timestamp_ms()
         score = to_unix_ms(defer_until) if defer_until is not None else now
         expires = max(score - now, 0) + self.redis.expires_extra_ms
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                for event_id, attempts, kind in items:
-                    job_id = event_job_id(event_id, attempts)
+                for job_id, event_id, kind in jobs:
                     job = serialize_job("process_event", (event_id,), {}, None, now, serializer=dumps)
                     pipe.set(job_key_prefix + job_id, job, px=expires, nx=True)
                     pipe.zadd(queue_for(kind), {job_id: score}, nx=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.warning("queue.enqueue.failed", events=len(items), error=type(exc).__name__)
+            log.warning("queue.enqueue.failed", events=len(jobs), error=type(exc).__name__)
             return []
-        return [event_id for event_id, _, _ in items]
+        return [event_id for _, event_id, _ in jobs]
 
     async def drop_events(self, items: Sequence[tuple[int, int, str | None]]) -> None:
         """Take the waiting jobs of (event id, attempts, kind) out of the queue, in one round trip: a round that

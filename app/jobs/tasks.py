@@ -20,6 +20,7 @@ from app.db.inbox import Outcome
 from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
 from app.events.registry import Family, Source, kinds_of, metric_label, spec
+from app.jobs import fairness
 from app.jobs.runners import COURSE_WAIT, GATHERED, RUNNERS, outcome_for_failure
 from app.metrics import EVENTS_FINISHED, JOB_SECONDS
 from app.moodle.errors import MoodleError
@@ -47,11 +48,12 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
     if rt is None:
         # A disabled tenant's event stays as it is (the sweeper leaves it alone until the tenant is enabled).
         return "tenant disabled" if exists else "missing"
-    return await run_event(rt, event_id)
+    return await run_event(rt, event_id, home=home)
 
 
-async def run_event(rt: Runtime, event_id: int) -> str:
-    """Process the event and whatever else of its kinds is ready, in batches."""
+async def run_event(rt: Runtime, event_id: int, *, home: Runtime | None = None) -> str:
+    """Process the event and whatever else of its kinds is ready, in batches. ``home``: the process's runtime, which
+    takes turns between tenants (app.jobs.fairness) when more than one has work waiting."""
     async with rt.sessions() as s:
         event = await s.get(Event, event_id)
         if event is None:
@@ -61,6 +63,16 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
         return settled
+    rounds = MAX_ROUNDS
+    if home is not None:
+        turn = await fairness.turn(home, rt)
+        if turn.runtime is not rt and await fairness.serve(turn.runtime, kind, rt, event_id, run=_run_own):
+            return f"served tenant {turn.runtime.slug}'s turn"
+        rounds = 1 if turn.shared else MAX_ROUNDS  # other tenants wait: one round, then the next one's turn
+    return await _run_own(rt, event_id, kind, rounds)
+
+
+async def _run_own(rt: Runtime, event_id: int, kind: str, rounds: int) -> str:
     reason = waiting_for(rt.settings, kind, await rt.upstream_states.get(rt.sessions))
     if reason is not None:
         # Kept in the inbox, saying why on the event itself; the sweeper queues it again, and after a restart with
@@ -83,7 +95,7 @@ async def run_event(rt: Runtime, event_id: int) -> str:
     total = 0
     # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
     budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
-    for _ in range(MAX_ROUNDS):
+    for _ in range(rounds):
         n = await _round(rt, family, own=event_id)
         total += n
         if n == 0 or time.monotonic() > budget:

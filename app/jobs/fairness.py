@@ -1,0 +1,107 @@
+"""Fair workers: one tenant's backlog never starves another.
+
+Jobs are queued one per event, in the order their events came in, so a tenant's first sync of 30,000 students
+would hold back every job queued after it. A job therefore first asks whose turn it is: the tenants with events
+waiting for their first run are read in one query (a loose index scan of ``ix_events_fresh``, one index descent per
+tenant with work, never a loop per tenant), and the turn goes round them after the one served last. When it is
+another tenant's turn, the job runs one round of that tenant's oldest waiting work of its own lane, and queues its
+own event again behind it; while several tenants have work, a job runs one round, not a drain of twenty.
+
+With no tenant registered (a single-provider install) none of this runs: a job works as it always did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlmodel import col, select
+
+from app.db.models import Event, EventStatus
+from app.db.tenancy import ALL_TENANTS
+from app.db.tenants import Tenant
+from app.events.registry import Lane, spec
+from app.runtime import Runtime
+
+# The tenants with events waiting for a first run, in tenant order: one descent of ix_events_fresh per tenant.
+_WITH_FRESH_WORK = text(
+    """
+    WITH RECURSIVE t(id) AS (
+        (SELECT tenant_id FROM events WHERE status IN ('accepted', 'queued') ORDER BY tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT e.tenant_id FROM events e
+                WHERE e.status IN ('accepted', 'queued') AND e.tenant_id > t.id ORDER BY e.tenant_id LIMIT 1)
+        FROM t WHERE t.id IS NOT NULL
+    )
+    SELECT id FROM t WHERE id IS NOT NULL
+    """
+).execution_options(**ALL_TENANTS)
+REGISTERED_CHECK_SECONDS = 5.0
+
+
+@dataclass
+class Turn:
+    runtime: Runtime  # whose turn it is
+    shared: bool  # other tenants have work waiting too: a job runs one round, then gives way
+
+
+async def turn(home: Runtime, own: Runtime) -> Turn:
+    """Whose turn it is, for a job of ``own``'s event."""
+    state = home.hub.turns
+    if time.monotonic() - state.checked > REGISTERED_CHECK_SECONDS:
+        async with home.sessions() as s:
+            state.registered = (await s.execute(select(col(Tenant.id)).limit(1))).first() is not None
+        state.checked = time.monotonic()
+    if not state.registered:
+        return Turn(own, shared=False)
+    async with home.sessions() as s:
+        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
+    if len(waiting) <= 1:
+        return Turn(own, shared=False)
+    after = [i for i in waiting if i > state.last_served]
+    chosen = after[0] if after else waiting[0]
+    state.last_served = chosen
+    if chosen == own.tenant_id:
+        return Turn(own, shared=True)
+    other = await home.hub.by_id(chosen)
+    return Turn(other or own, shared=True)
+
+
+async def oldest_waiting(rt: Runtime, lane: Lane) -> tuple[int, str] | None:
+    """The tenant's oldest event waiting for its first run in ``lane`` (a job serves its own queue's lane)."""
+    async with rt.sessions() as s:
+        rows = await s.execute(
+            select(col(Event.id), col(Event.kind))
+            .where(col(Event.status).in_([EventStatus.accepted, EventStatus.queued]))
+            .order_by(col(Event.id))
+            .limit(50)
+        )
+        for event_id, kind in rows:
+            known = spec(kind)
+            if known is not None and known.lane == lane:
+                return int(event_id), str(kind)
+    return None
+
+
+Run = Callable[[Runtime, int, str, int], Awaitable[str]]  # app.jobs.tasks._run_own: (runtime, event, kind, rounds)
+
+
+async def serve(other: Runtime, kind: str, rt: Runtime, event_id: int, *, run: Run) -> bool:
+    """One round of the other tenant's oldest waiting work in this job's lane, this job's event queued again behind
+    it; False when that tenant had nothing it could run now (the job then works its own event)."""
+    oldest = await oldest_waiting(other, lane_of(kind))
+    if oldest is None:
+        return False
+    outcome = await run(other, *oldest, 1)
+    if not outcome.startswith("processed") or outcome == "processed 0":
+        return False
+    if rt.queue is not None:
+        await rt.queue.enqueue_again(event_id, kind)
+    return True
+
+
+def lane_of(kind: str) -> Lane:
+    known = spec(kind)
+    return known.lane if known is not None else Lane.fast

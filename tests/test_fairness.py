@@ -1,0 +1,90 @@
+"""Fair workers (issue 21): one tenant's backlog never starves another's work; one tenant's upstream state holds
+its own work only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.constants import job_key_prefix
+from sqlalchemy import select
+
+from app.db.models import Event
+from app.db.tenancy import ALL_TENANTS
+from app.jobs import tasks
+from app.jobs.queue import DEFAULT_QUEUE
+from app.runtime import Runtime
+from app.sync import upstreams
+from tests.conftest import TEST_TOKENS
+from tests.helpers import contact_delivery
+from tests.test_tenant_hub import BETA, Two, cs_auth, registration, settings, two  # noqa: F401  (fixtures)
+
+
+async def _next_job(home: Runtime) -> int | None:
+    """Take the first job of the default queue, as a worker would: its event id."""
+    assert home.queue is not None
+    redis = home.queue.redis
+    first = await redis.zrange(DEFAULT_QUEUE, 0, 0)
+    if not first:
+        return None
+    job_id = first[0].decode() if isinstance(first[0], bytes) else first[0]
+    data: Any = await redis.get(job_key_prefix + job_id)
+    await redis.zrem(DEFAULT_QUEUE, job_id)
+    await redis.delete(job_key_prefix + job_id)
+    return int(json.loads(data)["a"][0]) if data else await _next_job(home)
+
+
+async def _status(home: Runtime, event_id: int) -> str:
+    async with home.sessions() as s:
+        event = (
+            await s.execute(select(Event).where(Event.id == event_id).execution_options(**ALL_TENANTS))
+        ).scalar_one()
+        return event.status
+
+
+async def test_a_large_backlog_of_one_tenant_does_not_hold_back_another(two: Two) -> None:  # noqa: F811
+    c = two.client
+    two.home.settings.moodle.max_batch = 2  # a job of the default tenant drains 20 rounds of 2 when alone
+    for n in range(200):
+        r = await c.post(
+            "/webhooks/coursesales",
+            json=contact_delivery(f"a-{n}", contact_id=10_000 + n, username=f"learner{n}@example.com",
+                                  email=f"learner{n}@example.com"),
+            headers=cs_auth(TEST_TOKENS["coursesales"]),
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+    r = await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("b-1"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    beta_event = r.json()["event_id"]
+    jobs = 0
+    while await _status(two.home, beta_event) not in ("done", "failed", "needs_review", "retrying"):
+        event_id = await _next_job(two.home)
+        assert event_id is not None, "the queue ran dry before beta's event was worked"
+        await tasks.process_event({"runtime": two.home}, event_id)
+        jobs += 1
+    # Beta's turn came with the second job, not after the default tenant's 200 waiting events (100 rounds of 2).
+    assert jobs <= 2, jobs
+    # And the default tenant's backlog is drained all the same, by the jobs still queued.
+    while (event_id := await _next_job(two.home)) is not None:
+        await tasks.process_event({"runtime": two.home}, event_id)
+    async with two.home.sessions() as s:
+        left = (await s.execute(select(Event).where(Event.status.in_(["accepted", "queued"])))).scalars().all()
+    assert left == []
+
+
+async def test_one_tenants_moodle_away_holds_that_tenants_work_only(two: Two) -> None:  # noqa: F811
+    async with two.home.sessions() as s:  # the default tenant's Moodle is in maintenance
+        await upstreams.mark(s, upstreams.Fault(upstreams.MOODLE, upstreams.UNAVAILABLE, "default's Moodle upgrade"))
+        await s.commit()
+    c = two.client
+    a = await c.post("/webhooks/coursesales", json=contact_delivery("m-1"), headers=cs_auth(TEST_TOKENS["coursesales"]))
+    b = await c.post(
+        "/t/beta/webhooks/coursesales",
+        json=contact_delivery("m-1"),
+        headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"]),
+    )
+    for r in (a, b):
+        await tasks.process_event({"runtime": two.home}, r.json()["event_id"])
+    assert await _status(two.home, b.json()["event_id"]) == "done"
+    assert await _status(two.home, a.json()["event_id"]) in ("accepted", "queued")  # held, waiting for its Moodle
