@@ -62,7 +62,12 @@ UPSTREAM_STATES = ("ok", "not_configured", "unavailable", "auth_failed")
 
 
 def exposition(
-    *, counts: dict[str, int], oldest_seconds: float, queue_depth: int | None, upstreams: dict[str, str] | None = None
+    *,
+    counts: dict[str, int],
+    oldest_seconds: float,
+    queue_depth: int | None,
+    upstreams: dict[str, str] | None = None,
+    by_tenant: dict[str, int] | None = None,
 ) -> bytes:
     """The text of a scrape: every process's counters, then the gauges read from the database for it."""
     directory = os.environ.get(ENV)
@@ -71,16 +76,20 @@ def exposition(
         MultiProcessCollector(registry, path=directory)
     else:
         registry = REGISTRY
-    return generate_latest(registry) + generate_latest(_Now(counts, oldest_seconds, queue_depth, upstreams or {}))
+    now = _Now(counts, oldest_seconds, queue_depth, upstreams or {}, by_tenant or {})
+    return generate_latest(registry) + generate_latest(now)
 
 
 class _Now(CollectorRegistry):
     """Gauges of the state as it is at the scrape, kept out of the per-process files (they are not per process)."""
 
-    def __init__(self, counts: dict[str, int], oldest: float, depth: int | None, states: dict[str, str]) -> None:
+    def __init__(
+        self, counts: dict[str, int], oldest: float, depth: int | None, states: dict[str, str], tenants: dict[str, int]
+    ) -> None:
         super().__init__(auto_describe=False)
         self._values = counts, oldest, depth
         self._states = states
+        self._tenants = tenants
 
     def collect(self) -> Iterator[Any]:
         counts, oldest, depth = self._values
@@ -92,6 +101,11 @@ class _Now(CollectorRegistry):
         for status, count in counts.items():
             by_status.add_metric([status], count)
         yield by_status
+        if self._tenants:  # a hub: each tenant of the registry (its slug, a bounded label), default included
+            per_tenant = GaugeMetricFamily("sync_tenant_open_events", "Open events of each tenant", labels=["tenant"])
+            for slug, count in sorted(self._tenants.items()):
+                per_tenant.add_metric([slug], count)
+            yield per_tenant
         yield GaugeMetricFamily(
             "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", oldest
         )

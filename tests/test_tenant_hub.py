@@ -201,6 +201,9 @@ async def test_a_tenants_credential_never_opens_anothers_url(two: Two) -> None:
     # The deployment's monitor counts every tenant's open events.
     scraped = (await c.get("/metrics", headers=cs_auth(TEST_TOKENS["api"]))).text
     assert 'sync_events{status="queued"} 2.0' in scraped
+    # Each tenant's open events, labelled by the registry's slugs alone.
+    assert 'sync_tenant_open_events{tenant="beta"} 1.0' in scraped
+    assert 'sync_tenant_open_events{tenant="default"} 1.0' in scraped
     mine = await c.get("/api/events", headers=cs_auth(BETA["API__TOKEN"]))
     assert [e["id"] for e in mine.json()["items"]] == [beta_event]
     assert (await c.get(f"/api/events/{beta_event}", headers=cs_auth(TEST_TOKENS["api"]))).status_code == 404

@@ -11,6 +11,7 @@ from sqlmodel import col
 
 from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Event
 from app.db.tenancy import ALL_TENANTS
+from app.db.tenants import DEFAULT_SLUG, DEFAULT_TENANT_ID, Tenant
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,25 @@ class Backlog:
 
     counts: dict[str, int]
     oldest_open: datetime | None
+
+
+async def open_by_tenant(session: AsyncSession) -> dict[str, int]:
+    """Each tenant's open events, by slug: every registered tenant (0 when it has none) and default; {} while no
+    tenant is registered (a single-provider install's /metrics is as it was)."""
+    slugs = dict((await session.execute(select(col(Tenant.id), col(Tenant.slug)))).all())
+    if not slugs:
+        return {}
+    counts = dict(
+        (
+            await session.execute(
+                select(col(Event.tenant_id), func.count())
+                .where(col(Event.status).in_(list(OPEN_STATUSES)))
+                .group_by(col(Event.tenant_id))
+                .execution_options(**ALL_TENANTS)
+            )
+        ).all()
+    )
+    return {DEFAULT_SLUG: counts.get(DEFAULT_TENANT_ID, 0)} | {slug: counts.get(i, 0) for i, slug in slugs.items()}
 
 
 async def backlog(session: AsyncSession, *, every_tenant: bool = False) -> Backlog:
