@@ -270,5 +270,6 @@ def upstream_clients(settings: Settings, transports: Transports) -> UpstreamClie
         username=settings.coursesales.username,
         password=settings.coursesales.password.get_secret_value(),
         timeout=settings.coursesales.timeout_seconds,
+        max_in_flight=settings.coursesales.max_in_flight,
     )
     return UpstreamClients(moodle_http, moodle, coursesales_http, coursesales)

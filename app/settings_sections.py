@@ -67,6 +67,8 @@ class CourseSalesSettings(BaseModel):
     timeout_seconds: float = 30.0
     # While CourseSales is unusable (unreachable, a refused login), one probe every this many seconds.
     probe_seconds: float = Field(5.0, gt=0, le=300)
+    # Calls to this CourseSales account in flight at once, per process (each tenant has its own).
+    max_in_flight: int = Field(4, ge=1, le=64)
 
     @property
     def configured(self) -> bool:

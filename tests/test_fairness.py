@@ -88,3 +88,41 @@ async def test_one_tenants_moodle_away_holds_that_tenants_work_only(two: Two) ->
         await tasks.process_event({"runtime": two.home}, r.json()["event_id"])
     assert await _status(two.home, b.json()["event_id"]) == "done"
     assert await _status(two.home, a.json()["event_id"]) in ("accepted", "queued")  # held, waiting for its Moodle
+
+
+async def test_each_tenant_has_its_own_caps_on_calls_in_flight(two: Two) -> None:  # noqa: F811
+    """A tenant's calls wait for its own cap only: beta at one call at a time, default's calls beside them."""
+    import asyncio
+
+    import httpx
+
+    from app.runtime import tenant_runtime
+
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        in_flight[host] = in_flight.get(host, 0) + 1
+        most[host] = max(most.get(host, 0), in_flight[host])
+        await asyncio.sleep(0.05)
+        in_flight[host] -= 1
+        return httpx.Response(200, json={"result": "ok"})
+
+    transport = httpx.MockTransport(slow)
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    capped = beta.settings.model_copy(deep=True)
+    capped.coursesales.max_in_flight = capped.moodle.max_in_flight = 1
+    two.home.transports = (transport, transport)
+    one_at_a_time = tenant_runtime(two.home, capped, tenant_id=beta.tenant_id, slug="beta")
+    default_rt = two.home
+    await default_rt.close_upstreams()  # made again, on the recording transport
+    try:
+        calls = [one_at_a_time.coursesales.request("t", {}) for _ in range(4)]
+        calls += [default_rt.coursesales.request("t", {}) for _ in range(4)]
+        await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await one_at_a_time.close()
+    assert most["coursesales-b.test"] == 1  # beta's own cap
+    assert most["coursesales.test"] >= 2  # default's calls were not held behind beta's

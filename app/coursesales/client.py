@@ -6,6 +6,7 @@ Nothing here logs, and no message carries the URL or the password.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -67,6 +68,7 @@ class CourseSalesClient:
         password: str,
         page_size: int = 200,
         timeout: float = 30.0,
+        max_in_flight: int = 4,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -77,6 +79,7 @@ class CourseSalesClient:
         self._password = password
         self.page_size = page_size
         self._timeout = timeout
+        self._gate = asyncio.Semaphore(max_in_flight)  # this account's calls at once (a tenant's own cap)
         self.calls = 0
 
     # -- transport -----------------------------------------------------------------------------------------------
@@ -97,7 +100,8 @@ class CourseSalesClient:
         url = self._url(payload)
         self.calls += 1
         try:
-            resp = await self._http.request(a.HTTP_METHOD, url, timeout=self._timeout)
+            async with self._gate:
+                resp = await self._http.request(a.HTTP_METHOD, url, timeout=self._timeout)
         except httpx.HTTPError as exc:
             # httpx messages and exc.request carry the URL, hence the password: keep the class name only.
             raise self._transport_error(operation, exc) from None
