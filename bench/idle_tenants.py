@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import PG_URL, ROOT, SECRET_KEY, cpu_seconds, fresh_stores, process, service_env
 
 COUNTS = (10, 100, 1000)
-SETTLE = float(os.environ.get("BENCH_IDLE_SETTLE", "75"))  # past the first tick of the tenants' reconcile (60 s)
+SETTLE = float(os.environ.get("BENCH_IDLE_SETTLE", "95"))  # past the first walk of the tenants' reconcile (60 s)
 WINDOW = float(os.environ.get("BENCH_IDLE_WINDOW", "20"))
 
 

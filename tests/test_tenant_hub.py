@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
-from app.db.models import OPEN_STATUSES, Event, EventStatus, Lease
+from app.db import leases
+from app.db.models import OPEN_STATUSES, Event, EventStatus, Lease, Run
 from app.db.tenancy import ALL_TENANTS
 from app.db.types import utcnow
 from app.jobs import tasks
@@ -357,7 +358,10 @@ async def test_the_probe_and_the_periodic_reconcile_walk_every_tenant(two: Two) 
     assert beta is not None
     async with beta.sessions() as s:  # beta's Moodle was found away; default's is fine
         await upstreams.mark(s, upstreams.Fault(upstreams.MOODLE, upstreams.UNAVAILABLE, "beta's Moodle is down"))
+        # Beta's last periodic turn is over: the next is due now (a tenant's first is placed within its interval).
+        await leases.acquire(s, "reconcile.cron", "earlier", 0.001)
         await s.commit()
+    await asyncio.sleep(0.01)
     loops = [
         asyncio.create_task(probe.run_forever(two.home)),
         asyncio.create_task(reconcile.run_tenants_periodically(two.home, tick_seconds=0.01)),
@@ -451,6 +455,8 @@ async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_clien
     async with two.home.sessions() as s:
         s.add_all([Tenant(slug=f"quiet-{n}", name=f"Quiet {n}") for n in range(1000)])
         await s.commit()
+    beta_rt, _ = await two.home.hub.by_slug("beta")
+    assert beta_rt is not None
     before = len(asyncio.all_tasks())
     loops = [
         asyncio.create_task(alerts.run_forever(two.home, every_seconds=0.05)),
@@ -475,6 +481,9 @@ async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_clien
         assert leased == 1001
         # ...without a task per tenant (a thousand would show: the loops, at most a passing database close or two)...
         assert most_tasks < before + len(loops) + 10
+        # ...and beta, which could run, has its first turn placed within its interval, not now...
+        async with beta_rt.sessions() as s:
+            assert (await s.execute(select(Run))).first() is None
         # ...nor an upstream client for any of them.
         held = two.home.hub.held()
         assert all(rt._clients is None for rt in held if rt.slug.startswith("quiet-")), "a quiet tenant's client"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlmodel import col
 from app.coursesales.errors import CourseSalesError
 from app.db import leases
 from app.db.models import Lease, Run, RunStatus, RunTrigger
+from app.db.tenancy import ALL_TENANTS
 from app.db.tenants import Tenant
 from app.db.types import utcnow
 from app.jobs.tasks import enqueue_internal
@@ -96,27 +98,35 @@ async def reconcile_job(ctx: dict[str, Any], run_id: int) -> str:
 async def run_tenants_periodically(home: Runtime, *, tick_seconds: float = 60) -> None:
     """The periodic reconcile of the registered tenants, each at its own interval: every tick, a tenant whose
     "reconcile.cron" lease (its own) has run out is due; whichever worker takes the lease runs it. A tenant's first
-    run is at the first tick after it is registered. The home tenant keeps its own loop (run_periodically)."""
+    turn is placed at random within its first interval, so that tenants registered together (a new hub, a
+    migration) are spread over it instead of all run at the first tick. The home tenant keeps its own loop
+    (run_periodically)."""
     owner = f"cron-{uuid.uuid4().hex[:12]}"
     while True:
         await pause(tick_seconds)
         try:  # the tenants due: enabled, and without a live "reconcile.cron" lease of their own (one read)
-            held = select(col(Lease.tenant_id)).where(col(Lease.name) == CRON_LEASE, col(Lease.expires_at) > utcnow())
+            turns = select(col(Lease.tenant_id)).where(col(Lease.name) == CRON_LEASE)
+            held = turns.where(col(Lease.expires_at) > utcnow())
             tenants = await home.hub.with_work(
                 select(col(Tenant.id)).where(col(Tenant.enabled), col(Tenant.id).not_in(held))
             )
+            async with home.sessions() as s:
+                had_turns = set((await s.execute(turns.execution_options(**ALL_TENANTS))).scalars())
         except Exception:
             log.exception("reconcile.cron.tenants_failed")
             continue
         for rt in tenants:
             minutes = rt.settings.reconcile.interval_minutes
             runs = minutes > 0 and rt.settings.moodle.configured and rt.settings.coursesales.configured
+            first = runs and rt.tenant_id not in had_turns
+            # Held for the interval (the first: until a random point in it); one that does not run: an hour.
+            spread = random.uniform(tick_seconds, minutes * 60)  # noqa: S311 (a schedule, not a secret)
+            seconds = spread if first else minutes * 60 - 5 if runs else 3600
             try:
                 async with rt.sessions() as s:
-                    # Held for the interval; a tenant that does not run is looked at again in an hour.
-                    mine = await leases.acquire(s, CRON_LEASE, owner, minutes * 60 - 5 if runs else 3600)
+                    mine = await leases.acquire(s, CRON_LEASE, owner, seconds)
                     await s.commit()
-                if not runs:
+                if not runs or first:
                     continue
                 if mine:
                     run = await create_run(rt, dry_run=False, trigger=RunTrigger.cron)
