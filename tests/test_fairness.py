@@ -126,3 +126,38 @@ async def test_each_tenant_has_its_own_caps_on_calls_in_flight(two: Two) -> None
         await one_at_a_time.close()
     assert most["coursesales-b.test"] == 1  # beta's own cap
     assert most["coursesales.test"] >= 2  # default's calls were not held behind beta's
+
+
+def test_the_tenants_with_waiting_work_are_read_on_sqlite_too(tmp_path: Any) -> None:
+    """The newcomer's default database is SQLite: the fairness query is written for both (the suite runs on
+    PostgreSQL)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from app.cli import run_migrations
+    from app.db.engine import make_engine
+    from app.jobs.fairness import _WITH_FRESH_WORK
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fair.db'}"
+    run_migrations(url, "head")
+
+    async def read() -> list[int]:
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                for n, (tenant, status) in enumerate([(7, "queued"), (0, "accepted"), (3, "done"), (7, "accepted")]):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO events (tenant_id, source, kind, dedupe_key, body_hash, status, attempts, "
+                            "created_at, updated_at) VALUES (:t, 'coursesales', 'contact.upserted', :k, '-', :s, 0, "
+                            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                        ),
+                        {"t": tenant, "k": f"k{n}", "s": status},
+                    )
+            async with engine.connect() as conn:
+                return [int(i) for i in (await conn.execute(_WITH_FRESH_WORK)).scalars()]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(read()) == [0, 7]  # tenant 3 has nothing waiting

@@ -29,10 +29,9 @@ from app.runtime import Runtime
 _WITH_FRESH_WORK = text(
     """
     WITH RECURSIVE t(id) AS (
-        (SELECT tenant_id FROM events WHERE status IN ('accepted', 'queued') ORDER BY tenant_id LIMIT 1)
+        SELECT min(tenant_id) FROM events WHERE status IN ('accepted', 'queued')
         UNION ALL
-        SELECT (SELECT e.tenant_id FROM events e
-                WHERE e.status IN ('accepted', 'queued') AND e.tenant_id > t.id ORDER BY e.tenant_id LIMIT 1)
+        SELECT (SELECT min(e.tenant_id) FROM events e WHERE e.status IN ('accepted', 'queued') AND e.tenant_id > t.id)
         FROM t WHERE t.id IS NOT NULL
     )
     SELECT id FROM t WHERE id IS NOT NULL
