@@ -494,3 +494,26 @@ async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_clien
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def test_a_tenants_read_token_reads_its_own_data_and_changes_nothing(two: Two) -> None:
+    hub = {"Authorization": f"Bearer {HUB_TOKEN}"}
+    read_token = "beta-read-token-000000001"
+    r = await two.client.patch("/api/tenants/beta", headers=hub, json={"secrets": {"API__READ_TOKEN": read_token}})
+    assert r.status_code == 200, r.text
+    two.home.hub._held.clear()
+    c = two.client
+    r = await c.post(
+        "/t/beta/webhooks/coursesales", json=registration("r-1"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    beta_event = r.json()["event_id"]
+    reader = cs_auth(read_token)
+    assert (await c.get(f"/api/events/{beta_event}", headers=reader)).status_code == 200
+    refused = await c.post("/api/pause", headers=reader, json={"note": "not allowed"})
+    assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    async with beta.sessions() as s:
+        from app.sync import operations
+
+        assert await operations.paused(s) is None
