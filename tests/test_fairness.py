@@ -161,3 +161,22 @@ def test_the_tenants_with_waiting_work_are_read_on_sqlite_too(tmp_path: Any) -> 
             await engine.dispose()
 
     assert asyncio.run(read()) == [0, 7]  # tenant 3 has nothing waiting
+
+
+async def test_a_turn_finds_the_oldest_waiting_work_of_its_lane_behind_any_number_of_the_other(two: Two) -> None:  # noqa: F811
+    """Sixty course dates waiting on the slow lane do not hide a contact waiting on the fast one."""
+    from app.events.registry import SLOW_KINDS, Lane
+    from app.jobs import fairness
+
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    slow_kind = sorted(SLOW_KINDS)[0]
+    async with beta.sessions() as s:
+        for n in range(60):
+            s.add(Event(source="coursesales", kind=slow_kind, dedupe_key=f"slow-{n}", body_hash="-", status="queued"))
+        s.add(Event(source="coursesales", kind="contact.upserted", dedupe_key="fast-1", body_hash="-", status="queued"))
+        await s.commit()
+    fast = await fairness.oldest_waiting(beta, Lane.fast)
+    slow = await fairness.oldest_waiting(beta, Lane.slow)
+    assert fast is not None and fast[1] == "contact.upserted"
+    assert slow is not None and slow[1] == slow_kind

@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from app.db.models import Event, EventStatus
 from app.db.tenancy import ALL_TENANTS
 from app.db.tenants import Tenant
-from app.events.registry import Lane, spec
+from app.events.registry import SLOW_KINDS, Lane, spec
 from app.runtime import Runtime
 
 # The tenants with events waiting for a first run, in tenant order: one descent of ix_events_fresh per tenant.
@@ -70,18 +70,18 @@ async def turn(home: Runtime, own: Runtime) -> Turn:
 
 async def oldest_waiting(rt: Runtime, lane: Lane) -> tuple[int, str] | None:
     """The tenant's oldest event waiting for its first run in ``lane`` (a job serves its own queue's lane)."""
+    slow = col(Event.kind).in_(sorted(SLOW_KINDS))
     async with rt.sessions() as s:
-        rows = await s.execute(
-            select(col(Event.id), col(Event.kind))
-            .where(col(Event.status).in_([EventStatus.accepted, EventStatus.queued]))
-            .order_by(col(Event.id))
-            .limit(50)
-        )
-        for event_id, kind in rows:
-            known = spec(kind)
-            if known is not None and known.lane == lane:
-                return int(event_id), str(kind)
-    return None
+        row = (
+            await s.execute(
+                select(col(Event.id), col(Event.kind))
+                .where(col(Event.status).in_([EventStatus.accepted, EventStatus.queued]))
+                .where(slow if lane == Lane.slow else ~slow)
+                .order_by(col(Event.id))
+                .limit(1)
+            )
+        ).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
 
 
 Run = Callable[[Runtime, int, str, int], Awaitable[str]]  # app.jobs.tasks._run_own: (runtime, event, kind, rounds)
