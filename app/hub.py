@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,11 +47,13 @@ class _Held:
 
 @dataclass
 class Turns:
-    """Whose turn it was last (app.jobs.fairness), and whether any tenant is registered, as last read."""
+    """Whose turn it was last (app.jobs.fairness), the rounds each tenant has running in this process, and whether
+    any tenant is registered, as last read."""
 
     last_served: int = -1
     registered: bool = False
     checked: float = 0.0
+    running: Counter[int] = field(default_factory=Counter)
 
 
 class Hub:

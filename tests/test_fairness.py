@@ -180,3 +180,96 @@ async def test_a_turn_finds_the_oldest_waiting_work_of_its_lane_behind_any_numbe
     slow = await fairness.oldest_waiting(beta, Lane.slow)
     assert fast is not None and fast[1] == "contact.upserted"
     assert slow is not None and slow[1] == slow_kind
+
+
+async def _post_contacts(two: Two, count: int) -> None:  # noqa: F811
+    for n in range(count):
+        r = await two.client.post(
+            "/webhooks/coursesales",
+            json=contact_delivery(f"a-{n}", contact_id=10_000 + n, username=f"learner{n}@example.com",
+                                  email=f"learner{n}@example.com"),
+            headers=cs_auth(TEST_TOKENS["coursesales"]),
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+
+
+async def test_a_drain_that_began_alone_gives_way_when_another_tenants_work_comes_in(
+    two: Two,  # noqa: F811
+    monkeypatch: Any,
+) -> None:
+    """A job that found its tenant alone drains up to twenty rounds; when another tenant's event arrives between two
+    of them, it stops after the round it is in and queues its own event again, behind the other tenant's turn."""
+    two.home.settings.moodle.max_batch = 2
+    await _post_contacts(two, 60)
+    first = await _next_job(two.home)
+    assert first is not None
+    real_round, rounds, beta_event = tasks._round, [], []
+
+    async def round_then_beta_arrives(rt: Runtime, family: Any, *, own: int | None = None) -> int:
+        n = await real_round(rt, family, own=own)
+        rounds.append(n)
+        if not beta_event:
+            r = await two.client.post(
+                "/t/beta/webhooks/coursesales",
+                json=registration("b-late"),
+                headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"]),
+            )
+            beta_event.append(r.json()["event_id"])
+        return n
+
+    monkeypatch.setattr(tasks, "_round", round_then_beta_arrives)
+    outcome = await tasks.process_event({"runtime": two.home}, first)
+    assert outcome == "processed 2" and rounds == [2]  # one round, not twenty of 2
+    assert two.home.queue is not None
+    queued = [j.decode() if isinstance(j, bytes) else j for j in await two.home.queue.redis.zrange(DEFAULT_QUEUE, 0, -1)]
+    # Its drain goes on behind beta's turn, from default's oldest waiting event (its own was in the round).
+    assert any(j.startswith(f"event:{first + 2}:turn:") for j in queued), queued
+    monkeypatch.setattr(tasks, "_round", real_round)
+    assert await _status(two.home, beta_event[0]) in ("accepted", "queued")
+    jobs = 0
+    while await _status(two.home, beta_event[0]) in ("accepted", "queued"):
+        event_id = await _next_job(two.home)
+        assert event_id is not None
+        await tasks.process_event({"runtime": two.home}, event_id)
+        jobs += 1
+    assert jobs <= 2, jobs
+
+
+async def test_the_turn_goes_to_the_tenant_with_the_fewest_rounds_running(two: Two) -> None:  # noqa: F811
+    """Fair by the worker's slots: while three of default's rounds run in this process and beta has none, the next
+    turn is beta's, even though beta was served last (round the tenants alone, it would be default's)."""
+    from app.jobs import fairness
+
+    await _post_contacts(two, 3)
+    r = await two.client.post(
+        "/t/beta/webhooks/coursesales", json=registration("b-1"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    assert r.status_code == 202
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    turns = two.home.hub.turns
+    turns.last_served = beta.tenant_id
+    with fairness.working(two.home, 0), fairness.working(two.home, 0), fairness.working(two.home, 0):
+        assert turns.running[0] == 3
+        turn = await fairness.turn(two.home, two.home)
+    assert turn.runtime.tenant_id == beta.tenant_id and turn.shared
+    assert 0 not in turns.running  # the count goes when the rounds end
+    # With the slots even, the turn goes round: default, whose turn follows beta's.
+    assert (await fairness.turn(two.home, two.home)).runtime.tenant_id == 0
+
+
+async def test_a_job_whose_event_was_taken_serves_the_tenant_with_work_waiting(two: Two) -> None:  # noqa: F811
+    """At the end of a drain the queue holds the jobs of events its rounds already took, ahead of the other
+    tenant's own jobs; each of those job starts is a turn for the tenant whose work waits (here beta, alone)."""
+    await _post_contacts(two, 1)
+    first = await _next_job(two.home)
+    assert first is not None
+    await tasks.process_event({"runtime": two.home}, first)
+    assert await _status(two.home, first) == "done"
+    r = await two.client.post(
+        "/t/beta/webhooks/coursesales", json=registration("b-1"), headers=cs_auth(BETA["WEBHOOKS__COURSESALES_TOKEN"])
+    )
+    beta_event = r.json()["event_id"]
+    outcome = await tasks.process_event({"runtime": two.home}, first)  # a stale job of default's, run again
+    assert outcome == "served tenant beta's turn (already done)"
+    assert await _status(two.home, beta_event) not in ("accepted", "queued")

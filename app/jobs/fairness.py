@@ -7,13 +7,19 @@ tenant with work, never a loop per tenant), and the turn goes round them after t
 another tenant's turn, the job runs one round of that tenant's oldest waiting work of its own lane, and queues its
 own event again behind it; while several tenants have work, a job runs one round, not a drain of twenty.
 
+The turn is fair by the worker's slots, not by job starts: it goes to the tenant with work that has the fewest rounds
+running in this process, and round the tenants among equals. A tenant whose rounds are long (a first sync's batches
+of 100 users) would otherwise hold nine slots of ten while a tenant with short rounds (a completion) held one, and
+each of its events would wait for every second job start.
+
 With no tenant registered (a single-provider install) none of this runs: a job works as it always did.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -49,23 +55,67 @@ class Turn:
 async def turn(home: Runtime, own: Runtime) -> Turn:
     """Whose turn it is, for a job of ``own``'s event."""
     state = home.hub.turns
+    if not await _registered(home):
+        return Turn(own, shared=False)
+    async with home.sessions() as s:
+        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
+    if not waiting or waiting == [own.tenant_id]:
+        return Turn(own, shared=False)
+    # Another tenant waits, alone or beside this job's own: a job whose own tenant has nothing waiting (its events
+    # taken by the rounds of a drain) serves the tenant that does, rather than end and leave it to its own job behind.
+    fewest = min(state.running[i] for i in waiting)
+    least = [i for i in waiting if state.running[i] == fewest]
+    after = [i for i in least if i > state.last_served]
+    chosen = after[0] if after else least[0]
+    state.last_served = chosen
+    shared = len(waiting) > 1
+    if chosen == own.tenant_id:
+        return Turn(own, shared=shared)
+    other = await home.hub.by_id(chosen)
+    return Turn(other or own, shared=shared)
+
+
+async def give_way(home: Runtime, own: Runtime, kind: str) -> bool:
+    """Between the rounds of a drain: when another tenant has work waiting now, say so, and queue a job for the
+    drain's tenant's oldest waiting work (the drain goes on from there, behind the other tenant's turn). A drain that started alone would
+    otherwise hold its worker slot for up to twenty rounds while the other tenant's events waited for a free one."""
+    if not await _registered(home):
+        return False
+    async with home.sessions() as s:
+        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
+    if not any(i != own.tenant_id for i in waiting) or own.queue is None:
+        return False
+    # The drain goes on from its tenant's oldest waiting work (its own event was in the rounds just run).
+    rest = await oldest_waiting(own, lane_of(kind))
+    if rest is not None:
+        await own.queue.enqueue_again(*rest)
+    return True
+
+
+async def _registered(home: Runtime) -> bool:
+    """Is any tenant registered (read again every REGISTERED_CHECK_SECONDS)?"""
+    state = home.hub.turns
     if time.monotonic() - state.checked > REGISTERED_CHECK_SECONDS:
         async with home.sessions() as s:
             state.registered = (await s.execute(select(col(Tenant.id)).limit(1))).first() is not None
         state.checked = time.monotonic()
-    if not state.registered:
-        return Turn(own, shared=False)
-    async with home.sessions() as s:
-        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
-    if len(waiting) <= 1:
-        return Turn(own, shared=False)
-    after = [i for i in waiting if i > state.last_served]
-    chosen = after[0] if after else waiting[0]
-    state.last_served = chosen
-    if chosen == own.tenant_id:
-        return Turn(own, shared=True)
-    other = await home.hub.by_id(chosen)
-    return Turn(other or own, shared=True)
+    return state.registered
+
+
+@contextmanager
+def working(home: Runtime | None, tenant_id: int) -> Iterator[None]:
+    """Count a round of ``tenant_id``'s as running in this process for as long as the block runs."""
+    if home is None:
+        yield
+        return
+    running = home.hub.turns.running
+    running[tenant_id] += 1
+    try:
+        yield
+    finally:
+        running[tenant_id] -= 1
+        if not running[tenant_id]:
+            del running[tenant_id]
 
 
 async def oldest_waiting(rt: Runtime, lane: Lane) -> tuple[int, str] | None:
@@ -87,16 +137,17 @@ async def oldest_waiting(rt: Runtime, lane: Lane) -> tuple[int, str] | None:
 Run = Callable[[Runtime, int, str, int], Awaitable[str]]  # app.jobs.tasks._run_own: (runtime, event, kind, rounds)
 
 
-async def serve(other: Runtime, kind: str, rt: Runtime, event_id: int, *, run: Run) -> bool:
-    """One round of the other tenant's oldest waiting work in this job's lane, this job's event queued again behind
-    it; False when that tenant had nothing it could run now (the job then works its own event)."""
+async def serve(home: Runtime, other: Runtime, kind: str, rt: Runtime, event_id: int | None, *, run: Run) -> bool:
+    """One round of the other tenant's oldest waiting work in this job's lane, this job's event (if it still has
+    work) queued again behind it; False when that tenant had nothing it could run now."""
     oldest = await oldest_waiting(other, lane_of(kind))
     if oldest is None:
         return False
-    outcome = await run(other, *oldest, 1)
+    with working(home, other.tenant_id):
+        outcome = await run(other, *oldest, 1)
     if not outcome.startswith("processed") or outcome == "processed 0":
         return False
-    if rt.queue is not None:
+    if rt.queue is not None and event_id is not None:
         await rt.queue.enqueue_again(event_id, kind)
     return True
 

@@ -60,19 +60,23 @@ async def run_event(rt: Runtime, event_id: int, *, home: Runtime | None = None) 
             return "missing"
         kind = event.kind
         settled = _settled_elsewhere(event)
+    # Every job start is a turn, even a job whose own event another round took: a backlog leaves thousands of those
+    # in the queue, ahead of the other tenants' own jobs.
+    turn = await fairness.turn(home, rt) if home is not None else None
+    if turn is not None and home is not None and turn.runtime is not rt:
+        own = event_id if settled is None else None
+        if await fairness.serve(home, turn.runtime, kind, rt, own, run=_run_own):
+            return f"served tenant {turn.runtime.slug}'s turn" + (f" ({settled})" if settled else "")
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.
         return settled
-    rounds = MAX_ROUNDS
-    if home is not None:
-        turn = await fairness.turn(home, rt)
-        if turn.runtime is not rt and await fairness.serve(turn.runtime, kind, rt, event_id, run=_run_own):
-            return f"served tenant {turn.runtime.slug}'s turn"
-        rounds = 1 if turn.shared else MAX_ROUNDS  # other tenants wait: one round, then the next one's turn
-    return await _run_own(rt, event_id, kind, rounds)
+    # While other tenants wait, one round, then the next one's turn.
+    rounds = 1 if turn is not None and turn.shared else MAX_ROUNDS
+    with fairness.working(home, rt.tenant_id):
+        return await _run_own(rt, event_id, kind, rounds, home=home)
 
 
-async def _run_own(rt: Runtime, event_id: int, kind: str, rounds: int) -> str:
+async def _run_own(rt: Runtime, event_id: int, kind: str, rounds: int, *, home: Runtime | None = None) -> str:
     reason = waiting_for(rt.settings, kind, await rt.upstream_states.get(rt.sessions))
     if reason is not None:
         # Kept in the inbox, saying why on the event itself; the sweeper queues it again, and after a restart with
@@ -95,11 +99,13 @@ async def _run_own(rt: Runtime, event_id: int, kind: str, rounds: int) -> str:
     total = 0
     # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
     budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
-    for _ in range(rounds):
+    for more in range(rounds - 1, -1, -1):
         n = await _round(rt, family, own=event_id)
         total += n
         if n == 0 or time.monotonic() > budget:
             break
+        if more and home is not None and await fairness.give_way(home, rt, kind):
+            break  # another tenant's work came in while this one drained: its turn now, this drain queued behind it
     return f"processed {total}"
 
 
