@@ -221,7 +221,9 @@ async def test_a_drain_that_began_alone_gives_way_when_another_tenants_work_come
     outcome = await tasks.process_event({"runtime": two.home}, first)
     assert outcome == "processed 2" and rounds == [2]  # one round, not twenty of 2
     assert two.home.queue is not None
-    queued = [j.decode() if isinstance(j, bytes) else j for j in await two.home.queue.redis.zrange(DEFAULT_QUEUE, 0, -1)]
+    queued = [
+        j.decode() if isinstance(j, bytes) else j for j in await two.home.queue.redis.zrange(DEFAULT_QUEUE, 0, -1)
+    ]
     # Its drain goes on behind beta's turn, from default's oldest waiting event (its own was in the round).
     assert any(j.startswith(f"event:{first + 2}:turn:") for j in queued), queued
     monkeypatch.setattr(tasks, "_round", real_round)
