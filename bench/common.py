@@ -164,7 +164,9 @@ def uvicorn_args(app: str, port: int, *, workers: int = 1) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = list(dict.fromkeys(c for r in rows for c in r))  # every benchmark's columns (p99 here, p95 there)
+    # Every benchmark's columns (p99 here, p95 there), the goal a row answers next to last, the notes last.
+    seen = list(dict.fromkeys(c for r in rows for c in r))
+    cols = [c for c in seen if c not in ("goal", "errors")] + [c for c in ("goal", "errors") if c in seen]
     widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
     line = " | ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True))
     sep = "-|-".join("-" * w for w in widths)
