@@ -97,6 +97,10 @@ class UsersSettings(BaseModel):
     # Adopted accounts keep their password unless this is on (while the portal password is the truth).
     adopt_overwrites_password: bool = False
     suspend_inactive: bool = True
+    # Moodle's allowaccountssameemail. Off (Moodle's default), Moodle refuses an account whose username or email
+    # another has, so the sync creates a new contact's user first and looks it up only when Moodle refuses the
+    # batch; on, it reads Moodle by username and email before each create (two more calls a batch).
+    allow_same_email: bool = False
 
     @field_validator("fields")
     @classmethod

@@ -107,32 +107,37 @@ def all_done(rt: Runtime) -> Callable[[], Awaitable[bool]]:
 
 
 @pytest.mark.parametrize(
-    "kill_during",
+    ("kill_during", "mode", "creates"),
     [
-        "core_user_get_users_by_field",  # nothing written to Moodle yet
-        "core_user_create_users",  # Moodle made the user; the worker never heard back nor recorded the link
+        # Read before the create (users.allow_same_email): nothing written to Moodle yet.
+        ("core_user_get_users_by_field", {"SYNC_USERS__ALLOW_SAME_EMAIL": "true"}, 1),
+        # Created first (the default): Moodle made the user; the worker never heard back nor recorded the link. The
+        # next attempt's create is refused (the username is taken) and the intent says the account is the sync's own.
+        ("core_user_create_users", {}, 2),
     ],
 )
 async def test_sigkill_mid_job_lease_and_sweeper_finish_it(
     kill_during: str,
+    mode: dict[str, str],
+    creates: int,
     client: httpx.AsyncClient,
     api_on_own_redis: Runtime,
     moodle_fake: Any,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     rt = api_on_own_redis
-    moodle_fake.latency = 0.5  # a job of three calls: 1.5 s, inside the 3 s lease (= arq's job timeout)
+    moodle_fake.latency = 0.5  # a job of at most three calls: 1.5 s, inside the 3 s lease (= arq's job timeout)
     r = await post_contact(client, "d-kill")
     assert r.status_code == 202 and r.json()["status"] == "queued"
     event_id = r.json()["event_id"]
 
-    first = start_worker(lease_seconds=3, sweep_interval_seconds=1)
+    first = start_worker(lease_seconds=3, sweep_interval_seconds=1, **mode)
     await wait_for(called(moodle_fake, kill_during), timeout=30)
     assert await asyncio.to_thread(first.kill) == -9
     (event,) = await events(rt)
     assert event.status == "running" and event.attempts == 1, "the dead worker's claim still holds the event"
 
-    second = start_worker(lease_seconds=3, sweep_interval_seconds=1)
+    second = start_worker(lease_seconds=3, sweep_interval_seconds=1, **mode)
     try:
         await wait_for(all_done(rt), timeout=30)
     except AssertionError:
@@ -144,7 +149,8 @@ async def test_sigkill_mid_job_lease_and_sweeper_finish_it(
     (event,) = await events(rt)
     assert event.attempts == 2
     (user,) = users_named(moodle_fake, USERNAME)
-    assert calls_of(moodle_fake, "core_user_create_users") == 1, "the user was made once, by one worker"
+    # The user was made once, by one worker (a second create, if any, was refused: the username was taken).
+    assert calls_of(moodle_fake, "core_user_create_users") == creates
     assert [(link.username, link.moodle_user_id) for link in await links(rt)] == [(USERNAME, user["id"])]
     assert event.result["moodle_user_id"] == user["id"]
 
@@ -159,12 +165,12 @@ async def test_sigterm_lets_the_running_job_finish(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     rt = api_on_own_redis
-    moodle_fake.latency = 1.0  # three calls: the job runs for about 3 s
+    moodle_fake.latency = 3.0  # the job's one call (a new user is created first, issue 22) runs for 3 s
     r = await post_contact(client, "d-term")
     assert r.json()["status"] == "queued"
 
     worker = start_worker(lease_seconds=30, sweep_interval_seconds=1)
-    await wait_for(called(moodle_fake, "core_user_get_users_by_field"), timeout=30)
+    await wait_for(called(moodle_fake, "core_user_create_users"), timeout=30)
     code = await asyncio.to_thread(worker.terminate, 30)  # raises if the process outlives the deadline
 
     assert await statuses(rt) == ["done"], f"the job was not let finish\n--- worker:\n{worker.log_tail()}"
@@ -418,14 +424,14 @@ async def test_two_events_of_one_contact_in_concurrent_jobs(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
 ) -> None:
     runtime.settings.moodle.max_batch = 1  # one event per claim, so the second job can take the second event
-    moodle_fake.latency = 0.5  # long against the database work: both jobs read Moodle before either writes
+    moodle_fake.latency = 0.5  # long against the database work: the second job starts while the first creates
     await post_contact(client, "d-a", firstname="First")
     await post_contact(client, "d-b", firstname="Second")
     first, second = (e.id for e in await events(runtime))
 
     job1 = asyncio.create_task(run_event(runtime, first))
     # The second job starts once the first holds its event (else, on PostgreSQL, its claim waits and finds none).
-    await wait_for(called(moodle_fake, "core_user_get_users_by_field"), timeout=10, every=0.01)
+    await wait_for(called(moodle_fake, "core_user_create_users"), timeout=10, every=0.01)
     job2 = asyncio.create_task(run_event(runtime, second))
     outcomes = await asyncio.gather(job1, job2, return_exceptions=True)
 
@@ -501,7 +507,7 @@ async def test_serve_stopped_by_sigterm_lets_the_running_job_finish_and_exits_0(
 
     from tests.procs import free_port, moodle_sync_command
 
-    moodle_fake.latency = 1.0  # three calls: the job runs for about 3 s
+    moodle_fake.latency = 3.0  # the job's one call (a new user is created first, issue 22) runs for 3 s
     port = free_port()
     env = worker_env(
         database_url=migrated, redis_url=own_redis.url, moodle_url=served_moodle.url, var_dir=var_dir, lease_seconds=30
@@ -514,7 +520,7 @@ async def test_serve_stopped_by_sigterm_lets_the_running_job_finish_and_exits_0(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             await wait_for(serving(client), timeout=60)
             assert (await post_contact(client, "d-serve-term")).status_code == 202
-        await wait_for(called(moodle_fake, "core_user_get_users_by_field"), timeout=30)
+        await wait_for(called(moodle_fake, "core_user_create_users"), timeout=30)
         proc.terminate()
         code = await asyncio.to_thread(proc.wait, 30)
     finally:

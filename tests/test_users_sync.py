@@ -83,7 +83,8 @@ async def test_existing_username_is_adopted_not_duplicated(
     existing = seed_user(moodle_fake, "jane.doe@example.com", "jane.doe@example.com", firstname="J", phone1="999")
     await post_contact(client, "d-1")
     await process_all(runtime)
-    assert not [c for c in moodle_fake.calls if c[0] == "core_user_create_users"]
+    # Not duplicated: the create tried first (issue 22) was refused, the username being taken.
+    assert [u["id"] for u in moodle_fake.users.values() if u["username"] == "jane.doe@example.com"] == [existing["id"]]
     user = moodle_fake.users[existing["id"]]
     assert user["firstname"] == "Jane", "firstname is locked: CourseSales wins"
     assert user["phone1"] == "999", "phone1 is unlocked: Moodle owns it after creation"

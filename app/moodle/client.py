@@ -137,42 +137,44 @@ class MoodleClient:
         return max(1, min(self.max_batch, self.max_input_vars // max(1, fields_per_item)))
 
     async def batch(
-        self, items: Sequence[Item], send: Callable[[list[Item]], Awaitable[list[T]]], *, fields_per_item: int = 10
-    ) -> list[ItemResult[T]]:
-        """Send all-or-nothing batches; when one is refused for its data, split it to isolate the bad item.
-
-        Transient and auth errors are raised: they concern the call, not an item.
-        """
+        self, items: Sequence[Item], send: Callable[[list[Item]], Awaitable[list[T]]], *, fields_per_item: int = 10,
+        isolate: bool = True,
+    ) -> list[ItemResult[T]]:  # fmt: skip
+        """Send all-or-nothing batches; when one is refused for its data, split it to isolate the bad item (or, not
+        ``isolate``, answer each of its items with the refusal). Transient and auth errors are raised: they concern
+        the call, not an item."""
         chunks = _slices(range(len(items)), self.batch_size(fields_per_item))
         results: list[ItemResult[T]] = []
-        for chunk_results in await asyncio.gather(*(self._isolate(items, idx, send) for idx in chunks)):
+        for chunk_results in await asyncio.gather(*(self._isolate(items, idx, send, isolate) for idx in chunks)):
             results.extend(chunk_results)
         return sorted(results, key=lambda r: r.index)
 
     async def _isolate(
-        self, items: Sequence[Item], idx: list[int], send: Callable[[list[Item]], Awaitable[list[T]]]
+        self, items: Sequence[Item], idx: list[int], send: Callable[[list[Item]], Awaitable[list[T]]], split: bool
     ) -> list[ItemResult[T]]:
         try:
             values = await send([items[i] for i in idx])
         except MoodleAuthError:
             raise
         except MoodlePermanentError as exc:
-            if len(idx) == 1:
-                return [ItemResult(idx[0], error=exc)]
+            if len(idx) == 1 or not split:
+                return [ItemResult(i, error=exc) for i in idx]
             mid = len(idx) // 2
-            left = await self._isolate(items, idx[:mid], send)
-            right = await self._isolate(items, idx[mid:], send)
+            left = await self._isolate(items, idx[:mid], send, split)
+            right = await self._isolate(items, idx[mid:], send, split)
             return left + right
         return [ItemResult(i, value=v) for i, v in zip(idx, values, strict=False)]
 
-    async def _create(self, function: str, key: str, items: Sequence[Item]) -> list[ItemResult[dict[str, Any]]]:
+    async def _create(
+        self, function: str, key: str, items: Sequence[Item], isolate: bool = True
+    ) -> list[ItemResult[dict[str, Any]]]:
         """A create call in all-or-nothing batches, isolating refused items; a value per item created."""
 
         async def send(chunk: list[Item]) -> list[dict[str, Any]]:
             created: list[dict[str, Any]] = await self.call(function, {key: chunk})
             return created
 
-        return await self.batch(items, send, fields_per_item=10)
+        return await self.batch(items, send, fields_per_item=10, isolate=isolate)
 
     async def _update(
         self, function: str, key: str, items: Sequence[Item], *, fields_per_item: int
@@ -217,9 +219,9 @@ class MoodleClient:
             found.extend(await self.call("core_user_get_users_by_field", {"field": field, "values": chunk}))
         return found
 
-    async def create_users(self, users: Sequence[Item]) -> list[ItemResult[dict[str, Any]]]:
-        """Create users in all-or-nothing batches, isolating refused ones; values are ``{id, username}``."""
-        return await self._create("core_user_create_users", "users", users)
+    async def create_users(self, users: Sequence[Item], *, isolate: bool = True) -> list[ItemResult[dict[str, Any]]]:
+        """Create users in all-or-nothing batches, isolating refused ones (``isolate``); values: ``{id, username}``."""
+        return await self._create("core_user_create_users", "users", users, isolate)
 
     async def update_users(self, users: Sequence[Item]) -> dict[int, dict[str, Any]]:
         """Update users (per-item in Moodle); returns the warnings by user id."""

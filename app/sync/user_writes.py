@@ -47,12 +47,22 @@ class UserWrites:
         """The intent for ``username``, if any, ends with this run's links."""
         self._settled_intents.add(username)
 
-    async def create(self, todo: list[Work], updates: Updates) -> dict[int, Outcome]:
-        """Make the users in all-or-nothing batches; one another worker made meanwhile joins ``updates``."""
+    async def create(
+        self, todo: list[Work], updates: Updates, *, presumed_new: bool = False
+    ) -> tuple[dict[int, Outcome], list[Work]]:
+        """Make the users in all-or-nothing batches; one another worker made meanwhile joins ``updates``.
+
+        ``presumed_new``: the users were not looked up first (into an empty Moodle there is nothing to find). A batch
+        Moodle refuses made nobody: its works come back, unanswered, to be looked up, and the intents this call
+        recorded for them are withdrawn first (an account with their username is not the sync's own)."""
         outcomes: dict[int, Outcome] = {}
-        await self._intend(todo)
-        results = await self.moodle.create_users([self.fields.new_user(w) for w in todo])
+        fresh = await self._intend(todo)
+        results = await self.moodle.create_users([self.fields.new_user(w) for w in todo], isolate=not presumed_new)
+        refused: list[Work] = []
         for w, res in zip(todo, results, strict=True):
+            if not res.ok and presumed_new:
+                refused.append(w)
+                continue
             self.settle(w.contact.moodle_username)
             if res.ok:
                 assert res.value is not None  # a made item carries Moodle's answer
@@ -73,22 +83,31 @@ class UserWrites:
                 updates.append((w, self.fields.changes(w)))
                 continue
             outcomes[w.event.id] = Outcome(EventStatus.failed, explain(res.error))
-        return outcomes
+        if refused:
+            withdrawn = sorted(fresh & {w.contact.moodle_username for w in refused})
+            if withdrawn:
+                await self.session.execute(delete(UserIntent).where(col(UserIntent.username).in_(withdrawn)))
+                await self.session.commit()
+        return outcomes, refused
 
-    async def _intend(self, todo: list[Work]) -> None:
+    async def _intend(self, todo: list[Work]) -> set[str]:
         """Commit the intents before the create call: the one commit inside a run, so that a crash after Moodle
-        made the users (before their links commit) leaves proof that they are the sync's own."""
+        made the users (before their links commit) leaves proof that they are the sync's own. The usernames whose
+        intent this call recorded (an earlier attempt's are kept as they are)."""
         rows = [
             {"tenant_id": tenant_of(self.session), "username": w.contact.moodle_username,
              "contact_id": w.contact.contact_id, "event_id": w.event.id, "created_at": utcnow()}
             for w in todo
         ]  # fmt: skip
-        statement = insert_for(self.session, table_of(UserIntent)).on_conflict_do_nothing(
-            index_elements=["tenant_id", "username"]
+        statement = (
+            insert_for(self.session, table_of(UserIntent))
+            .on_conflict_do_nothing(index_elements=["tenant_id", "username"])
+            .returning(table_of(UserIntent).c.username)
         )
-        await self.session.execute(statement, rows)
+        fresh = set((await self.session.execute(statement, rows)).scalars())
         await self.session.commit()
         self._made_intents = True
+        return fresh
 
     async def update(self, updates: Updates) -> dict[int, Outcome]:
         """Send the changes in one call; a user with none only has its link refreshed."""

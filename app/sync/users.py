@@ -69,15 +69,23 @@ class UserSync:
             else:
                 checked.append(work)
         await self._load_moodle_users(checked)
-        await self._load_intents(checked)
-        if self.rules.adopt_existing and any(self._foreign(w) for w in checked):
-            self._token_user_id = await self.moodle.token_user_id()
+        # Unless Moodle makes accounts whose email another has, a create tells as much as a look-up would: Moodle
+        # refuses a taken username or email, and refuses the whole batch. The unlinked are then created first and
+        # looked up only when their batch is refused.
+        presumed_new = not self.rules.allow_same_email
+        unlinked = [w for w in checked if not w.link]
+        # Only a contact that would be made is presumed new: one without a password or inactive is made nowhere,
+        # so what it finds decides (an existing account is adopted or left alone).
+        await self._look_up_by_name([w for w in unlinked if not (presumed_new and w.contact.active and w.password)])
         creates: list[Work] = []
         updates: Updates = []
-        for work in checked:
-            decided = self._decide(work, creates, updates)
-            if decided is not None:
-                outcomes[work.event.id] = decided
+        await self._decide_all(checked, creates, updates, outcomes)
+        if presumed_new and creates:
+            made, refused = await self.writes.create(creates, updates, presumed_new=True)
+            outcomes.update(made)
+            await self._look_up_by_name(refused)
+            creates = []
+            await self._decide_all(refused, creates, updates, outcomes)
         outcomes.update(await self._create(creates, updates))
         outcomes.update(await self.writes.update(updates))
         await self._insert_links()
@@ -135,7 +143,8 @@ class UserSync:
                 await self.session.delete(link)
                 await self.session.flush()
                 w.link = None
-        unlinked = [w for w in works if not w.link]
+
+    async def _look_up_by_name(self, unlinked: list[Work]) -> None:
         names = sorted({w.contact.moodle_username for w in unlinked})
         by_name = {u["username"]: u for u in await self.moodle.get_users_by_field("username", names)}
         for w in unlinked:
@@ -151,6 +160,15 @@ class UserSync:
         return w.link is None and w.moodle_user is not None and w.moodle_user["username"] not in self.writes.intents
 
     # -- deciding --------------------------------------------------------------------------
+
+    async def _decide_all(self, works: list[Work], creates: list[Work], updates: Updates, outcomes: dict) -> None:
+        await self._load_intents(works)
+        if self.rules.adopt_existing and self._token_user_id is None and any(self._foreign(w) for w in works):
+            self._token_user_id = await self.moodle.token_user_id()
+        for work in works:
+            decided = self._decide(work, creates, updates)
+            if decided is not None:
+                outcomes[work.event.id] = decided
 
     def _settled(self, w: Work) -> bool:
         """Registrations only, bringing nothing new, for a user confirmed moments ago: the enrolment needs no read.
@@ -224,7 +242,8 @@ class UserSync:
                     "users.match_by_email to true, or change one of the emails",
                 )
         if todo:
-            outcomes.update(await self.writes.create(todo, updates))
+            made, _ = await self.writes.create(todo, updates)
+            outcomes.update(made)
         return outcomes
 
     async def _emails_taken(self, creates: list[Work]) -> dict[str, dict[str, Any]]:
