@@ -131,3 +131,19 @@ def test_a_job_failure_arq_records_is_serialised_not_a_traceback() -> None:
         serializer=dumps,
     )
     assert data is not None and "job expired" in loads(data)["r"]
+
+
+async def test_each_lane_gets_its_own_oldest_events_queued(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """A backlog's course dates (the slow lane) come after thousands of contacts: queued by lane, they start beside
+    the first contacts instead of waiting for every contact before them to be taken."""
+    from app.jobs.queue import SLOW_QUEUE
+    from tests.helpers import post_event
+
+    for n in range(4):
+        await post_contact(client, f"d-{n}", contact_id=100 + n, username=f"u{n}@example.com", email=f"u{n}@x.org")
+    for n in range(2):
+        await post_event(client, {"type": "course_date.changed", "id": f"c-{n}", "course_date_id": 7000 + n})
+    await runtime.queue.redis.flushdb()
+    assert await sweep(runtime, "w1", grace=timedelta(0), limit=3) == 5
+    assert await runtime.queue.redis.zcard(DEFAULT_QUEUE) == 3  # the 3 oldest contacts
+    assert await runtime.queue.redis.zcard(SLOW_QUEUE) == 2  # and the course dates, though newer than the 4th

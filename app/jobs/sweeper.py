@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import and_, or_, select
@@ -15,6 +16,7 @@ from app.db.models import Event, EventStatus
 from app.db.tenancy import ALL_TENANTS
 from app.db.tenants import Tenant
 from app.db.types import utcnow
+from app.events.registry import SLOW_KINDS
 from app.jobs.queue import Queue
 from app.loops import pause
 from app.runtime import Runtime
@@ -62,27 +64,30 @@ async def requeue(
     if queue is None:
         return 0
     now = utcnow()
-    async with sessions() as s:
-        rows = (
-            await s.execute(
-                select(col(Event.id), col(Event.attempts), col(Event.kind))
-                .where(
-                    or_(
-                        and_(
-                            col(Event.status).in_([EventStatus.accepted, EventStatus.queued]),
-                            col(Event.updated_at) < now - grace,
-                        ),
-                        and_(col(Event.status) == EventStatus.retrying, col(Event.next_attempt_at) < now - grace),
-                        and_(col(Event.status) == EventStatus.running, col(Event.lease_until) < now),
-                    )
-                )
-                .order_by(col(Event.id))
-                .limit(limit)
-                # A disabled tenant's events wait, unqueued, until it is enabled again.
-                .where(col(Event.tenant_id).not_in(select(col(Tenant.id)).where(col(Tenant.enabled).is_(False))))
-                .execution_options(**(ALL_TENANTS if every_tenant else {}))
+    due = (
+        select(col(Event.id), col(Event.attempts), col(Event.kind))
+        .where(
+            or_(
+                and_(
+                    col(Event.status).in_([EventStatus.accepted, EventStatus.queued]),
+                    col(Event.updated_at) < now - grace,
+                ),
+                and_(col(Event.status) == EventStatus.retrying, col(Event.next_attempt_at) < now - grace),
+                and_(col(Event.status) == EventStatus.running, col(Event.lease_until) < now),
             )
-        ).all()
+        )
+        .order_by(col(Event.id))
+        .limit(limit)
+        # A disabled tenant's events wait, unqueued, until it is enabled again.
+        .where(col(Event.tenant_id).not_in(select(col(Tenant.id)).where(col(Tenant.enabled).is_(False))))
+        .execution_options(**(ALL_TENANTS if every_tenant else {}))
+    )
+    slow = col(Event.kind).in_(sorted(SLOW_KINDS))
+    rows: list[Any] = []
+    async with sessions() as s:
+        # Each lane its own oldest: the course dates of a backlog start beside its first 5,000 contacts, not after.
+        for lane in (~slow, slow):
+            rows += (await s.execute(due.where(lane))).all()
     queued = await queue.enqueue_events([(r.id, r.attempts, r.kind) for r in rows])
     if queued:
         async with sessions() as s:
