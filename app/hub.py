@@ -161,7 +161,7 @@ class Hub:
                 held.checked = time.monotonic()
                 return self._served(held)
             settings = tenant_settings(self.home.settings, tenant, vault=self.home.vault)
-            runtime = tenant_runtime(self.home, settings, tenant_id=tenant.id, slug=tenant.slug)
+            runtime = tenant_runtime(self.home, settings, tenant_id=tenant.id, slug=tenant.slug, name=tenant.name)
             fresh = self._held[tenant_id] = _Held(runtime, tenant.updated_at, time.monotonic())
             if held is not None:  # its settings changed: the old clients go
                 await held.runtime.close()

@@ -53,6 +53,7 @@ class Runtime:
     # and the hub), or a registered tenant's, made by the hub and sharing those with ``home``.
     tenant_id: int = DEFAULT_TENANT_ID
     slug: str = DEFAULT_SLUG
+    name: str = ""  # a registered tenant's name, as its console shows it
     home: Runtime | None = field(default=None, repr=False)
     transports: Transports = field(default=(None, None), repr=False)
     _hub: Hub | None = field(default=None, repr=False)
@@ -211,7 +212,7 @@ def build_runtime(
     )
 
 
-def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: str) -> Runtime:
+def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: str, name: str = "") -> Runtime:
     """A registered tenant's runtime: its own settings and upstream clients; home's engine, vault and queue."""
     return Runtime(
         settings=settings,
@@ -222,6 +223,7 @@ def tenant_runtime(home: Runtime, settings: Settings, *, tenant_id: int, slug: s
         keyring=home.keyring,
         tenant_id=tenant_id,
         slug=slug,
+        name=name,
         home=home,
         transports=home.transports,
     )

@@ -251,6 +251,11 @@ async def test_a_tenant_has_a_console_of_its_own(two: Two) -> None:  # noqa: F81
         page = await b_browser.get(f"/t/beta/console/events/{ids['event_id']}")
         assert page.status_code == 200 and "beta-only" in page.text
         assert 'href="/t/beta/console/events"' in page.text  # its links stay in its console
+        # Every page names its tenant (an administrator of several tenants has several consoles open).
+        assert '<span class="tenant" title="tenant beta">Beta Training</span>' in page.text
+        assert "· Beta Training · moodle-sync</title>" in page.text
+        sign_in = await b_browser.get("/t/beta/console/sign-in")
+        assert "moodle-sync console: Beta Training</h1>" in sign_in.text
         # Beta's session opens nothing of default's console, cookie copied or not.
         cookies = {name: value for name, value in b_browser.cookies.items()}
         async with httpx.AsyncClient(transport=transport, base_url="http://sync.test", cookies=cookies) as copied:
@@ -259,6 +264,7 @@ async def test_a_tenant_has_a_console_of_its_own(two: Two) -> None:  # noqa: F81
     # Default's operator signed in at /console: its cookie does not open beta's console.
     async with httpx.AsyncClient(transport=transport, base_url="http://sync.test") as a_browser:
         assert (await _console_sign_in(a_browser, "", "alice", "a-long-password-for-a")).status_code == 303
+        assert 'class="tenant"' not in (await a_browser.get("/console/events")).text  # default's console: no name
         cookies = {name: value for name, value in a_browser.cookies.items()}
         async with httpx.AsyncClient(transport=transport, base_url="http://sync.test", cookies=cookies) as copied:
             r = await copied.get("/t/beta/console/events")

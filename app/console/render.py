@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api import control
+from app.api.deps import RUNTIME
 from app.api.tenant_routing import CONSOLE_ROOT
 from app.console.auth import PATH, Signed
 
@@ -26,8 +27,12 @@ FLASH = "csms_flash"
 
 
 def _base(request: Request) -> dict[str, Any]:
-    """Where the console's links start: "" for the default tenant's, /t/{slug} for a registered tenant's."""
-    return {"base": request.scope.get(CONSOLE_ROOT, "")}
+    """Where the console's links start: "" for the default tenant's, /t/{slug} for a registered tenant's; and a
+    registered tenant's console names its tenant on every page (an administrator of several opens several)."""
+    base = request.scope.get(CONSOLE_ROOT, "")
+    rt = request.scope.get(RUNTIME) if base else None
+    tenant = {"name": rt.name or rt.slug, "slug": rt.slug} if rt is not None else None
+    return {"base": base, "tenant": tenant}
 
 
 templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_base])
