@@ -70,7 +70,8 @@ async def link_user(
         await act(rt, user, lambda uow: control.link_user(body, uow))
     except (Failed, ValidationError) as exc:
         return done("/console/links?tab=users", f"Not linked: {reason(exc)}", ok=False)
-    return done("/console/links?tab=users", f"{body.username} linked to Moodle user {body.moodle_user_id}.")
+    # The username as stored: lower-cased, as Moodle keeps it (app.sync.operations.link_user).
+    return done("/console/links?tab=users", f"{body.username.lower()} linked to Moodle user {body.moodle_user_id}.")
 
 
 @router.post("/links/users/{moodle_user_id}/unlink", response_model=None)
