@@ -190,3 +190,30 @@ async def test_an_events_page_never_shows_a_secret_its_payload_holds(
     page = (await client.get(f"/console/events/{event.id}")).text
     assert "jane" in page and "[redacted]" in page
     assert "a-password-in-a-payload" not in page and TEST_TOKENS["api"] not in page
+
+
+async def test_without_redis_wrong_passwords_are_counted_in_the_process(runtime: Runtime, monkeypatch: Any) -> None:
+    """Redis down: the counts fall back to this process's memory; the limit still holds (per process), and an
+    expired window starts again."""
+    from arq.connections import RedisSettings
+
+    monkeypatch.setattr(throttle, "_local", {})
+    real = runtime.queue
+    runtime.queue = Queue(connect(RedisSettings(host="127.0.0.1", port=1)))  # nothing listens there
+    try:
+        for _ in range(throttle.MAX_FAILURES - 1):
+            await throttle.failed(runtime, "alice", "192.0.2.1")
+        assert await throttle.wait_seconds(runtime, "alice", "192.0.2.1") == 0  # four: may still try
+        await throttle.failed(runtime, "alice", "192.0.2.1")
+        waits = await throttle.wait_seconds(runtime, "alice", "192.0.2.1")
+        assert 1 <= waits <= throttle.WINDOW_SECONDS + 1
+        assert await throttle.wait_seconds(runtime, "alice", "198.51.100.9") > 0  # the name, from anywhere
+        assert await throttle.wait_seconds(runtime, "bob", "192.0.2.1") > 0  # the address, for any name
+        assert await throttle.wait_seconds(runtime, "bob", "198.51.100.9") == 0
+        # The window over (moved to the past), the name may try again.
+        monkeypatch.setattr(throttle, "_local", {k: (n, 0.0) for k, (n, _) in throttle._local.items()})
+        assert await throttle.wait_seconds(runtime, "alice", "192.0.2.1") == 0
+        assert all("alice" not in key and "192.0.2.1" not in key for key in throttle._local)  # digests only
+    finally:
+        await runtime.queue.close()
+        runtime.queue = real
