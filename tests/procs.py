@@ -282,3 +282,28 @@ class WorkerProcess:
             elif self._log is not None:
                 self._log.close()
                 self._log = None
+
+
+def run_cli(
+    database_url: str, command: str, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`moodle-sync COMMAND ARGS` against this test's database (test-mode secrets, no config file, wide columns),
+    its output captured; ``env`` adds or overrides variables."""
+    full = {
+        **os.environ,
+        "SYNC_MODE": "test",
+        "SYNC_DATABASE_URL": database_url,
+        "SYNC_CONFIG": str(ROOT / "no-such-config.toml"),
+        "COLUMNS": "200",
+        "SYNC_SECRET_KEY": TEST_TOKENS["secret_key"],
+        **env,
+    }
+    return subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
+        [sys.executable, "-m", "app.cli", command, *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )

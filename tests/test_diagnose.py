@@ -3,9 +3,7 @@ the fakes: each failing link names the right next step, an all-green walk, Moodl
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -18,9 +16,10 @@ from pydantic import SecretStr
 from app.db.models import UserLink
 from app.runtime import Runtime
 from app.sync.diagnose import Query, walk
+from tests import procs
 from tests.conftest import TEST_TOKENS, bearer
 from tests.helpers import cancel, links, post_contact, process_all, register, settle
-from tests.procs import ROOT, ServedApp
+from tests.procs import ServedApp
 from tests.test_users_sync import seed_user
 
 MOODLE_READS = frozenset(
@@ -326,24 +325,7 @@ async def test_the_user_link_alone_identifies_the_contact(client: httpx.AsyncCli
 
 
 def run_cli(runtime: Runtime, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {
-        **os.environ,
-        "SYNC_MODE": "test",
-        "SYNC_DATABASE_URL": runtime.settings.effective_database_url,
-        "SYNC_CONFIG": str(ROOT / "no-such-config.toml"),
-        "COLUMNS": "200",
-        "SYNC_SECRET_KEY": TEST_TOKENS["secret_key"],
-        **env,
-    }
-    return subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
-        [sys.executable, "-m", "app.cli", "diagnose", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return procs.run_cli(runtime.settings.effective_database_url, "diagnose", *args, timeout=60, **env)
 
 
 async def test_the_cli_report_and_its_exit_codes(

@@ -5,9 +5,7 @@ crash half way); CourseSales read only; the API keeps the result; the CLI's exit
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,9 +21,10 @@ from app.runtime import Runtime
 from app.sync import round_trip
 from app.sync.round_trip import STEPS, Timeouts, run_round_trip, stored_round_trip
 from app.sync.round_trip_model import Report, Step
+from tests import procs
 from tests.conftest import TEST_TOKENS, bearer
 from tests.fakes.moodle import USERS_COURSES
-from tests.procs import ROOT, ServedApp
+from tests.procs import ServedApp
 
 PREFIX = "zz-moodle-sync-check"
 FAST = Timeouts(step=5.0, slow=10.0)
@@ -261,24 +260,7 @@ async def test_the_api_runs_it_and_keeps_the_result(client: httpx.AsyncClient, s
 
 
 def run_cli(runtime: Runtime, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {
-        **os.environ,
-        "SYNC_MODE": "test",
-        "SYNC_DATABASE_URL": runtime.settings.effective_database_url,
-        "SYNC_CONFIG": str(ROOT / "no-such-config.toml"),
-        "COLUMNS": "200",
-        "SYNC_SECRET_KEY": TEST_TOKENS["secret_key"],
-        **env,
-    }
-    return subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
-        [sys.executable, "-m", "app.cli", "check", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    return procs.run_cli(runtime.settings.effective_database_url, "check", *args, timeout=120, **env)
 
 
 async def test_the_cli_and_its_exit_codes(runtime: Runtime, site: Any, catalogue: Any) -> None:
