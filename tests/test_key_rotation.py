@@ -5,6 +5,7 @@ reach Moodle."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,6 +159,38 @@ async def test_a_process_started_while_the_database_is_down_opens_its_keyring_on
         rt.sessions = make_session_factory(rt.engine)
         await rt.open_keyring_when_possible(every=0.01)
         assert rt.keyring == "open" and rt.vault.digest("x") == Vault(OLD).digest("x")
+    finally:
+        await rt.close()
+
+
+async def test_a_process_whose_key_does_not_open_the_keyring_says_refused_once_the_database_answers(
+    migrated: str, var_dir: Path, moodle_fake: Any, clean_db: None
+) -> None:
+    """Started while the database is down, with a key that is not the keyring's: once the database answers, the
+    retries stop at "refused", the vault stays locked (nothing is written under the wrong keys) and /readyz says
+    why, without the key."""
+    from app.db.engine import make_engine, make_session_factory
+    from tests.conftest import app_client
+
+    first = await _open(migrated, var_dir, moodle_fake, OLD)  # the keyring, wrapped under OLD
+    await first.close()
+    wrong = "a-key-that-is-not-the-keyrings-012345"
+    down = make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", var_dir, secret_key=SecretStr(wrong))
+    rt = await open_runtime(down)
+    try:
+        assert rt.keyring == "waiting"
+        rt.engine = make_engine(migrated)
+        rt.sessions = make_session_factory(rt.engine)
+        await asyncio.wait_for(rt.open_keyring_when_possible(every=0.01), timeout=10)  # stops: no endless retries
+        assert rt.keyring == "refused"
+        with pytest.raises(VaultLocked):
+            rt.vault.digest("anything")
+        async with app_client(rt) as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert "keyring refused" in ready.text and wrong not in ready.text and OLD not in ready.text
+            refused = await post_contact(client, "wrong-key", contact_id=4401, username="late", email="l@x.org")
+            assert refused.status_code == 503
     finally:
         await rt.close()
 
