@@ -57,8 +57,7 @@ async def turn(home: Runtime, own: Runtime) -> Turn:
     state = home.hub.turns
     if not await _registered(home):
         return Turn(own, shared=False)
-    async with home.sessions() as s:
-        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
+    waiting = await _waiting(home)
     if not waiting or waiting == [own.tenant_id]:
         return Turn(own, shared=False)
     # Another tenant waits, alone or beside this job's own: a job whose own tenant has nothing waiting (its events
@@ -77,19 +76,24 @@ async def turn(home: Runtime, own: Runtime) -> Turn:
 
 async def give_way(home: Runtime, own: Runtime, kind: str) -> bool:
     """Between the rounds of a drain: when another tenant has work waiting now, say so, and queue a job for the
-    drain's tenant's oldest waiting work (the drain goes on from there, behind the other tenant's turn). A drain that started alone would
-    otherwise hold its worker slot for up to twenty rounds while the other tenant's events waited for a free one."""
+    drain's tenant's oldest waiting work (the drain goes on from there, behind the other tenant's turn). A drain
+    that started alone would otherwise hold its worker slot for up to twenty rounds while the other tenant's events
+    waited for a free one."""
     if not await _registered(home):
         return False
-    async with home.sessions() as s:
-        waiting = [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
-    if not any(i != own.tenant_id for i in waiting) or own.queue is None:
+    if not any(i != own.tenant_id for i in await _waiting(home)) or own.queue is None:
         return False
     # The drain goes on from its tenant's oldest waiting work (its own event was in the rounds just run).
     rest = await oldest_waiting(own, lane_of(kind))
     if rest is not None:
         await own.queue.enqueue_again(*rest)
     return True
+
+
+async def _waiting(home: Runtime) -> list[int]:
+    """The tenants with events waiting for a first run, in tenant order."""
+    async with home.sessions() as s:
+        return [int(i) for i in (await s.execute(_WITH_FRESH_WORK)).scalars()]
 
 
 async def _registered(home: Runtime) -> bool:

@@ -62,10 +62,11 @@ async def run_event(rt: Runtime, event_id: int, *, home: Runtime | None = None) 
         settled = _settled_elsewhere(event)
     # Every job start is a turn, even a job whose own event another round took: a backlog leaves thousands of those
     # in the queue, ahead of the other tenants' own jobs.
-    turn = await fairness.turn(home, rt) if home is not None else None
-    if turn is not None and home is not None and turn.runtime is not rt:
-        own = event_id if settled is None else None
-        if await fairness.serve(home, turn.runtime, kind, rt, own, run=_run_own):
+    turn = None
+    if home is not None:
+        turn = await fairness.turn(home, rt)
+        own = event_id if settled is None else None  # a taken event is not queued again
+        if turn.runtime is not rt and await fairness.serve(home, turn.runtime, kind, rt, own, run=_run_own):
             return f"served tenant {turn.runtime.slug}'s turn" + (f" ({settled})" if settled else "")
     if settled is not None:
         # Another job's round took it (a round drains a batch): this job's work is done, at the cost of one read.

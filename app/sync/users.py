@@ -152,8 +152,8 @@ class UserSync:
 
     async def _load_intents(self, works: list[Work]) -> None:
         names = sorted({w.moodle_user["username"] for w in works if w.link is None and w.moodle_user})
-        if names:
-            self.writes.intents = await made_by_sync(self.session, names)
+        if names:  # added to: a refused batch's second pass keeps what the first pass read
+            self.writes.intents |= await made_by_sync(self.session, names)
 
     def _foreign(self, w: Work) -> bool:
         """An existing account, not linked, that the sync did not set out to make: someone else's until adopted."""
@@ -161,7 +161,9 @@ class UserSync:
 
     # -- deciding --------------------------------------------------------------------------
 
-    async def _decide_all(self, works: list[Work], creates: list[Work], updates: Updates, outcomes: dict) -> None:
+    async def _decide_all(
+        self, works: list[Work], creates: list[Work], updates: Updates, outcomes: dict[int, Outcome]
+    ) -> None:
         await self._load_intents(works)
         if self.rules.adopt_existing and self._token_user_id is None and any(self._foreign(w) for w in works):
             self._token_user_id = await self.moodle.token_user_id()
