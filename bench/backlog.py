@@ -21,14 +21,13 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, TOKENS, free_port, fresh_stores, process
+from bench.common import TOKENS, api_and_worker, fresh_stores
 from bench.fakes import Served
 from bench.first_sync import (
     DEADLINE_SECONDS,
     ENROL_FUNCTIONS,
     SCALE,
     USER_FUNCTIONS,
-    WORKER,
     Delivered,
     Size,
     Watched,
@@ -124,12 +123,7 @@ def run() -> list[dict[str, Any]]:
     moodle = moodle_fake()
     with Served(moodle) as moodle_served, Served(coursesales_fake(size)) as cs:
         env = sync_env(moodle_served.url, cs.url)
-        port = free_port()
-        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-        with (
-            process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-drain-api.log"),
-            process(WORKER, env, log=ROOT / "var" / "bench-drain-worker.log"),
-        ):
+        with api_and_worker(env, "drain") as (port, _, _):
             drained = asyncio.run(paused_then_resumed(port, moodle, size))
     return drain_rows("backlog drain", size, drained, list(moodle.calls))
 

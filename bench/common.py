@@ -96,6 +96,21 @@ def process(args: list[str], env: dict[str, str], *, ready_url: str | None = Non
         out.close()
 
 
+@contextmanager
+def api_and_worker(env: dict[str, str], name: str, *, queue: str = "all") -> Any:
+    """A `moodle-sync api` on a free port (ready once /healthz answers) and a `moodle-sync worker`, logging to
+    var/bench-NAME-api.log and -worker.log; yields (port, api process, worker process)."""
+    port = free_port()
+    api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
+    worker = [sys.executable, "-m", "app.cli", "worker", "--queue", queue]
+    logs = ROOT / "var"
+    with (
+        process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=logs / f"bench-{name}-api.log") as api_proc,
+        process(worker, env, log=logs / f"bench-{name}-worker.log") as worker_proc,
+    ):
+        yield port, api_proc, worker_proc
+
+
 def write_signed_requests(path: Path, deliveries: Iterable[dict[str, Any]], port: int) -> None:
     """Each delivery as a raw HTTP/1.1 POST /webhooks/coursesales signed now (Standard Webhooks, the delivery's id),
     preceded by its length in bytes on a line of its own: what wrk_replay.lua sends."""

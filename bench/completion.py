@@ -16,7 +16,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, TOKENS, free_port, fresh_stores, process, service_env
+from bench.common import PG_URL, ROOT, TOKENS, api_and_worker, fresh_stores, service_env
 from bench.fakes import Served, StepClock
 
 N = int(os.environ.get("BENCH_COMPLETIONS", "1000"))
@@ -59,6 +59,20 @@ async def seed() -> None:
     await engine.dispose()
 
 
+def completed(learner: int, course: int) -> dict[str, Any]:
+    """Moodle's course_completed event of learner ``learner`` (Moodle user 1000 + learner), as the plugin forwards it."""
+    return {
+        "eventname": "\\core\\event\\course_completed",
+        "objectid": str(learner + 1),
+        "courseid": str(course),
+        "relateduserid": str(1000 + learner),
+        "userid": "2",
+        "contextinstanceid": str(course),
+        "other": {"relateduserid": str(1000 + learner)},
+        "timecreated": int(time.time()),
+    }
+
+
 async def post_all(base: str, learners: range) -> dict[str, float]:
     accepted: dict[str, float] = {}
     async with httpx.AsyncClient(
@@ -66,17 +80,7 @@ async def post_all(base: str, learners: range) -> dict[str, float]:
     ) as client:
 
         async def one(i: int) -> None:
-            event = {
-                "eventname": "\\core\\event\\course_completed",
-                "objectid": str(i + 1),
-                "courseid": str(COURSE),
-                "relateduserid": str(1000 + i),
-                "userid": "2",
-                "contextinstanceid": str(COURSE),
-                "other": {"relateduserid": str(1000 + i)},
-                "timecreated": int(time.time()),
-            }
-            r = await client.post("/webhooks/moodle", json=event)
+            r = await client.post("/webhooks/moodle", json=completed(i, COURSE))
             r.raise_for_status()
             accepted[f"D-{i}"] = time.time()
 
@@ -114,15 +118,7 @@ def run() -> list[dict[str, Any]]:
             SYNC_COMPLETION__PROCESS_STEP_ID=str(STEP),
             SYNC_RECONCILE__INTERVAL_MINUTES="0",
         )
-        port = free_port()
-        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-        worker = [sys.executable, "-m", "app.cli", "worker", "--queue", "default"]
-        with (
-            process(
-                api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-completion-api.log"
-            ),
-            process(worker, env, log=ROOT / "var" / "bench-completion-worker.log"),
-        ):
+        with api_and_worker(env, "completion", queue="default") as (port, _, _):
             base = f"http://127.0.0.1:{port}"
             asyncio.run(post_all(base, range(N, N + WARM)))
             wait_for_steps(clock, WARM)

@@ -20,13 +20,13 @@ import httpx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.backlog import drain_rows, paused_then_resumed
-from bench.common import PG_URL, ROOT, SECRET_KEY, free_port, fresh_stores, process
+from bench.common import PG_URL, ROOT, SECRET_KEY, api_and_worker, fresh_stores
+from bench.completion import completed, wait_for_steps
 from bench.fakes import Served, StepClock
 from bench.first_sync import (
     ITEM_LATENCY,
     LATENCY,
     SCALE,
-    WORKER,
     Size,
     coursesales_fake,
     migrate,
@@ -110,17 +110,7 @@ class Completions:
         async with httpx.AsyncClient(base_url=self.base, timeout=30, headers=headers) as client:
 
             async def one(i: int) -> None:
-                event = {
-                    "eventname": "\\core\\event\\course_completed",
-                    "objectid": str(i + 1),
-                    "courseid": str(COURSE),
-                    "relateduserid": str(1000 + i),
-                    "userid": "2",
-                    "contextinstanceid": str(COURSE),
-                    "other": {"relateduserid": str(1000 + i)},
-                    "timecreated": int(time.time()),
-                }
-                r = await client.post("/t/beta/webhooks/moodle", json=event)
+                r = await client.post("/t/beta/webhooks/moodle", json=completed(i, COURSE))
                 r.raise_for_status()
                 self.accepted[f"B-{i}"] = time.time()
 
@@ -131,12 +121,6 @@ class Completions:
                 await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
                 tasks.append(asyncio.create_task(one(i)))
             await asyncio.gather(*tasks)
-
-
-def wait_for_steps(clock: StepClock, n: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(clock.times) < n and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def run() -> list[dict[str, Any]]:
@@ -155,12 +139,7 @@ def run() -> list[dict[str, Any]]:
         asyncio.run(register_beta(b_moodle.url, b_cs.url))
         env = sync_env(a_moodle.url, a_cs.url)
         env["SYNC_LOG_LEVEL"] = os.environ.get("BENCH_LOG_LEVEL", "WARNING")  # INFO: each job and batch, to study
-        port = free_port()
-        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-        with (
-            process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-fair-api.log"),
-            process(WORKER, env, log=ROOT / "var" / "bench-fair-worker.log"),
-        ):
+        with api_and_worker(env, "fair") as (port, _, _):
             sender = Completions(port)
             drained = asyncio.run(paused_then_resumed(port, moodle_a, size, beside=sender.send))
             wait_for_steps(clock, len(sender.accepted))

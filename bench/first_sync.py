@@ -33,7 +33,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, cpu_seconds, free_port, fresh_stores, process, service_env, write_signed_requests
+from bench.common import PG_URL, ROOT, api_and_worker, cpu_seconds, fresh_stores, service_env, write_signed_requests
 from bench.fakes import Served
 
 # BENCH_FIRST_SYNC_SCALE=0.1 runs a tenth of the load (a quick look); the issue's figures are at 1.
@@ -258,9 +258,6 @@ def sync_env(moodle_url: str, coursesales_url: str) -> dict[str, str]:
     )
 
 
-WORKER = [sys.executable, "-m", "app.cli", "worker", "--queue", "all"]
-
-
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident set (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -371,14 +368,7 @@ def run_once(size: Size) -> list[dict[str, Any]]:
     moodle = moodle_fake()
     with Served(moodle) as moodle_served, Served(coursesales_fake(size)) as cs:
         env = sync_env(moodle_served.url, cs.url)
-        port = free_port()
-        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-        with (
-            process(
-                api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-first-sync-api.log"
-            ) as api_proc,
-            process(WORKER, env, log=ROOT / "var" / "bench-first-sync-worker.log") as worker_proc,
-        ):
+        with api_and_worker(env, "first-sync") as (port, api_proc, worker_proc):
             delivered, watched = asyncio.run(first_sync(port, moodle, size))
             usage = {
                 name: (peak_rss_mib(p.pid), cpu_seconds(p.pid))

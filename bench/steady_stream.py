@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PG_URL, ROOT, TOKENS, WHSEC, free_port, fresh_stores, process
+from bench.common import PG_URL, TOKENS, WHSEC, api_and_worker, fresh_stores
 from bench.fakes import Served
 from bench.first_sync import (
     CATEGORY,
@@ -32,7 +32,6 @@ from bench.first_sync import (
     LATENCY,
     MOODLE_CATEGORY,
     USER_FUNCTIONS,
-    WORKER,
     contact,
     migrate,
     sync_env,
@@ -145,12 +144,7 @@ def run() -> list[dict[str, Any]]:
     moodle, cs = fakes()
     with Served(moodle) as moodle_served, Served(cs) as cs_served:
         env = sync_env(moodle_served.url, cs_served.url)
-        port = free_port()
-        api = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-        with (
-            process(api, env, ready_url=f"http://127.0.0.1:{port}/healthz", log=ROOT / "var" / "bench-stream-api.log"),
-            process(WORKER, env, log=ROOT / "var" / "bench-stream-worker.log"),
-        ):
+        with api_and_worker(env, "stream") as (port, _, _):
             last_sent, done = asyncio.run(run_stream(port, moodle))
     calls = Counter(name for name, _ in moodle.calls)
     user_calls = sum(n for f, n in calls.items() if f in USER_FUNCTIONS)
