@@ -14,14 +14,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import TOKENS, api_and_worker, fresh_stores
+from bench.common import TOKENS, api_and_worker, cpu_seconds, fresh_stores, postgres_cpu_seconds
 from bench.fakes import Served
 from bench.first_sync import (
     DEADLINE_SECONDS,
@@ -49,6 +49,7 @@ class Drained:
     resumed_at: float
     watched: Watched
     calls_before: int  # Moodle calls made while paused: none is the rule
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used from the resume to the last effect
 
     @property
     def seconds(self) -> float | None:
@@ -62,22 +63,40 @@ async def control(port: int, action: str) -> None:
 
 
 async def paused_then_resumed(
-    port: int, moodle: Any, size: Size, *, beside: Callable[[asyncio.Event], Awaitable[None]] | None = None
+    port: int,
+    moodle: Any,
+    size: Size,
+    *,
+    beside: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+    worker_pid: int | None = None,
 ) -> Drained:
     """Pause, deliver every event (each stored, none run), resume, and watch the Moodle fake until the backlog is in
-    it. ``beside``: work started at the resume (benchmark 7's other tenant), told to stop once the backlog is in."""
+    it. ``beside``: work started at the resume (benchmark 7's other tenant), told to stop once the backlog is in.
+    ``worker_pid``: the worker whose CPU (and this machine's PostgreSQL's) the drain's figures report."""
     await control(port, "pause")
     delivered = await deliver_all(port, size, time.monotonic() + DEADLINE_SECONDS)
     calls_before = len(moodle.calls)
     drained = asyncio.Event()
     side = asyncio.create_task(beside(drained)) if beside is not None else None
+    before = _cpu(worker_pid)
     resumed_at = time.monotonic()
     await control(port, "resume")
     watched = await watch(moodle, size, resumed_at + DEADLINE_SECONDS)
+    after = _cpu(worker_pid)
     drained.set()
     if side is not None:
         await side
-    return Drained(delivered, resumed_at, watched, calls_before)
+    used = {name: after[name] - before[name] for name in after if name in before}
+    return Drained(delivered, resumed_at, watched, calls_before, used)
+
+
+def _cpu(worker_pid: int | None) -> dict[str, float]:
+    if worker_pid is None:
+        return {}
+    seconds = {"worker": cpu_seconds(worker_pid)}
+    if (postgres := postgres_cpu_seconds()) is not None:
+        seconds["PostgreSQL"] = postgres
+    return seconds
 
 
 def drain_rows(benchmark: str, size: Size, drained: Drained, calls: list[tuple[str, dict[str, Any]]]) -> list[dict]:
@@ -98,13 +117,17 @@ def drain_rows(benchmark: str, size: Size, drained: Drained, calls: list[tuple[s
             f"{ratio:.2f}x the fake's minimum of {minimum:.1f} s (goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})"
         )
     user_rate, enrol_rate = user_calls / size.contacts, enrol_calls / size.registrations
+    cpu = ", ".join(
+        f"{name} {used:.1f} s ({used / size.deliveries * 1000:.2f} ms an event)" for name, used in drained.cpu.items()
+    )
     calls_met = "met" if max(user_rate, enrol_rate) <= 0.05 else "NOT met"
     return [
         {
             "benchmark": benchmark,
             "case": f"resume -> every effect in Moodle: {size.deliveries} events ({what}) accepted while paused",
             "req/s": value,
-            "errors": f"{verdict}; {drained.calls_before} Moodle calls while paused",
+            "errors": f"{verdict}; {drained.calls_before} Moodle calls while paused"
+            + (f"; CPU from the resume to the last effect: {cpu}" if cpu else ""),
         },
         {
             "benchmark": benchmark,
@@ -123,8 +146,8 @@ def run() -> list[dict[str, Any]]:
     moodle = moodle_fake()
     with Served(moodle) as moodle_served, Served(coursesales_fake(size)) as cs:
         env = sync_env(moodle_served.url, cs.url)
-        with api_and_worker(env, "drain") as (port, _, _):
-            drained = asyncio.run(paused_then_resumed(port, moodle, size))
+        with api_and_worker(env, "drain") as (port, _, worker):
+            drained = asyncio.run(paused_then_resumed(port, moodle, size, worker_pid=worker.pid))
     return drain_rows("backlog drain", size, drained, list(moodle.calls))
 
 

@@ -172,6 +172,22 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def postgres_cpu_seconds() -> float | None:
+    """User plus system CPU time of every PostgreSQL process on this machine (None: no local server to read)."""
+    import psutil
+
+    total, seen = 0.0, False
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] not in ("postgres", "postmaster"):
+            continue
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total, seen = total + times.user + times.system, True
+    return total if seen else None
+
+
 def uvicorn_args(app: str, port: int, *, workers: int = 1) -> list[str]:
     """A plain uvicorn serving ``app`` (the baseline of benchmark 1), with uvicorn's own defaults otherwise."""
     args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]

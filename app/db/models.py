@@ -61,8 +61,16 @@ class Event(TenantScoped, table=True):
         UniqueConstraint("tenant_id", "source", "dedupe_key", name="uq_events_tenant_source_dedupe_key"),
         # The claim's, one per kind of readiness (app.db.claim): none leads with status, fresh ones go in id order.
         Index("ix_events_fresh", "tenant_id", "id", postgresql_where=FRESH_WHERE, sqlite_where=FRESH_WHERE),
-        Index("ix_events_retry_due", "next_attempt_at", postgresql_where=RETRYING_WHERE, sqlite_where=RETRYING_WHERE),
-        Index("ix_events_lease", "lease_until", postgresql_where=RUNNING_WHERE, sqlite_where=RUNNING_WHERE),
+        Index(
+            "ix_events_retry_due",
+            "tenant_id",
+            "next_attempt_at",
+            postgresql_where=RETRYING_WHERE,
+            sqlite_where=RETRYING_WHERE,
+        ),
+        Index(
+            "ix_events_lease", "tenant_id", "lease_until", postgresql_where=RUNNING_WHERE, sqlite_where=RUNNING_WHERE
+        ),
         Index("ix_events_subject", "tenant_id", "subject"),
         # The claim's "an older event of this subject is still open" probe: a small index of open events only.
         Index(

@@ -24,6 +24,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import String
 from sqlmodel import col
 
+from app.db.arrays import on_postgres
 from app.db.backlog import backlog
 from app.db.models import OPEN_STATUSES, Attempt, AuditEntry, Event, EventStatus, Run
 from app.db.tenants import Tenant
@@ -189,7 +190,7 @@ async def events_total(session: AsyncSession) -> tuple[int, bool]:
     and grows with the table; PostgreSQL's own estimate (the statistics' rows per page, times the pages the table
     has now, as the planner reckons it) costs a lookup. Exact on SQLite, on a table never analysed, when small, and
     once tenants are registered (the table's estimate would count theirs too)."""
-    estimate = await _estimated_rows(session, "events") if _on_postgres(session) else None
+    estimate = await _estimated_rows(session, "events") if on_postgres(session) else None
     if estimate is not None and estimate >= EXACT_BELOW and await _any_tenant(session):
         estimate = None
     if estimate is not None and estimate >= EXACT_BELOW:
@@ -216,7 +217,3 @@ async def _estimated_rows(session: AsyncSession, table: str) -> int | None:
     if row.relpages <= 0:
         return int(row.reltuples)
     return int(row.reltuples / row.relpages * row.pages)
-
-
-def _on_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
