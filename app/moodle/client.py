@@ -7,7 +7,6 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlencode
 
 import httpx
 
@@ -19,7 +18,7 @@ from app.moodle.errors import (
     MoodleTransientError,
     error_from_body,
 )
-from app.moodle.wire import Form, encode_params
+from app.moodle.wire import Form, encode_params, form_body
 from app.upstream import NOT_SENT
 
 REST_PATH = "/webservice/rest/server.php"
@@ -91,7 +90,7 @@ class MoodleClient:
             return await self._http.post(
                 self._endpoint,
                 params={"moodlewsrestformat": "json"},
-                content=urlencode(data).encode(),
+                content=form_body(data),
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
                 timeout=timeout or self._timeout,
             )

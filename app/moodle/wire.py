@@ -3,10 +3,12 @@ JSON or XML out."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from html import escape
 from typing import Any
+from urllib.parse import quote_plus
 
 _INDEX = re.compile(r"\[([^\]]*)\]")
 # PHP's max_input_nesting_level: a name with more brackets is dropped before Moodle sees the request.
@@ -39,6 +41,25 @@ def _encode_value(name: str, value: Any) -> Form:
     if isinstance(value, bool):
         return [(name, "1" if value else "0")]
     return [(name, str(value))]
+
+
+def form_body(form: Form) -> bytes:
+    """``urlencode(form)``, byte for byte, made faster: the names repeat from batch to batch (``users[7][email]``)
+    and are quoted once; a value of safe characters only goes as it is. A batch of 100 users is a few thousand
+    fields, and urlencode's four calls a field were a twentieth of the worker's CPU in a drain (BENCHMARKS.md)."""
+    return "&".join(f"{_quoted(name)}={_quote(value)}" for name, value in form).encode()
+
+
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")  # quote_plus's always-safe characters
+
+
+def _quote(value: str) -> str:
+    return value if _UNQUOTED.fullmatch(value) else quote_plus(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _quoted(name: str) -> str:
+    return quote_plus(name)
 
 
 def decode_form(items: list[tuple[str, str]]) -> dict[str, Any]:

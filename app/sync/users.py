@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -109,11 +109,12 @@ class UserSync:
     async def _load_links(self, works: list[Work]) -> None:
         ids = [w.contact.contact_id for w in works if w.contact.contact_id]
         names = [w.contact.moodle_username for w in works]
-        rows = (
-            await self.session.execute(
-                select(UserLink).where(or_(col(UserLink.contact_id).in_(ids), col(UserLink.username).in_(names)))
-            )
-        ).scalars()
+        # Two reads, each on its own unique index: one read with an OR of both lists was planned, from the statistics
+        # of an empty table, as a walk of every link of the tenant (5 ms a round at 10,000 links).
+        rows = [
+            *(await self.session.execute(select(UserLink).where(col(UserLink.contact_id).in_(ids)))).scalars(),
+            *(await self.session.execute(select(UserLink).where(col(UserLink.username).in_(names)))).scalars(),
+        ]
         by_id: dict[int, UserLink] = {}
         by_name: dict[str, UserLink] = {}
         for link in rows:
