@@ -127,3 +127,41 @@ async def test_finishing_a_batch_keeps_a_result_unless_replaced_and_drops_the_pa
         (two.id, 1, "done", None, True),
         (one.id, 2, "retrying", "again", True),
     ]
+
+
+async def test_a_rounds_claim_and_finish_are_one_statement_each_on_postgresql(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The claim's attempts and the finishing updates go as one statement over arrays, not as an executemany, which
+    PostgreSQL plans and runs once a row (10 s of the database's time in a 30,200-event drain, BENCHMARKS.md)."""
+    import sqlalchemy as sa
+
+    from app.db import inbox
+    from app.db.inbox import Outcome
+    from app.db.models import EventStatus
+    from tests.conftest import postgres_only
+
+    postgres_only("SQLite takes the executemany")
+    for i in range(30):
+        await post_contact(client, f"d-one-{i}", contact_id=500 + i, username=f"o{i}@example.com", email=f"o{i}@x.org")
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: object, cursor: object, statement: str, parameters: object, context: object, many: bool) -> None:
+        words = statement.split()
+        seen.append((f"{words[0]} {words[2 if words[0] == 'INSERT' else 1]}", many))
+
+    sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with runtime.sessions() as s:
+            claimed = await claim.claim(s, kinds=["contact.upserted"], limit=30, lease_seconds=60)
+            writes_of_the_claim = [w for w in seen if not w[0].startswith("SELECT")]
+            seen.clear()
+            await inbox.finish_all(s, [(e, Outcome(EventStatus.done, result={"n": e.id})) for e in claimed])
+            await s.commit()
+    finally:
+        sa.event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+    assert len(claimed) == 30
+    assert writes_of_the_claim == [("UPDATE events", False), ("INSERT attempts", False)], writes_of_the_claim
+    assert [w for w in seen if w[0] != "COMMIT"] == [("UPDATE events", False), ("UPDATE attempts", False)], seen
+    done = await events(runtime)
+    assert {e.status for e in done} == {"done"} and all(e.result == {"n": e.id} for e in done)
