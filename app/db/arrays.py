@@ -1,7 +1,7 @@
 """PostgreSQL's statements over arrays: a round's batch of rows in one statement (SQLite takes the executemany).
 
 As an executemany, PostgreSQL plans and runs every row on its own: a 30,200-event drain made 30,200 of each of the
-claim's attempt inserts and the finishing updates, 10 s of the database's time of 27 (BENCHMARKS.md). Here each is
+claim's attempt inserts and the finishing updates, about 14 s of the database's 32 s (BENCHMARKS.md). Here each is
 one statement a round, the batch passed as one array a column and read back row by row with ``unnest``.
 """
 

@@ -180,7 +180,7 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
             }
         )
     if on_postgres(session):
-        # One statement each over arrays: as an executemany, PostgreSQL planned and ran each row on its own (10 s of
+        # One statement each over arrays: as an executemany, PostgreSQL planned and ran each row on its own (14 s of
         # the database's time in a 30,200-event drain, BENCHMARKS.md).
         await arrays.finish(session, params, now)
         return
