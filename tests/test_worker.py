@@ -165,3 +165,40 @@ async def test_a_rounds_claim_and_finish_are_one_statement_each_on_postgresql(
     assert [w for w in seen if w[0] != "COMMIT"] == [("UPDATE events", False), ("UPDATE attempts", False)], seen
     done = await events(runtime)
     assert {e.status for e in done} == {"done"} and all(e.result == {"n": e.id} for e in done)
+
+
+async def test_a_lapsed_lease_is_claimed_again_and_only_its_new_attempt_is_finished(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A worker died holding an event: once its lease runs out the event is claimed again (its own statement, on
+    ix_events_lease), with a second attempt; finishing closes that attempt and leaves the dead one's open, as it was."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from app.db import inbox
+    from app.db.inbox import Outcome
+    from app.db.models import Attempt, Event, EventStatus
+    from app.db.types import utcnow
+
+    await post_contact(client, "d-lapsed", contact_id=600, username="lapsed@example.com", email="lapsed@x.org")
+    async with runtime.sessions() as s:
+        (dead,) = await claim.claim(s, kinds=["contact.upserted"], limit=5, lease_seconds=60)
+        await s.commit()
+    async with runtime.sessions() as s:
+        assert await claim.claim(s, kinds=["contact.upserted"], limit=5, lease_seconds=60) == []  # still held
+        await s.execute(update(Event).values(lease_until=utcnow() - timedelta(seconds=1)))
+        await s.commit()
+    async with runtime.sessions() as s:
+        (again,) = await claim.claim(s, kinds=["contact.upserted"], limit=5, lease_seconds=60)
+        assert (again.id, again.attempts) == (dead.id, 2)
+        await inbox.finish_all(s, [(again, Outcome(EventStatus.done, result={"moodle_user_id": 9}))])
+        await s.commit()
+    async with runtime.sessions() as s:
+        tries = (await s.execute(select(Attempt).order_by(Attempt.id))).scalars().all()
+    assert [(a.number, a.outcome, a.finished_at is not None) for a in tries] == [
+        (1, "running", False),
+        (2, "done", True),
+    ]
+    (event,) = await events(runtime)
+    assert (event.status, event.result, event.lease_until) == ("done", {"moodle_user_id": 9}, None)
