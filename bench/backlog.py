@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import TOKENS, api_and_worker, cpu_seconds, fresh_stores, postgres_cpu_seconds
+from bench.common import TOKENS, api_and_worker, cpu_seconds, fresh_stores, postgres_cpu_seconds, profiled
 from bench.fakes import Served
 from bench.first_sync import (
     DEADLINE_SECONDS,
@@ -80,8 +80,9 @@ async def paused_then_resumed(
     side = asyncio.create_task(beside(drained)) if beside is not None else None
     before = _cpu(worker_pid)
     resumed_at = time.monotonic()
-    await control(port, "resume")
-    watched = await watch(moodle, size, resumed_at + DEADLINE_SECONDS)
+    with profiled(worker_pid):
+        await control(port, "resume")
+        watched = await watch(moodle, size, resumed_at + DEADLINE_SECONDS)
     after = _cpu(worker_pid)
     drained.set()
     if side is not None:

@@ -172,6 +172,25 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+@contextmanager
+def profiled(pid: int | None) -> Any:
+    """With ``BENCH_PROFILE=FILE`` set, py-spy samples process ``pid`` (250 a second, idle threads left out) for the
+    block's length and writes its stacks, collapsed, to FILE: how BENCHMARKS.md's profiles were taken. py-spy is
+    not a dependency: ``.venv/bin/pip install py-spy``. Without the variable, nothing is run."""
+    path = os.environ.get("BENCH_PROFILE")
+    if not path or pid is None:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    args = [str(spy), "record", "-p", str(pid), "-o", path, "-f", "raw", "-r", "250", "--nonblocking"]
+    sampler = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+
+
 def postgres_cpu_seconds() -> float | None:
     """User plus system CPU time of every PostgreSQL process on this machine (None: no local server to read)."""
     import psutil

@@ -7,17 +7,53 @@ one statement a round, the batch passed as one array a column and read back row 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Table, bindparam, cast, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.upsert import insert_for
+
+# What an upsert adds to its INSERT (``on_conflict_do_update``...): given the dialect's INSERT, the statement to run.
+Conflict = Callable[[Any], Any]
 
 
 def on_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def insert_rows(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Conflict | None = None
+) -> None:
+    """Insert ``rows`` (each with the same columns, ``tenant_id`` among them) into ``table``: on PostgreSQL one
+    ``INSERT ... SELECT ... FROM unnest(...)`` with an array a column, elsewhere an executemany. ``conflict``: the
+    upsert's clause, applied to either INSERT. On PostgreSQL a key twice in one upsert is refused, as it is by
+    ``ON CONFLICT DO UPDATE`` itself: callers keep one row a key."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if not on_postgres(session):
+        stmt = insert_for(session, table)
+        await session.execute(conflict(stmt) if conflict else stmt, list(rows))
+        return
+    stmt = _unnest_insert(table, names)
+    await session.execute(conflict(stmt) if conflict else stmt, {f"a_{n}": [row[n] for row in rows] for n in names})
+
+
+@functools.cache
+def _unnest_insert(table: Table, names: tuple[str, ...]) -> PgInsert:
+    """``INSERT INTO table (names) SELECT * FROM unnest(CAST(:a_name AS type[]), ...)``, made once a shape. Each
+    array's items go through their column type's own bind processing (a naive time is refused, as in a row)."""
+    arrays = [cast(bindparam(f"a_{n}", type_=ARRAY(table.c[n].type)), ARRAY(table.c[n].type)) for n in names]
+    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="b")
+    return pg_insert(table).from_select(list(names), select(*(rows.c[n] for n in names)))
 
 
 async def finish(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db.arrays import insert_rows
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus
 from app.db.tenancy import tenant_of
@@ -77,9 +78,9 @@ class Enroller:
             outcomes[event.id] = Outcome(EventStatus.done, result=_result(item, "enrolled"))
             log.info("moodle.enrolment.created", moodle_user_id=item["userid"], moodle_course_id=item["courseid"])
         if made:
-            # New links as rows in one executemany: no ORM object, no flush, for each of a first sync's enrolments.
+            # New links as rows in one statement: no ORM object, no flush, for each of a first sync's enrolments.
             tenant = {"tenant_id": tenant_of(self.session)}
-            await self.session.execute(insert(table_of(EnrolmentLink)), [row | tenant for row in made.values()])
+            await insert_rows(self.session, table_of(EnrolmentLink), [row | tenant for row in made.values()])
         return outcomes
 
     async def _links(self, items: list[dict[str, Any]]) -> dict[Pair, EnrolmentLink]:

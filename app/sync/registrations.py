@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db.arrays import insert_rows
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus, Registration, UserLink
 from app.db.tenancy import tenant_of
 from app.db.types import utcnow
-from app.db.upsert import insert_for
 from app.events.registry import Family, kinds_of
 from app.moodle.client import MoodleClient
 from app.settings import Settings
@@ -158,12 +158,7 @@ class RegistrationSync:
             }
             for document, course_date_id, contact_key, status in items  # a document twice: the last one counts
         }
-        stmt = insert_for(self.session, table_of(Registration))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "document_external_id"],
-            set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
-        )
-        await self.session.execute(stmt, list(rows.values()))
+        await insert_rows(self.session, table_of(Registration), list(rows.values()), conflict=_newer_status)
 
     async def _finished_course_jobs(self, course_dates: set[int], since: datetime) -> dict[int, list[Event]]:
         """Course jobs of these course dates that finished since ``since``, newest first, by course date."""
@@ -241,3 +236,11 @@ def _why_no_course(jobs: list[Event], event: Event) -> str | None:
     if (job.result or {}).get("moodle_course_id") is not None:
         return None  # the course was made, and its link since removed: ask for it again
     return (job.result or {}).get("note") or "the course job made no course"
+
+
+def _newer_status(stmt: Any) -> Any:
+    """A registration seen again keeps its row and takes the newer status."""
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "document_external_id"],
+        set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+    )

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db.arrays import insert_rows
 from app.db.inbox import Outcome
 from app.db.models import EventStatus, UserIntent, UserLink
 from app.db.tenancy import tenant_of
@@ -171,7 +172,7 @@ class UserWrites:
         password_applied: bool = True,
     ) -> None:
         """Record (or refresh) the link in this transaction; the password's digest only once applied. A new link
-        is a row for ``insert_links`` (one executemany for the batch), not an ORM object."""
+        is a row for ``insert_links`` (one statement for the batch), not an ORM object."""
         values: dict[str, Any] = {
             "contact_id": w.contact.contact_id or (w.link.contact_id if w.link else None),
             "username": w.contact.moodle_username,
@@ -198,11 +199,11 @@ class UserWrites:
         log.info("moodle.user.created" if created else "moodle.user.linked", moodle_user_id=moodle_user_id)
 
     async def insert_links(self) -> None:
-        """The run's new links in one executemany; the intents they settle are dropped in the same transaction."""
+        """The run's new links in one statement; the intents they settle are dropped in the same transaction."""
         rows, self._new_links = self._new_links, []
         if rows:
             tenant = {"tenant_id": tenant_of(self.session)}
-            await self.session.execute(insert(table_of(UserLink)), [row | tenant for row in rows])
+            await insert_rows(self.session, table_of(UserLink), [row | tenant for row in rows])
         # The intents end with their links (or their failed creates), in the same commit.
         done, self._settled_intents = self._settled_intents, set()
         if done and (self.intents or self._made_intents):
