@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.jobs import tasks
+from app.jobs import gathering
 from app.jobs.tasks import run_event
 from app.runtime import Runtime
 from app.sync.registrations import RegistrationSync
@@ -86,6 +86,31 @@ async def test_course_job_finishing_while_a_registration_looks_does_not_fail_it(
     assert reg.status == "done", f"a course made a moment ago is not 'no course': {reg.last_error}"
 
 
+async def test_registrations_whose_courses_are_linked_read_no_course_job(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why a course is missing is asked only of a course date without a link: reading every course job of a
+    batch's course dates made 30,000 event objects in a first sync's drain (BENCHMARKS.md)."""
+    await register(client, "r-5", "D-5", CD, **learner(5))
+    await settle(runtime)  # the course made and linked
+    asked: list[set[int]] = []
+    original = RegistrationSync._finished_course_jobs
+
+    async def recorded(self: RegistrationSync, course_dates: set[int], since: Any) -> Any:
+        asked.append(set(course_dates))
+        return await original(self, course_dates, since)
+
+    monkeypatch.setattr(RegistrationSync, "_finished_course_jobs", recorded)
+    for n in range(1, 4):
+        await register(client, f"r-{n}", f"D-{n}", CD, **learner(n))
+    await register(client, "r-new", "D-9", CD + 1, **learner(9))  # a course date not made yet
+    await settle(runtime)
+    assert all(e.status == "done" for e in await events(runtime)), [
+        (e.kind, e.last_error) for e in await events(runtime)
+    ]
+    assert asked and all(dates == {CD + 1} for dates in asked), asked
+
+
 async def test_registrations_of_users_confirmed_moments_ago_make_no_user_reads(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
 ) -> None:
@@ -141,8 +166,8 @@ async def test_a_round_waits_while_a_burst_is_still_arriving(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Wide enough that a busy test machine still sees each step bring an arrival.
-    monkeypatch.setattr(tasks, "LINGER_STEP", 0.3)
-    monkeypatch.setattr(tasks, "LINGER", 10.0)
+    monkeypatch.setattr(gathering, "LINGER_STEP", 0.3)
+    monkeypatch.setattr(gathering, "LINGER", 10.0)
     await post_contact(client, "c-1", **learner(1))
     first = (await events(runtime))[0]
     job = asyncio.create_task(run_event(runtime, first.id))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, any_, bindparam, insert, select, text, update
+from sqlalchemy import Integer, and_, any_, bindparam, insert, literal, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -32,11 +33,18 @@ def _lease_lapsed() -> Any:
 
 def _fresh() -> Any:
     """Waiting for a first run: read in id order from the partial index ix_events_fresh."""
-    return col(Event.status).in_([EventStatus.accepted, EventStatus.queued])
+    return col(Event.status).in_(_fixed([EventStatus.accepted, EventStatus.queued]))
 
 
-def _statements(ready: Any, order: Any, *, by_ids: bool) -> tuple[Any, Any, Any]:
-    """(PostgreSQL's pick, PostgreSQL's take of the picked ids, SQLite's pick-and-take) for one kind of readiness.
+def _fixed(values: Iterable[str]) -> list[Any]:
+    """A fixed list for an IN: a parameter a value, set once. A list given as values is an "expanding" parameter,
+    whose statement is rendered again on every run (with the kinds, 8% of the drain's worker CPU, BENCHMARKS.md)."""
+    return [literal(str(v)) for v in values]
+
+
+def _statements(ready: Any, order: Any, kinds: tuple[str, ...], *, by_ids: bool) -> tuple[Any, Any, Any]:
+    """(PostgreSQL's pick, PostgreSQL's take of the picked ids, SQLite's pick-and-take) for one kind of readiness
+    and one family's kinds.
 
     Built once, here: a claim runs for every job, and building these (with their cache keys) each time was a large
     share of a quiet worker's CPU (BENCHMARKS.md). Every value is a bound parameter.
@@ -49,7 +57,7 @@ def _statements(ready: Any, order: Any, *, by_ids: bool) -> tuple[Any, Any, Any]
         .where(
             col(older.subject) == col(Event.subject),
             col(older.id) < col(Event.id),
-            col(older.status).in_(list(OPEN_STATUSES)),
+            col(older.status).in_(_fixed(OPEN_STATUSES)),
         )
         # OFFSET 0 keeps PostgreSQL from turning the probe into an anti-join, whose plan follows the statistics:
         # analysed when the inbox was empty, it scanned every open event for each candidate (88 s a claim at a
@@ -60,7 +68,7 @@ def _statements(ready: Any, order: Any, *, by_ids: bool) -> tuple[Any, Any, Any]
     )
     pick = (
         select(col(Event.id))
-        .where(col(Event.kind).in_(bindparam("kinds", expanding=True)), ready, ~waits)
+        .where(col(Event.kind).in_(_fixed(kinds)), ready, ~waits)
         .order_by(order)
         .limit(bindparam("limit", type_=Integer))
     )
@@ -89,9 +97,18 @@ def _statements(ready: Any, order: Any, *, by_ids: bool) -> tuple[Any, Any, Any]
 # Each walks its index in that index's order: the due ones longest overdue first, so that no plan can prefer walking
 # the primary key in id order through the years of events kept, filtering each (seen with statistics of an empty
 # inbox); the fresh ones in id order (claim() returns the batch in id order).
-_RETRY_DUE = {b: _statements(_retry_due(), col(Event.next_attempt_at), by_ids=b) for b in (False, True)}
-_LEASE_LAPSED = {b: _statements(_lease_lapsed(), col(Event.lease_until), by_ids=b) for b in (False, True)}
-_FRESH = {b: _statements(_fresh(), col(Event.id), by_ids=b) for b in (False, True)}
+_READINESS = {
+    "retry_due": (_retry_due, lambda: col(Event.next_attempt_at)),
+    "lease_lapsed": (_lease_lapsed, lambda: col(Event.lease_until)),
+    "fresh": (_fresh, lambda: col(Event.id)),
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _claims(readiness: str, kinds: tuple[str, ...], by_ids: bool) -> tuple[Any, Any, Any]:
+    """The statements of one readiness for one list of kinds (a family's, or a replay's one kind), made once."""
+    ready, order = _READINESS[readiness]
+    return _statements(ready(), order(), kinds, by_ids=by_ids)
 
 
 async def claim(
@@ -108,19 +125,20 @@ async def claim(
     on SQLite (one writer at a time) the update re-checks readiness on each row it takes.
     """
     now = utcnow()
-    params: dict[str, Any] = {"kinds": list(kinds), "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+    params: dict[str, Any] = {"now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
     if ids is not None:
         params["ids"] = list(ids)
+    listed, by_ids = tuple(sorted(kinds)), ids is not None
     events: list[Event] = []
     # Each kind of readiness its own statement, on its own small partial index: one statement with both due kinds
     # (an OR) was planned, from the statistics of an empty inbox, as a read of the tenant's whole index of open events.
-    for due in (_RETRY_DUE, _LEASE_LAPSED):
+    for due in ("retry_due", "lease_lapsed"):
         if len(events) < limit:
-            events += await _claim_where(session, due[ids is not None], {**params, "limit": limit - len(events)})
+            statements = _claims(due, listed, by_ids)
+            events += await _claim_where(session, statements, {**params, "limit": limit - len(events)})
     if len(events) < limit:
-        events += await _claim_where(
-            session, _FRESH[ids is not None], {**params, "limit": limit - len(events)}, ordered_walk=True
-        )
+        statements = _claims("fresh", listed, by_ids)
+        events += await _claim_where(session, statements, {**params, "limit": limit - len(events)}, ordered_walk=True)
     if not events:
         return []
     events.sort(key=lambda e: e.id or 0)

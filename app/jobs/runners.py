@@ -48,7 +48,7 @@ Runner = Callable[[Runtime, AsyncSession, list[Event]], Awaitable[Ran]]
 
 RUNNERS: dict[Family, Runner] = {}
 
-# Families whose Moodle calls take arrays: a round waits while a burst still arrives (app.jobs.tasks, LINGER), so
+# Families whose Moodle calls take arrays: a round waits while a burst still arrives (app.jobs.gathering, LINGER), so
 # that one array call carries a full batch rather than whatever came in the last few milliseconds.
 GATHERED = frozenset({Family.people, Family.courses})
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -20,7 +20,7 @@ from app.db.inbox import Outcome
 from app.db.models import OPEN_STATUSES, Event, EventStatus
 from app.db.types import utcnow
 from app.events.registry import Family, Source, kinds_of, metric_label, spec
-from app.jobs import fairness
+from app.jobs import fairness, gathering
 from app.jobs.runners import COURSE_WAIT, GATHERED, RUNNERS, outcome_for_failure
 from app.metrics import EVENTS_FINISHED, JOB_SECONDS
 from app.moodle.errors import MoodleError
@@ -34,11 +34,6 @@ log = structlog.get_logger(__name__)
 
 # A job drains what is ready of its kinds in batches, then stops: the rest waits for its own jobs.
 MAX_ROUNDS = 20
-
-# Runners whose Moodle calls take arrays (GATHERED) wait up to LINGER, in LINGER_STEP steps, while a burst still
-# arrives.
-LINGER = 1.0
-LINGER_STEP = 0.1
 
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
@@ -232,7 +227,7 @@ async def _claim(rt: Runtime, s: AsyncSession, family: Family) -> list[Event]:
     if family not in GATHERED:
         return await _claim_now(rt, s, kinds, limit)
     async with rt.gathering.setdefault(family, asyncio.Lock()):
-        await _await_batch(s, kinds, limit)
+        await gathering.await_batch(s, kinds, limit)
         return await _claim_now(rt, s, kinds, limit)
 
 
@@ -240,28 +235,6 @@ async def _claim_now(rt: Runtime, s: AsyncSession, kinds: list[str], limit: int)
     claimed = await claim.claim(s, kinds=kinds, limit=limit, lease_seconds=rt.settings.jobs.lease_seconds)
     await s.commit()
     return claimed
-
-
-async def _await_batch(s: AsyncSession, kinds: list[str], limit: int) -> None:
-    """Return at once when nothing or a full batch waits; else as soon as a step brings nothing new, or at LINGER."""
-    deadline = time.monotonic() + LINGER
-    seen = await _arrived(s, kinds, limit)
-    while 0 < seen < limit and time.monotonic() < deadline:
-        await asyncio.sleep(LINGER_STEP)
-        before, seen = seen, await _arrived(s, kinds, limit)
-        if seen <= before:
-            return
-
-
-async def _arrived(s: AsyncSession, kinds: list[str], limit: int) -> int:
-    """Events of these kinds waiting for their first run, counted up to ``limit``."""
-    waiting = (
-        select(col(Event.id))
-        .where(col(Event.kind).in_(kinds), col(Event.status).in_([EventStatus.accepted, EventStatus.queued]))
-        .limit(limit)
-        .subquery()
-    )
-    return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
 
 
 async def enqueue_internal(rt: Runtime) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.db.arrays import insert_rows
+from app.db.arrays import insert_rows, one_of
 from app.db.inbox import Outcome
 from app.db.models import CourseDateRow, CourseLink, EnrolmentLink, Event, EventStatus
 from app.db.tenancy import tenant_of
@@ -90,8 +90,8 @@ class Enroller:
             return {}
         rows = await self.session.execute(
             select(EnrolmentLink).where(
-                col(EnrolmentLink.moodle_user_id).in_(sorted({u for u, _ in pairs})),
-                col(EnrolmentLink.moodle_course_id).in_(sorted({c for _, c in pairs})),
+                one_of(self.session, col(EnrolmentLink.moodle_user_id), sorted({u for u, _ in pairs})),
+                one_of(self.session, col(EnrolmentLink.moodle_course_id), sorted({c for _, c in pairs})),
             )
         )
         return {

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db.arrays import one_of
 from app.db.models import DoNotSync, UserLink
 
 _DELETED_NAME = re.compile(r".+\.\d{9,11}")
@@ -48,5 +49,7 @@ async def held(session: AsyncSession, keys: Iterable[str]) -> set[str]:
     wanted = sorted(set(keys))
     if not wanted:
         return set()
-    rows = await session.execute(select(col(DoNotSync.contact_key)).where(col(DoNotSync.contact_key).in_(wanted)))
+    rows = await session.execute(
+        select(col(DoNotSync.contact_key)).where(one_of(session, col(DoNotSync.contact_key), wanted))
+    )
     return set(rows.scalars())

@@ -55,9 +55,14 @@ class RegistrationSync:
             return {}
         regs = {event.id: _registration(event) for event in events}
         course_dates = {int(r["course_date_id"]) for r in regs.values()}
-        # Course jobs first, links second: a job seen finished has its link (same commit) visible to the second read.
-        jobs = await self._finished_course_jobs(course_dates, min(e.created_at for e in events))
         self._links = await course_links(self.session, course_dates)
+        jobs: dict[int, list[Event]] = {}
+        if missing := course_dates - self._links.keys():
+            # Only a course date without a link asks why (reading every course job of a batch's course dates made
+            # 30,000 event objects in a first sync's drain).
+            jobs = await self._finished_course_jobs(missing, min(e.created_at for e in events))
+            # Jobs first, links again second: a job seen finished has its link (same commit) visible to this read.
+            self._links |= await course_links(self.session, missing)
         await self._record_all(
             [
                 (r["document_external_id"], int(r["course_date_id"]), _contact_key(r), "registered")

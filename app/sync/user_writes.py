@@ -14,7 +14,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.db.arrays import insert_rows
+from app.db.arrays import insert_rows, one_of
 from app.db.inbox import Outcome
 from app.db.models import EventStatus, UserIntent, UserLink
 from app.db.tenancy import tenant_of
@@ -207,7 +207,9 @@ class UserWrites:
         # The intents end with their links (or their failed creates), in the same commit.
         done, self._settled_intents = self._settled_intents, set()
         if done and (self.intents or self._made_intents):
-            await self.session.execute(delete(UserIntent).where(col(UserIntent.username).in_(sorted(done))))
+            await self.session.execute(
+                delete(UserIntent).where(one_of(self.session, col(UserIntent.username), sorted(done)))
+            )
 
 
 def _account(w: Work) -> dict[str, Any]:

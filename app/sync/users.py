@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.crypto import Vault
+from app.db.arrays import one_of
 from app.db.inbox import Outcome
 from app.db.models import Event, EventStatus, UserLink
 from app.db.types import utcnow
@@ -112,8 +113,12 @@ class UserSync:
         # Two reads, each on its own unique index: one read with an OR of both lists was planned, from the statistics
         # of an empty table, as a walk of every link of the tenant (5 ms a round at 10,000 links).
         rows = [
-            *(await self.session.execute(select(UserLink).where(col(UserLink.contact_id).in_(ids)))).scalars(),
-            *(await self.session.execute(select(UserLink).where(col(UserLink.username).in_(names)))).scalars(),
+            *(
+                await self.session.execute(select(UserLink).where(one_of(self.session, col(UserLink.contact_id), ids)))
+            ).scalars(),
+            *(
+                await self.session.execute(select(UserLink).where(one_of(self.session, col(UserLink.username), names)))
+            ).scalars(),
         ]
         by_id: dict[int, UserLink] = {}
         by_name: dict[str, UserLink] = {}
