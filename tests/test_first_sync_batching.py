@@ -128,6 +128,39 @@ async def test_registrations_of_users_confirmed_moments_ago_make_no_user_reads(
     assert len(enrol["enrolments"]) == 3
 
 
+async def test_linked_contacts_are_found_by_id_alone(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    """Contacts whose links the read by contact id finds make no read by username (half the links a first sync's
+    drain loaded); a contact without one is still looked up by its username."""
+    import sqlalchemy as sa
+
+    await post_event(client, {"type": "course_date.changed", "id": "cd-1", "course_date_id": CD})
+    for n in range(1, 4):
+        await post_contact(client, f"c-{n}", **learner(n))
+    await settle(runtime)
+    reads: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("SELECT user_links."):
+            reads.append("username" if "WHERE user_links.username" in statement else "contact_id")
+
+    sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for n in range(1, 4):
+            await register(client, f"r-{n}", f"D-{n}", CD, **learner(n))
+        await settle(runtime)
+        linked_only = list(reads)
+        reads.clear()
+        await register(client, "r-4", "D-4", CD, **learner(4))  # a contact never seen
+        await settle(runtime)
+    finally:
+        sa.event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+    assert all(e.status == "done" for e in await events(runtime))
+    assert linked_only == ["contact_id"], linked_only
+    assert reads == ["contact_id", "username"], reads
+
+
 async def test_refused_enrolment_of_an_unread_user_reads_the_user_again(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
 ) -> None:

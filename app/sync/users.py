@@ -109,32 +109,26 @@ class UserSync:
 
     async def _load_links(self, works: list[Work]) -> None:
         ids = [w.contact.contact_id for w in works if w.contact.contact_id]
-        names = [w.contact.moodle_username for w in works]
         # Two reads, each on its own unique index: one read with an OR of both lists was planned, from the statistics
-        # of an empty table, as a walk of every link of the tenant (5 ms a round at 10,000 links).
-        rows = [
-            *(
-                await self.session.execute(select(UserLink).where(one_of(self.session, col(UserLink.contact_id), ids)))
-            ).scalars(),
-            *(
-                await self.session.execute(select(UserLink).where(one_of(self.session, col(UserLink.username), names)))
-            ).scalars(),
-        ]
-        by_id: dict[int, UserLink] = {}
+        # of an empty table, as a walk of every link of the tenant (5 ms a round at 10,000 links). The second asks
+        # only for the contacts the first did not answer (a registration's contact is linked: 10,000 links fewer to
+        # load in a first sync's drain).
+        found = await self.session.execute(select(UserLink).where(one_of(self.session, col(UserLink.contact_id), ids)))
+        by_id: dict[int, UserLink] = {link.contact_id: link for link in found.scalars() if link.contact_id}
+        names = [w.contact.moodle_username for w in works if w.contact.contact_id not in by_id]
         by_name: dict[str, UserLink] = {}
-        for link in rows:
-            if link.contact_id:
-                by_id[link.contact_id] = link
-            by_name[link.username] = link
+        if names:
+            named = select(UserLink).where(one_of(self.session, col(UserLink.username), names))
+            by_name = {link.username: link for link in (await self.session.execute(named)).scalars()}
         for w in works:
             cid = w.contact.contact_id
-            found = by_id.get(cid) if cid else None
-            if found is None:
+            link = by_id.get(cid) if cid else None
+            if link is None:
                 candidate = by_name.get(w.contact.moodle_username)
                 # A username link that belongs to another contact id is not ours to take.
                 if candidate is not None and candidate.contact_id in (None, cid):
-                    found = candidate
-            w.link = found
+                    link = candidate
+            w.link = link
 
     async def _load_moodle_users(self, works: list[Work]) -> None:
         linked = [(w, w.link) for w in works if w.link]
