@@ -207,9 +207,9 @@ class UserWrites:
         # The intents end with their links (or their failed creates), in the same commit.
         done, self._settled_intents = self._settled_intents, set()
         if done and (self.intents or self._made_intents):
-            await self.session.execute(
-                delete(UserIntent).where(one_of(self.session, col(UserIntent.username), sorted(done)))
-            )
+            # No intent is ever an object in the session (rows in, rows out): nothing to synchronise, no RETURNING.
+            gone = delete(UserIntent).where(one_of(self.session, col(UserIntent.username), sorted(done)))
+            await self.session.execute(gone.execution_options(synchronize_session=False))
 
 
 def _account(w: Work) -> dict[str, Any]:
