@@ -161,6 +161,42 @@ async def test_linked_contacts_are_found_by_id_alone(
     assert reads == ["contact_id", "username"], reads
 
 
+async def test_a_contact_whose_registration_made_its_user_first_makes_no_read(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    """A registration claimed before its contact makes the user: the two came in different commits of the intake,
+    and the contact's, though older, was not yet visible to the claim. The contact, same data, then reads nothing:
+    its user was written after it arrived. The same contact sent again later reads the user, as a repair must."""
+    await post_event(client, {"type": "course_date.changed", "id": "cd-1", "course_date_id": CD})
+    await settle(runtime)
+    await post_contact(client, "c-1", **learner(1))
+    await register(client, "r-1", "D-1", CD, **learner(1))
+    contact_event = await event_of(runtime, "contact.upserted")
+    registration = await event_of(runtime, "registration.registered")
+    await _set_status(runtime, contact_event.id, "done")  # unseen by the claim: the registration does not wait
+    await run_event(runtime, registration.id)
+    assert user_calls(moodle_fake) == ["core_user_create_users"]
+    await _set_status(runtime, contact_event.id, "queued")  # its commit seen now
+    await run_event(runtime, contact_event.id)
+    assert all(e.status == "done" for e in await events(runtime)), [
+        (e.kind, e.last_error) for e in await events(runtime)
+    ]
+    assert user_calls(moodle_fake) == ["core_user_create_users"], "the user was made after the contact arrived"
+    await post_contact(client, "c-1-again", **learner(1))
+    await settle(runtime)
+    assert user_calls(moodle_fake) == ["core_user_create_users", "core_user_get_users_by_field"]
+
+
+async def _set_status(rt: Runtime, event_id: int, status: str) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import Event
+
+    async with rt.sessions() as s:
+        await s.execute(update(Event).where(Event.id == event_id).values(status=status))
+        await s.commit()
+
+
 async def test_refused_enrolment_of_an_unread_user_reads_the_user_again(
     client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
 ) -> None:

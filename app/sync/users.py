@@ -173,16 +173,20 @@ class UserSync:
                 outcomes[work.event.id] = decided
 
     def _settled(self, w: Work) -> bool:
-        """Registrations only, bringing nothing new, for a user confirmed moments ago: the enrolment needs no read.
+        """Bringing nothing new, for a user confirmed moments ago: the enrolment needs no read.
 
-        A contact event always reads Moodle (it is how a person repairs a user); so does a registration whose
-        enrolment was refused (VERIFY_USER).
+        A contact event reads Moodle (it is how a person repairs a user), unless its user was written or read after
+        the event arrived, with the same data and password: a registration of the same contact, claimed first while
+        the intake still held the contact's row, made it (the steady stream's extra reads, BENCHMARKS.md). A
+        registration whose enrolment was refused (VERIFY_USER) reads it too.
         """
         link = w.link
         if link is None or link.data_digest is None or utcnow() - link.updated_at > CONFIRMED_FOR:
             return False
         for event in w.events:
-            if event.kind != EventKind.registration_registered or (event.result or {}).get(VERIFY_USER):
+            if (event.result or {}).get(VERIFY_USER):
+                return False
+            if event.kind != EventKind.registration_registered and event.created_at >= link.updated_at:
                 return False
         same_password = w.password is None or link.password_digest == self.fields.digest(w.password)
         return same_password and link.data_digest == self.fields.data_digest(w.contact)
