@@ -29,6 +29,7 @@ from bench.common import (
     free_port,
     fresh_stores,
     process,
+    profiled,
     service_env,
     uvicorn_args,
     write_signed_requests,
@@ -163,10 +164,11 @@ def run() -> list[dict[str, Any]]:
         try:
             wrk(bare_port, echo, WARMUP_SECONDS)
             wrk(our_port, files[-1], WARMUP_SECONDS)
-            for i in range(PAIRS):
-                bare = measure(bare_port, echo, bare_proc.pid)
-                files.append(signed(our_port, f"{stamp}-{i}", REQUESTS))
-                pairs.append((bare, measure(our_port, files[-1], our_proc.pid), f"{stamp}-{i}"))
+            with profiled(our_proc.pid):  # BENCH_PROFILE=FILE: the API's stacks (idle between its runs)
+                for i in range(PAIRS):
+                    bare = measure(bare_port, echo, bare_proc.pid)
+                    files.append(signed(our_port, f"{stamp}-{i}", REQUESTS))
+                    pairs.append((bare, measure(our_port, files[-1], our_proc.pid), f"{stamp}-{i}"))
         finally:
             for path in files:
                 path.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 
 from app.db.arrays import insert_rows
-from app.db.models import EnrolmentLink, Registration, UserLink
+from app.db.models import EnrolmentLink, Event, Registration, UserLink
 from app.db.tenancy import tenant_of
 from app.db.types import utcnow
 from app.runtime import Runtime
@@ -45,10 +45,10 @@ async def test_an_upsert_of_rows_keeps_one_row_a_key_and_takes_the_newer_status(
     async with runtime.sessions() as s:
         tenant, now = tenant_of(s), utcnow()
         rows = [_registration(tenant, f"D-{i}", "registered", now) for i in range(3)]
-        await insert_rows(s, table, rows, conflict=_newer_status)
+        await insert_rows(s, table, rows, shape=_newer_status)
         await s.commit()
         again = [_registration(tenant, "D-1", "cancelled", now), _registration(tenant, "D-9", "registered", now)]
-        await insert_rows(s, table, again, conflict=_newer_status)
+        await insert_rows(s, table, again, shape=_newer_status)
         await s.commit()
         kept = (await s.execute(select(Registration).order_by(Registration.document_external_id))).scalars().all()
     assert [(r.document_external_id, r.status) for r in kept] == [
@@ -68,7 +68,7 @@ async def test_a_naive_time_in_the_rows_is_refused_and_nothing_is_written(runtim
             _registration(tenant, "D-1", "registered", utcnow()),
             _registration(tenant, "D-2", "registered", utcnow()),
         ]
-        rows[1]["updated_at"] = datetime(2026, 1, 1)  # noqa: DTZ001: the mistake under test
+        rows[1]["updated_at"] = datetime(2026, 1, 1)  # the mistake under test
         with pytest.raises(StatementError, match="naive datetime"):
             await insert_rows(s, table_of(Registration), rows)
         await s.rollback()
@@ -125,3 +125,40 @@ async def test_a_round_of_registrations_writes_each_table_in_one_statement(
     written = [table for table, _ in inserts if table in ("user_links", "registrations", "enrolment_links")]
     assert sorted(written) == ["enrolment_links", "registrations", "user_links"], inserts
     assert all(many is not ON_POSTGRES for table, many in inserts if table in written), inserts
+
+
+async def test_the_intakes_batch_is_one_insert_and_its_repeats_one_read(runtime: Runtime) -> None:
+    """accept_many: the new deliveries in one INSERT (over arrays on PostgreSQL, not a VALUES list rendered for each
+    batch's size), a delivery id twice in the batch and one stored before answered from one read."""
+    from app.db import inbox
+    from app.db.inbox import Delivery, Stored
+
+    def delivery(key: str) -> Delivery:
+        return Delivery(source="coursesales", kind="contact.upserted", dedupe_key=key, body_hash=f"h-{key}",
+                        payload={"n": key, "nested": {"a": [1, 2]}}, subject=f"contact:{key}")  # fmt: skip
+
+    async with runtime.sessions() as s:
+        await inbox.accept_many(s, [delivery("old")])
+        await s.commit()
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with runtime.sessions() as s:
+            answers = await inbox.accept_many(s, [delivery("a"), delivery("b"), delivery("a"), delivery("old")])
+            await s.commit()
+    finally:
+        sa.event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+    assert [type(a) for a in answers] == [Stored] * 4
+    stored = [a for a in answers if isinstance(a, Stored)]
+    assert [a.created for a in stored] == [True, True, False, False]
+    assert stored[0].event_id == stored[2].event_id != stored[1].event_id
+    inserts = [x for x in seen if x.startswith("INSERT INTO events")]
+    assert len(inserts) == 1 and ("unnest(" in inserts[0]) is ON_POSTGRES, inserts
+    assert len([x for x in seen if x.startswith("SELECT events.")]) == 1, seen
+    async with runtime.sessions() as s:
+        payloads = (await s.execute(select(Event.payload))).scalars().all()
+    assert sorted(p["n"] for p in payloads) == ["a", "b", "old"] and all(p["nested"] == {"a": [1, 2]} for p in payloads)

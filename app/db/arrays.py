@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.upsert import insert_for
 
-# What an upsert adds to its INSERT (``on_conflict_do_update``...): given the dialect's INSERT, the statement to run.
-Conflict = Callable[[Any], Any]
+# What a caller adds to its INSERT (``on_conflict_do_update``, ``returning``...): given the dialect's INSERT, the
+# statement to run.
+Shape = Callable[[Any], Any]
 
 
 def on_postgres(session: AsyncSession) -> bool:
@@ -41,21 +42,28 @@ def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> ColumnE
 
 
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Conflict | None = None
-) -> None:
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, shape: Shape | None = None
+) -> Any:
     """Insert ``rows`` (each with the same columns, ``tenant_id`` among them) into ``table``: on PostgreSQL one
-    ``INSERT ... SELECT ... FROM unnest(...)`` with an array a column, elsewhere an executemany. ``conflict``: the
-    upsert's clause, applied to either INSERT. On PostgreSQL a key twice in one upsert is refused, as it is by
-    ``ON CONFLICT DO UPDATE`` itself: callers keep one row a key."""
+    ``INSERT ... SELECT ... FROM unnest(...)`` with an array a column, elsewhere an executemany. ``shape``: the
+    upsert's clause or the RETURNING, applied to either INSERT; the statement's result is returned (None for no
+    rows). On PostgreSQL a key twice in one ``ON CONFLICT DO UPDATE`` is refused by PostgreSQL itself: callers keep
+    one row a key (``DO NOTHING`` takes the first, as the executemany does)."""
     if not rows:
-        return
+        return None
     names = tuple(rows[0])
     if not on_postgres(session):
         stmt = insert_for(session, table)
-        await session.execute(conflict(stmt) if conflict else stmt, list(rows))
-        return
-    stmt = _unnest_insert(table, names)
-    await session.execute(conflict(stmt) if conflict else stmt, {f"a_{n}": [row[n] for row in rows] for n in names})
+        return await session.execute(shape(stmt) if shape else stmt, list(rows))
+    stmt = _shaped(_unnest_insert(table, names), shape)
+    return await session.execute(stmt, {f"a_{n}": [row[n] for row in rows] for n in names})
+
+
+@functools.lru_cache(maxsize=256)
+def _shaped(stmt: Any, shape: Shape | None) -> Any:
+    """The shaped statement, made once for a (statement, shape): both are made once (a shape is a module-level
+    function), so the cache key is made once too."""
+    return shape(stmt) if shape else stmt
 
 
 @functools.cache

@@ -163,7 +163,7 @@ class RegistrationSync:
             }
             for document, course_date_id, contact_key, status in items  # a document twice: the last one counts
         }
-        await insert_rows(self.session, table_of(Registration), list(rows.values()), conflict=_newer_status)
+        await insert_rows(self.session, table_of(Registration), list(rows.values()), shape=_newer_status)
 
     async def _finished_course_jobs(self, course_dates: set[int], since: datetime) -> dict[int, list[Event]]:
         """Course jobs of these course dates that finished since ``since``, newest first, by course date."""
