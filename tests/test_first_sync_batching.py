@@ -4,6 +4,7 @@ ago are not read again, course dates of a batch are made in one array call, a bu
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -166,7 +167,13 @@ async def test_a_contact_whose_registration_made_its_user_first_makes_no_read(
 ) -> None:
     """A registration claimed before its contact makes the user: the two came in different commits of the intake,
     and the contact's, though older, was not yet visible to the claim. The contact, same data, then reads nothing:
-    its user was written after it arrived. The same contact sent again later reads the user, as a repair must."""
+    its user was written after it arrived. So does a contact stored a moment after its registration made the user
+    (concurrent deliveries). The same contact sent again a minute later reads the user, as a repair must."""
+    from sqlalchemy import update
+
+    from app.db.models import UserLink
+    from app.db.types import utcnow
+
     await post_event(client, {"type": "course_date.changed", "id": "cd-1", "course_date_id": CD})
     await settle(runtime)
     await post_contact(client, "c-1", **learner(1))
@@ -182,9 +189,17 @@ async def test_a_contact_whose_registration_made_its_user_first_makes_no_read(
         (e.kind, e.last_error) for e in await events(runtime)
     ]
     assert user_calls(moodle_fake) == ["core_user_create_users"], "the user was made after the contact arrived"
+    await register(client, "r-2", "D-2", CD, **learner(2))  # stored before its contact: concurrent deliveries
+    await settle(runtime)
+    await post_contact(client, "c-2", **learner(2))
+    await settle(runtime)
+    assert user_calls(moodle_fake) == ["core_user_create_users"] * 2, "made a moment before the contact arrived"
+    async with runtime.sessions() as s:  # a minute passes
+        await s.execute(update(UserLink).values(updated_at=utcnow() - timedelta(minutes=1)))
+        await s.commit()
     await post_contact(client, "c-1-again", **learner(1))
     await settle(runtime)
-    assert user_calls(moodle_fake) == ["core_user_create_users", "core_user_get_users_by_field"]
+    assert user_calls(moodle_fake)[2:] == ["core_user_get_users_by_field"], "sent again later: a repair reads"
 
 
 async def _set_status(rt: Runtime, event_id: int, status: str) -> None:

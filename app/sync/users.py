@@ -40,6 +40,10 @@ log = structlog.get_logger(__name__)
 
 # A link written this recently (a Moodle read or write confirmed the user) is trusted for a registration as it is.
 CONFIRMED_FOR = timedelta(minutes=5)
+# A contact event is trusted to its link (no Moodle read) when the link was written after the event arrived, or at
+# most this long before: its registrations, stored first from concurrent deliveries or claimed first, made the
+# user with the same data a moment ago. A person repairing a user by sending the contact again comes later.
+JUST_WRITTEN = timedelta(seconds=30)
 # Set in an event's result to have its next attempt read the user from Moodle (its enrolment was refused).
 VERIFY_USER = "verify_user"
 
@@ -175,10 +179,10 @@ class UserSync:
     def _settled(self, w: Work) -> bool:
         """Bringing nothing new, for a user confirmed moments ago: the enrolment needs no read.
 
-        A contact event reads Moodle (it is how a person repairs a user), unless its user was written or read after
-        the event arrived, with the same data and password: a registration of the same contact, claimed first while
-        the intake still held the contact's row, made it (the steady stream's extra reads, BENCHMARKS.md). A
-        registration whose enrolment was refused (VERIFY_USER) reads it too.
+        A contact event reads Moodle (it is how a person repairs a user), unless its user was written or read with
+        the same data and password after the event arrived or just before (JUST_WRITTEN): a registration of the same
+        contact, stored or claimed first, made it (the steady stream's extra reads, BENCHMARKS.md). A registration
+        whose enrolment was refused (VERIFY_USER) reads it too.
         """
         link = w.link
         if link is None or link.data_digest is None or utcnow() - link.updated_at > CONFIRMED_FOR:
@@ -186,7 +190,7 @@ class UserSync:
         for event in w.events:
             if (event.result or {}).get(VERIFY_USER):
                 return False
-            if event.kind != EventKind.registration_registered and event.created_at >= link.updated_at:
+            if event.kind != EventKind.registration_registered and event.created_at - link.updated_at > JUST_WRITTEN:
                 return False
         same_password = w.password is None or link.password_digest == self.fields.digest(w.password)
         return same_password and link.data_digest == self.fields.data_digest(w.contact)
