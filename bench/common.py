@@ -207,6 +207,15 @@ def postgres_cpu_seconds() -> float | None:
     return total if seen else None
 
 
+def loop_seconds() -> float:
+    """A plain 10,000,000-step Python loop, timed: this machine's speed at the moment (it drifts by a third and more
+    within minutes on shared cores), to read the figures beside."""
+    started = time.perf_counter()
+    for _ in range(10_000_000):
+        pass
+    return time.perf_counter() - started
+
+
 def uvicorn_args(app: str, port: int, *, workers: int = 1) -> list[str]:
     """A plain uvicorn serving ``app`` (the baseline of benchmark 1), with uvicorn's own defaults otherwise."""
     args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
