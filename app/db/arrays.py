@@ -19,15 +19,12 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.dialect import on_postgres
 from app.db.upsert import insert_for
 
 # What a caller adds to its INSERT (``on_conflict_do_update``, ``returning``...): given the dialect's INSERT, the
 # statement to run.
 Shape = Callable[[Any], Any]
-
-
-def on_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.db import arrays
-from app.db.arrays import on_postgres
+from app.db.dialect import on_postgres
 from app.db.models import OPEN_STATUSES, Attempt, Event, EventStatus
 from app.db.tenancy import ALL_TENANTS
 from app.db.types import utcnow

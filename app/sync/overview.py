@@ -24,8 +24,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import String
 from sqlmodel import col
 
-from app.db.arrays import on_postgres
 from app.db.backlog import backlog
+from app.db.dialect import on_postgres
 from app.db.models import OPEN_STATUSES, Attempt, AuditEntry, Event, EventStatus, Run
 from app.db.tenants import Tenant
 from app.db.types import utcnow
