@@ -80,12 +80,6 @@ async def finish(session: AsyncSession, rows: Sequence[dict[str, Any]], now: dat
     await session.execute(_FINISH_ATTEMPTS, {**columns, "b_now": now})
 
 
-async def start_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """app.db.claim's attempt of each claimed event (``rows``: the attempts table's columns)."""
-    columns = {key: [row[key] for row in rows] for key in ("tenant_id", "event_id", "number", "started_at")}
-    await session.execute(_START_ATTEMPTS, columns)
-
-
 _FINISHED = ("b_id", "b_status", "b_error", "b_next", "b_keep_result", "b_result", "b_drop_secret")
 _FINISH_EVENTS = text(
     """
@@ -109,17 +103,5 @@ _FINISH_ATTEMPTS = text(
     WHERE attempts.id = (
         SELECT max(a.id) FROM attempts AS a WHERE a.event_id = b.event_id AND a.finished_at IS NULL
     )
-    """
-)
-
-
-_START_ATTEMPTS = text(
-    """
-    INSERT INTO attempts (tenant_id, event_id, number, started_at, outcome)
-    SELECT b.tenant_id, b.event_id, b.number, b.started_at, 'running'
-    FROM unnest(
-        CAST(:tenant_id AS INTEGER[]), CAST(:event_id AS INTEGER[]), CAST(:number AS INTEGER[]),
-        CAST(:started_at AS TIMESTAMP WITH TIME ZONE[])
-    ) AS b(tenant_id, event_id, number, started_at)
     """
 )

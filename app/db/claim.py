@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, any_, bindparam, insert, literal, select, text, update
+from sqlalchemy import Integer, and_, any_, bindparam, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -142,17 +142,26 @@ async def claim(
     if not events:
         return []
     events.sort(key=lambda e: e.id or 0)
-    # Rows, not objects: one statement (an executemany on SQLite), without building (and flushing) an ORM object an
-    # event.
+    # Rows, not objects: one statement over arrays (an executemany on SQLite), without building (and flushing) an ORM
+    # object an event.
     attempts = [
         {"tenant_id": e.tenant_id, "event_id": e.id, "number": e.attempts, "started_at": now, "outcome": "running"}
         for e in events
     ]
-    if on_postgres(session):
-        await arrays.start_attempts(session, attempts)
-    else:
-        await session.execute(insert(Attempt.metadata.tables["attempts"]), attempts)
+    await arrays.insert_rows(session, Attempt.metadata.tables["attempts"], attempts)
     return events
+
+
+async def waiting(session: AsyncSession, kinds: Sequence[str], limit: int) -> int:
+    """Events of these kinds waiting for their first run (the fresh pick's readiness), counted up to ``limit``."""
+    return int((await session.execute(_counting(tuple(sorted(kinds))), {"limit": limit})).scalar_one())
+
+
+@functools.lru_cache(maxsize=64)
+def _counting(kinds: tuple[str, ...]) -> Any:
+    """The count of one family's arrivals, made once, its lists fixed (see _fixed)."""
+    fresh = select(col(Event.id)).where(col(Event.kind).in_(_fixed(kinds)), _fresh())
+    return select(func.count()).select_from(fresh.limit(bindparam("limit", type_=Integer)).subquery())
 
 
 @asynccontextmanager
