@@ -103,10 +103,13 @@ async def test_a_round_of_registrations_writes_each_table_in_one_statement(
         await register(client, f"d-{i}", f"D-{i}", CD, contact_id=700 + i, username=f"l{i}@example.com",
                        email=f"l{i}@x.org")  # fmt: skip
     inserts: list[tuple[str, bool]] = []
+    keyed_reads: list[str] = []  # the round's reads by a list of keys
 
     def record(conn: object, cursor: object, statement: str, parameters: object, context: object, many: bool) -> None:
         if statement.startswith("INSERT INTO"):
             inserts.append((statement.split()[2], many))
+        if statement.startswith(("SELECT user_links.", "SELECT do_not_sync.", "SELECT enrolment_links.")):
+            keyed_reads.append(" ".join(statement.split()))
 
     sa.event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
     try:
@@ -125,6 +128,10 @@ async def test_a_round_of_registrations_writes_each_table_in_one_statement(
     written = [table for table, _ in inserts if table in ("user_links", "registrations", "enrolment_links")]
     assert sorted(written) == ["enrolment_links", "registrations", "user_links"], inserts
     assert all(many is not ON_POSTGRES for table, many in inserts if table in written), inserts
+    # On PostgreSQL a list of keys is one array parameter (= ANY), not an IN list rendered again for each length.
+    assert keyed_reads and all(
+        ("= ANY (" in r) is ON_POSTGRES and (" IN (" in r) is not ON_POSTGRES for r in keyed_reads
+    )
 
 
 async def test_the_intakes_batch_is_one_insert_and_its_repeats_one_read(runtime: Runtime) -> None:
