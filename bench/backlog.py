@@ -21,7 +21,15 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import TOKENS, api_and_worker, cpu_seconds, fresh_stores, postgres_cpu_seconds, profiled
+from bench.common import (
+    TOKENS,
+    api_and_worker,
+    cpu_seconds,
+    fresh_stores,
+    machine_busy_seconds,
+    postgres_cpu_seconds,
+    profiled,
+)
 from bench.fakes import Served
 from bench.first_sync import (
     DEADLINE_SECONDS,
@@ -97,6 +105,9 @@ def _cpu(worker_pid: int | None) -> dict[str, float]:
     seconds = {"worker": cpu_seconds(worker_pid)}
     if (postgres := postgres_cpu_seconds()) is not None:
         seconds["PostgreSQL"] = postgres
+    # The Moodle and CourseSales fakes serve from this process's threads.
+    seconds["the fakes"] = time.process_time()
+    seconds["the machine"] = machine_busy_seconds()
     return seconds
 
 

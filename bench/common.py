@@ -191,6 +191,14 @@ def profiled(pid: int | None) -> Any:
         sampler.wait(timeout=60)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine spent busy (not idle, not waiting for the disk), all processes."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
 def postgres_cpu_seconds() -> float | None:
     """User plus system CPU time of every PostgreSQL process on this machine (None: no local server to read)."""
     import psutil

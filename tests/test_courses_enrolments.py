@@ -161,7 +161,10 @@ async def test_hand_linked_course_is_adopted(
     moodle_fake.courses[cid] = new_course(cid, "Made by hand", "HAND-1", 2, idnumber=str(CD))
     await register(client, "d-1", "D-1001", CD)
     await settle(runtime)
-    assert not calls(moodle_fake, "core_course_create_courses")
+    # Made without a look-up first (into a Moodle without it there is nothing to find): Moodle refuses the taken
+    # idnumber, and only then is the course looked up and adopted; no second course is made.
+    assert [c["courses"][0]["idnumber"] for c in calls(moodle_fake, "core_course_create_courses")] == [str(CD)]
+    assert [c["id"] for c in moodle_fake.courses.values() if c.get("idnumber") == str(CD)] == [cid]
     assert moodle_course(moodle_fake, str(CD))["id"] == cid  # type: ignore[index]
     links = (await client.get("/api/links/courses", headers=bearer("api"))).json()
     assert links["items"][0]["created_by_sync"] is False

@@ -14,6 +14,7 @@ from app.jobs import gathering
 from app.jobs.tasks import run_event
 from app.runtime import Runtime
 from app.sync.registrations import RegistrationSync
+from tests.fakes.moodle_state import new_course
 from tests.helpers import events, make_due, moodle_user, post_contact, post_event, register, settle
 
 CD = 9101
@@ -244,6 +245,25 @@ async def test_course_dates_of_one_batch_are_made_in_one_array_call(
     (create,) = calls(moodle_fake, "core_course_create_courses")
     assert sorted(c["idnumber"] for c in create["courses"]) == [str(CD + i) for i in range(3)]
     assert len([r for r in catalogue.requests if "Course Dates" in r]) == 1, "CourseSales' course dates read once"
+    assert calls(moodle_fake, "core_course_get_courses_by_field") == [], "made blind: nothing to find in Moodle first"
+
+
+async def test_a_blind_course_create_refused_for_its_idnumber_adopts_that_course_and_makes_the_rest(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    """A course made before its link was kept (a crash between the two) or by hand: the batch create is refused
+    for its taken idnumber, the refused one is isolated and looked up, and the other two are made."""
+    cid = moodle_fake.state.next_id("course")
+    moodle_fake.courses[cid] = new_course(cid, "Made before", "BEFORE-1", 2, idnumber=str(CD + 1))
+    for i in range(3):
+        await post_event(client, {"type": "course_date.changed", "id": f"cd-{i}", "course_date_id": CD + i})
+    await settle(runtime)
+    assert all(e.status == "done" for e in await events(runtime)), [e.last_error for e in await events(runtime)]
+    looked = calls(moodle_fake, "core_course_get_courses_by_field")
+    assert looked == [{"field": "idnumber", "value": str(CD + 1)}], "only the refused one is looked up"
+    by_idnumber = {c.get("idnumber"): c["id"] for c in moodle_fake.courses.values()}
+    assert by_idnumber[str(CD + 1)] == cid and str(CD) in by_idnumber and str(CD + 2) in by_idnumber
+    assert len(moodle_fake.courses) == len(set(by_idnumber.values())), "no course made twice"
 
 
 async def test_a_round_waits_while_a_burst_is_still_arriving(

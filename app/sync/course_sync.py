@@ -120,24 +120,38 @@ class CourseSync:
         known = [cdid for cdid in wanted if cdid in rows]
         if not known:
             return results
-        existing = await self._existing(known, links)
         mapping = await self.catalogue.mapping()
+        # A course date without a link that would be made blank is made without a look-up: into a Moodle without
+        # its course there is nothing to find. Moodle refuses a taken idnumber (a batch create is all or nothing;
+        # the refused one is isolated), and only then is it looked up (see _create). Every other one is looked up
+        # first: a template copy takes no idnumber, and a course date not to be made may have a course to update.
+        blind = {
+            cdid
+            for cdid in known
+            if cdid not in links and self._plan(rows[cdid], mapping, None, None).action == "create"
+        }
+        existing = await self._existing([cdid for cdid in known if cdid not in blind], links)
         creates: list[tuple[int, CoursePlan]] = []
         for cdid in known:
             cd, link = rows[cdid], links.get(cdid)
-            plan = plan_course(
-                cd,
-                mapping.get(cd.category_id or -1),
-                existing.get(cdid),
-                linked=link is not None,
-                settings=self.settings,
-            )
+            plan = self._plan(cd, mapping, existing.get(cdid), link)
             if plan.action == "create":
                 creates.append((cdid, plan))
             else:
                 results[cdid] = await self._settle(cdid, cd, plan, link)
-        results.update(await self._create(creates))
+        results.update(await self._create(creates, rows, mapping))
         return results
+
+    def _plan(
+        self,
+        cd: CourseDateRow,
+        mapping: dict[int, CategoryMapping],
+        existing: dict[str, Any] | None,
+        link: CourseLink | None,
+    ) -> CoursePlan:
+        return plan_course(
+            cd, mapping.get(cd.category_id or -1), existing, linked=link is not None, settings=self.settings
+        )
 
     async def _settle(
         self, course_date_id: int, cd: CourseDateRow, plan: CoursePlan, link: CourseLink | None
@@ -163,15 +177,25 @@ class CourseSync:
         log.info("moodle.course." + plan.action, course_date_id=course_date_id, moodle_course_id=course_id)
         return CourseResult(course_id, plan.action, plan.reason)
 
-    async def _create(self, creates: list[tuple[int, CoursePlan]]) -> dict[int, CourseResult | CourseProblem]:
-        """New courses in all-or-nothing array calls; a refused one is isolated and explained."""
+    async def _create(
+        self, creates: list[tuple[int, CoursePlan]], rows: dict[int, CourseDateRow], mapping: dict[int, CategoryMapping]
+    ) -> dict[int, CourseResult | CourseProblem]:
+        """New courses in all-or-nothing array calls; a refused one is isolated, then looked up by its idnumber
+        (made before: by a run that stopped before its link was kept, or by hand) and settled as found, or
+        explained."""
         if not creates:
             return {}
         answers = await self.moodle.create_courses([{**plan.course, "enablecompletion": 1} for _, plan in creates])
         results: dict[int, CourseResult | CourseProblem] = {}
         for (cdid, plan), res in zip(creates, answers, strict=True):
             if not res.ok:
-                results[cdid] = CourseProblem(await self._explain(res.error, plan.course))
+                found = await self._course("idnumber", str(cdid)) if isinstance(res.error, MoodleConflict) else None
+                if found is not None:
+                    results[cdid] = await self._settle(
+                        cdid, rows[cdid], self._plan(rows[cdid], mapping, found, None), None
+                    )
+                else:
+                    results[cdid] = CourseProblem(await self._explain(res.error, plan.course))
                 continue
             assert res.value is not None  # a made item carries Moodle's answer
             course_id = int(res.value["id"])
