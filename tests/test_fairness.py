@@ -198,8 +198,8 @@ async def test_a_drain_that_began_alone_gives_way_when_another_tenants_work_come
     assert first is not None
     real_round, rounds, beta_event = tasks._round, [], []
 
-    async def round_then_beta_arrives(rt: Runtime, family: Any, *, own: int | None = None) -> int:
-        n = await real_round(rt, family, own=own)
+    async def round_then_beta_arrives(rt: Runtime, family: Any, *, own: int | None = None, wide: bool = False) -> int:
+        n = await real_round(rt, family, own=own, wide=wide)
         rounds.append(n)
         if not beta_event:
             r = await two.client.post(
@@ -212,13 +212,14 @@ async def test_a_drain_that_began_alone_gives_way_when_another_tenants_work_come
 
     monkeypatch.setattr(tasks, "_round", round_then_beta_arrives)
     outcome = await tasks.process_event({"runtime": two.home}, first)
-    assert outcome == "processed 2" and rounds == [2]  # one round, not twenty of 2
+    # One round, not twenty: begun alone, a wide one (max_in_flight arrays of max_batch, 4 x 2).
+    assert outcome == "processed 8" and rounds == [8]
     assert two.home.queue is not None
     queued = [
         j.decode() if isinstance(j, bytes) else j for j in await two.home.queue.redis.zrange(DEFAULT_QUEUE, 0, -1)
     ]
     # Its drain goes on behind beta's turn, from default's oldest waiting event (its own was in the round).
-    assert any(j.startswith(f"event:{first + 2}:turn:") for j in queued), queued
+    assert any(j.startswith(f"event:{first + 8}:turn:") for j in queued), queued
     monkeypatch.setattr(tasks, "_round", real_round)
     assert await _status(two.home, beta_event[0]) in ("accepted", "queued")
     jobs = 0

@@ -282,3 +282,48 @@ async def test_a_round_waits_while_a_burst_is_still_arriving(
     assert all(e.status == "done" for e in await events(runtime))
     (create,) = calls(moodle_fake, "core_user_create_users")
     assert len(create["users"]) == 10, "the batch waited for the burst rather than taking the first arrival alone"
+
+
+async def test_a_drain_alone_claims_what_its_calls_carry_at_once_and_a_shared_round_one_batch(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """A wide round (no other tenant waits) claims max_in_flight arrays of max_batch and sends them as that many
+    calls; a round that shares the worker claims one batch."""
+    from app.events.registry import Family
+    from app.jobs import tasks
+
+    runtime.settings.moodle.max_batch, runtime.settings.moodle.max_in_flight = 2, 3
+    for n in range(1, 11):
+        await post_contact(client, f"c-{n}", **learner(n))
+    assert await tasks._round(runtime, Family.people, wide=False) == 2
+    assert await tasks._round(runtime, Family.people, wide=True) == 6
+    sizes = [len(p["users"]) for p in calls(moodle_fake, "core_user_create_users")]
+    assert sizes == [2, 2, 2, 2], "each call still carries max_batch users"
+    assert [e.status for e in await events(runtime)] == ["done"] * 8 + ["queued"] * 2
+
+
+async def test_a_course_round_skips_a_course_date_leased_elsewhere_and_takes_over_an_expired_lease(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    from sqlalchemy import select
+
+    from app.db import leases
+    from app.db.ops_tables import Lease
+    from app.events.registry import Family
+    from app.jobs import tasks
+
+    async with runtime.sessions() as s:
+        assert await leases.acquire(s, f"course_date:{CD + 1}", "elsewhere", 600)
+        assert await leases.acquire(s, f"course_date:{CD + 2}", "gone", -1)  # expired: free to take
+        await s.commit()
+    for i in range(3):
+        await post_event(client, {"type": "course_date.changed", "id": f"cd-{i}", "course_date_id": CD + i})
+    assert await tasks._round(runtime, Family.courses) == 3
+    status = {e.payload["course_date_id"]: (e.status, e.last_error) for e in await events(runtime)}
+    assert status[CD][0] == status[CD + 2][0] == "done"
+    assert status[CD + 1] == ("retrying", f"course date {CD + 1} is being worked on")
+    made = sorted(c["idnumber"] for c in moodle_fake.courses.values() if c.get("idnumber", "").startswith(str(CD)[:3]))
+    assert made == [str(CD), str(CD + 2)]
+    async with runtime.sessions() as s:
+        left = [(lease.name, lease.owner) for lease in (await s.execute(select(Lease))).scalars()]
+    assert left == [(f"course_date:{CD + 1}", "elsewhere")], "the round gave back the leases it took, only those"

@@ -25,7 +25,8 @@ from app.jobs.retry import next_attempt
 from app.moodle.errors import MoodleAuthError, MoodleError
 from app.runtime import Runtime
 from app.sync.completions import CompletionSync
-from app.sync.course_sync import Catalogue, CourseProblem, CourseResult, CourseSync
+from app.sync.course_dates import Catalogue
+from app.sync.course_sync import CourseProblem, CourseResult, CourseSync
 from app.sync.intake import Request, course_request
 from app.sync.new_enrolments import POSTING, NewEnrolmentSync
 from app.sync.registrations import RegistrationSync
@@ -107,8 +108,10 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
     owner = uuid.uuid4().hex
     ttl = rt.settings.moodle.duplicate_timeout_seconds + 60
     wanted: dict[int, bool] = {}
-    for cdid in sorted(by_date):  # one order for every job: two jobs never wait on each other's leases in a cycle
-        if await leases.acquire(session, _course_lease(cdid), owner, ttl):
+    # One order for every job (two jobs never wait on each other's leases in a cycle), all in one statement.
+    held = await leases.acquire_many(session, [_course_lease(cdid) for cdid in sorted(by_date)], owner, ttl)
+    for cdid in sorted(by_date):
+        if _course_lease(cdid) in held:
             wanted[cdid] = any(e.kind == EventKind.course_date_changed for e in by_date[cdid])
             continue
         for event in by_date[cdid]:
@@ -125,8 +128,7 @@ async def _run_courses(rt: Runtime, session: AsyncSession, events: list[Event]) 
     try:
         results = await sync.ensure_many(wanted) if wanted else {}
     finally:
-        for cdid in wanted:
-            await leases.release(session, _course_lease(cdid), owner)
+        await leases.release_many(session, [_course_lease(cdid) for cdid in wanted], owner)
     for cdid, result in results.items():
         for event in by_date[cdid]:
             outcomes[event.id] = _course_outcome(result)

@@ -96,7 +96,7 @@ async def _run_own(rt: Runtime, event_id: int, kind: str, rounds: int, *, home: 
     # The job stops draining well before its own timeout (the lease): the rest waits for its own jobs.
     budget = time.monotonic() + rt.settings.jobs.lease_seconds / 2
     for more in range(rounds - 1, -1, -1):
-        n = await _round(rt, family, own=event_id)
+        n = await _round(rt, family, own=event_id, wide=rounds > 1)
         total += n
         if n == 0 or time.monotonic() > budget:
             break
@@ -115,12 +115,13 @@ def _settled_elsewhere(event: Event) -> str | None:
     return None
 
 
-async def _round(rt: Runtime, family: Family, *, own: int | None = None) -> int:
+async def _round(rt: Runtime, family: Family, *, own: int | None = None, wide: bool = False) -> int:
     """Claim a batch, run it, record its outcomes, commit, then enqueue what follows. ``own``: the event of the
     job running this round, whose job arq finishes; the waiting jobs of the rest of the batch are taken out of the
-    queue. The number of events worked (0 when the batch was held for an unusable upstream)."""
+    queue. ``wide``: no other tenant waits for this process (see _claim). The number of events worked (0 when the
+    batch was held for an unusable upstream)."""
     async with rt.sessions() as s:
-        claimed = await _claim(rt, s, family)
+        claimed = await _claim(rt, s, family, wide=wide)
         if not claimed:
             return 0
         if rt.queue is not None:
@@ -219,15 +220,20 @@ async def _record_outcomes(s: AsyncSession, claimed: list[Event], outcomes: dict
             )
 
 
-async def _claim(rt: Runtime, s: AsyncSession, family: Family) -> list[Event]:
+async def _claim(rt: Runtime, s: AsyncSession, family: Family, *, wide: bool = False) -> list[Event]:
     """Claim (and commit) a batch. For families whose Moodle calls take arrays, one round per process at a time
-    gathers its batch, and waits for a burst still arriving to fill it: concurrent rounds would split it."""
-    limit = rt.settings.moodle.max_batch
+    gathers its batch, and waits for a burst still arriving to fill it: concurrent rounds would split it.
+
+    A wide round of such a family (a drain that no other tenant waits for) takes what its calls can carry at once,
+    ``max_in_flight`` arrays of ``max_batch``: a round's fixed costs (the claim, the reads of its links, the
+    finishing, two commits) are then paid once for them all rather than once a call (BENCHMARKS.md)."""
+    batch = rt.settings.moodle.max_batch
     kinds: list[str] = list(kinds_of(family))
     if family not in GATHERED:
-        return await _claim_now(rt, s, kinds, limit)
+        return await _claim_now(rt, s, kinds, batch)
+    limit = batch * rt.settings.moodle.max_in_flight if wide else batch
     async with rt.gathering.setdefault(family, asyncio.Lock()):
-        await gathering.await_batch(s, kinds, limit)
+        await gathering.await_batch(s, kinds, batch)
         return await _claim_now(rt, s, kinds, limit)
 
 

@@ -13,14 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.coursesales.api import CourseSalesApi
-from app.coursesales.schemas import CourseDate
 from app.db.models import CourseDateRow, CourseLink
-from app.db.tenancy import get_by_key
 from app.db.types import utcnow
 from app.moodle.client import MoodleClient
 from app.moodle.errors import MoodleConflict, MoodleError, MoodlePermanentError
 from app.settings import CoursesSettings
-from app.sync.courses import CategoryMapping, CoursePlan, eligibility, map_categories, plan_course
+from app.sync.course_dates import Catalogue, remembered
+from app.sync.courses import CategoryMapping, CoursePlan, eligibility, plan_course
 from app.sync.links import course_links
 
 log = structlog.get_logger(__name__)
@@ -39,33 +38,6 @@ class CourseResult:
     moodle_course_id: int | None
     action: str
     reason: str = ""
-
-
-async def remember_course_date(session: AsyncSession, cd: CourseDate) -> CourseDateRow:
-    """Keep what CourseSales said about a course date (webhooks carry only its id); the caller commits."""
-    row = await get_by_key(session, CourseDateRow, cd.id)
-    if row is None:
-        row = CourseDateRow(id=cd.id)
-        session.add(row)
-    row.category_id, row.category_name = cd.category_id, cd.category_name
-    row.start, row.end, row.status_id, row.visibility = cd.start, cd.end, cd.status_id, cd.visibility
-    row.fetched_at = utcnow()
-    return row
-
-
-class Catalogue:
-    """CourseSales' course categories and their Moodle mapping, read once per job."""
-
-    def __init__(self, coursesales: CourseSalesApi, settings: CoursesSettings) -> None:
-        self.coursesales = coursesales
-        self.settings = settings
-        self._mapping: dict[int, CategoryMapping] | None = None
-
-    async def mapping(self) -> dict[int, CategoryMapping]:
-        if self._mapping is None:
-            categories, forms = await self.coursesales.course_categories()
-            self._mapping = map_categories(categories, forms, self.settings)
-        return self._mapping
 
 
 class CourseSync:
@@ -104,7 +76,8 @@ class CourseSync:
         if need:
             async for cd in self.coursesales.iter_course_dates():
                 if cd.id in need:
-                    rows[cd.id] = await remember_course_date(self.session, cd)
+                    # The rows kept were read above: a new one is added, flushed with the others at once.
+                    rows[cd.id] = remembered(self.session, rows.get(cd.id), cd)
                     need.discard(cd.id)
                     if not need:
                         break

@@ -27,7 +27,7 @@ from app.notify.alerts import raise_alert
 from app.settings import Settings
 from app.sync.adoption import AccountPlan
 from app.sync.completion_pull import CompletionPull
-from app.sync.course_sync import Catalogue, remember_course_date
+from app.sync.course_dates import Catalogue, remember_course_date
 from app.sync.courses import CategoryMapping, eligibility, plan_course
 from app.sync.enrolment_repair import EnrolmentRepair
 from app.sync.intake import add_request, course_request
