@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from app import console
+from app import console, heap
 from app.api import (
     attention,
     checks,
@@ -80,12 +79,6 @@ async def _operation_refused(_request: Request, exc: operations.OperationError) 
     return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
 
-def settle_heap() -> None:
-    """Move what start-up made out of the garbage collector's view: its full passes stay short under load."""
-    gc.collect()
-    gc.freeze()
-
-
 # The documented routers, in the order their routes are matched.
 ROUTERS = (
     webhooks,
@@ -131,7 +124,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt = await open_runtime(s)
         rt.queue = Queue(connect(redis_settings(s)))
         app.state.runtime = rt
-        settle_heap()
+        heap.settle()
         try:
             yield
         finally:

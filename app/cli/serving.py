@@ -103,11 +103,12 @@ async def _workers(settings: Settings, which: str) -> None:
 async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
+    from app import heap
     from app.http_server import server_config
     from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect
     from app.jobs.redis import redis_settings
     from app.jobs.worker import make_worker
-    from app.main import create_app, settle_heap
+    from app.main import create_app
     from app.runtime import open_runtime
 
     class Server(uvicorn.Server):
@@ -127,7 +128,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     rt = await open_runtime(settings)
     rt.queue = queue
     server = Server(server_config(create_app(settings, runtime=rt), host=host, port=port, api=settings.api))
-    settle_heap()
+    heap.settle()
     tasks = [asyncio.create_task(server.serve())]
     workers = (
         [make_worker(settings, runtime=rt, queue=q, handle_signals=False) for q in (DEFAULT_QUEUE, SLOW_QUEUE)]

@@ -7,6 +7,7 @@ from typing import Any
 
 from arq.worker import Worker
 
+from app import heap
 from app.jobs import probe, reconcile, sweeper
 from app.jobs.queue import DEFAULT_QUEUE, SLOW_QUEUE, Queue, connect, dumps, loads
 from app.jobs.redis import redis_settings
@@ -42,6 +43,8 @@ def make_worker(
         if rt.queue is None:
             rt.queue = Queue(connect(redis))
         ctx["runtime"] = rt
+        if runtime is None:
+            heap.settle()  # a process of its own (`moodle-sync worker`); `serve` settles its heap itself
         if not slow:
             ctx["loops"] = [
                 asyncio.create_task(sweeper.run_forever(rt)),
