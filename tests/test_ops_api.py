@@ -50,6 +50,35 @@ async def test_events_list_filter_detail_and_replay(
     assert detail["status"] == "done" and len(detail["attempt_log"]) == 2
 
 
+async def test_an_events_attempt_log_shows_its_running_attempt_then_the_finished_one(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any
+) -> None:
+    """A running attempt has no row until it is over: the detail shows it from the event (claimed at its
+    updated_at); once finished, its row alone, written once."""
+    from app.db import claim, inbox
+    from app.db.inbox import Outcome
+    from app.db.models import Event, EventStatus
+
+    event_id = (await post_contact(client, "d-run")).json()["event_id"]
+    async with runtime.sessions() as s:
+        assert [e.id for e in await claim.claim(s, kinds=["contact.upserted"], limit=1, lease_seconds=60)] == [event_id]
+        await s.commit()
+    detail = (await client.get(f"/api/events/{event_id}", headers=bearer("api"))).json()
+    assert detail["status"] == "running"
+    (shown,) = detail["attempt_log"]
+    assert (shown["number"], shown["outcome"], shown["finished_at"], shown["error"]) == (1, "running", None, None)
+    assert shown["started_at"] == detail["updated_at"]
+    async with runtime.sessions() as s:
+        held = await s.get(Event, event_id)
+        assert held is not None
+        await inbox.finish_all(s, [(held, Outcome(EventStatus.failed, "refused"))])
+        await s.commit()
+    detail = (await client.get(f"/api/events/{event_id}", headers=bearer("api"))).json()
+    (finished,) = detail["attempt_log"]
+    assert (finished["number"], finished["outcome"], finished["error"]) == (1, "failed", "refused")
+    assert finished["started_at"] == shown["started_at"] and finished["finished_at"] is not None
+
+
 async def test_links_users(client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any) -> None:
     await post_contact(client, "d-1")
     await process_all(runtime)

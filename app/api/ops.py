@@ -100,11 +100,12 @@ async def get_event(event_id: IdPath, session: SessionDep) -> EventDetail:
     attempts = await session.execute(
         select(Attempt).where(col(Attempt.event_id) == event_id).order_by(col(Attempt.number), col(Attempt.id))
     )
-    return EventDetail(
-        **_event_out(event).model_dump(),
-        payload=event.payload,
-        attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in attempts.scalars()],
-    )
+    log = [AttemptOut.model_validate(a, from_attributes=True) for a in attempts.scalars()]
+    if event.status == EventStatus.running and all(a.number != event.attempts for a in log):
+        # A running attempt has no row until it is over: it is the event itself, claimed at its updated_at.
+        log.append(AttemptOut(number=event.attempts, started_at=event.updated_at, finished_at=None,
+                              outcome=EventStatus.running, error=None))  # fmt: skip
+    return EventDetail(**_event_out(event).model_dump(), payload=event.payload, attempt_log=log)
 
 
 @router.post(

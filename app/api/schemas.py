@@ -27,7 +27,10 @@ class AttemptOut(BaseModel):
     number: int
     started_at: datetime
     finished_at: datetime | None
-    outcome: str
+    outcome: str = Field(
+        description="how the attempt ended (done, retrying, failed, needs_review, ignored); running: the attempt in "
+        "progress, shown from the event; lost: its worker stopped before it finished (its lease ran out)"
+    )
     error: str | None
 
 

@@ -73,11 +73,10 @@ def _unnest_insert(table: Table, names: tuple[str, ...]) -> PgInsert:
 
 
 async def finish(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> None:
-    """app.db.inbox.finish_all's two statements: the events, then the newest open attempt of each."""
+    """app.db.inbox.finish_all's update of the events."""
     columns = {key: [row[key] for row in rows] for key in _FINISHED}
     columns["b_result"] = [None if r is None else json.dumps(r) for r in columns["b_result"]]
     await session.execute(_FINISH_EVENTS, {**columns, "b_now": now})
-    await session.execute(_FINISH_ATTEMPTS, {**columns, "b_now": now})
 
 
 _FINISHED = ("b_id", "b_status", "b_error", "b_next", "b_keep_result", "b_result", "b_drop_secret")
@@ -93,15 +92,5 @@ _FINISH_EVENTS = text(
         CAST(:b_drop_secret AS BOOLEAN[])
     ) AS b(id, status, error, next_at, keep_result, result, drop_secret)
     WHERE events.id = b.id
-    """
-)
-_FINISH_ATTEMPTS = text(
-    """
-    UPDATE attempts SET finished_at = :b_now, outcome = b.status, error = b.error
-    FROM unnest(CAST(:b_id AS INTEGER[]), CAST(:b_status AS VARCHAR[]), CAST(:b_error AS VARCHAR[]))
-        AS b(event_id, status, error)
-    WHERE attempts.id = (
-        SELECT max(a.id) FROM attempts AS a WHERE a.event_id = b.event_id AND a.finished_at IS NULL
-    )
     """
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
@@ -147,13 +147,26 @@ async def finish(session: AsyncSession, event: Event, outcome: Outcome) -> None:
 
 
 async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome]]) -> None:
-    """``finish`` for a batch, in two executemany statements: the events, then the newest open attempt of each.
-    The loaded events show the new values without being flushed again; the caller commits."""
+    """``finish`` for a batch, in two statements: the events, then a row for each one's attempt, written once it
+    is over (a running attempt is the event itself: started when claimed, at its updated_at). The loaded events
+    show the new values without being flushed again; the caller commits."""
     if not items:
         return
     now = utcnow()
     params: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
     for event, outcome in items:
+        attempts.append(
+            {
+                "tenant_id": event.tenant_id,
+                "event_id": event.id,
+                "number": event.attempts,
+                "started_at": event.updated_at,  # the claim's time, before it is set to now below
+                "finished_at": now,
+                "outcome": outcome.status,
+                "error": outcome.error,
+            }
+        )
         drop_secret = outcome.status in (EventStatus.done, EventStatus.ignored)
         shown = {
             "status": outcome.status,
@@ -179,12 +192,12 @@ async def finish_all(session: AsyncSession, items: Sequence[tuple[Event, Outcome
             }
         )
     if on_postgres(session):
-        # One statement each over arrays: as an executemany, PostgreSQL planned and ran each row on its own (14 s of
+        # One statement over arrays: as an executemany, PostgreSQL planned and ran each row on its own (14 s of
         # the database's time in a 30,200-event drain, BENCHMARKS.md).
         await arrays.finish(session, params, now)
-        return
-    await session.execute(_FINISH_EVENTS, params)
-    await session.execute(_FINISH_ATTEMPTS, params)  # the same rows: the keys it does not bind are ignored
+    else:
+        await session.execute(_FINISH_EVENTS, params)
+    await arrays.insert_rows(session, _ATTEMPTS, attempts)
 
 
 _EVENTS, _ATTEMPTS = Event.metadata.tables["events"], Attempt.metadata.tables["attempts"]
@@ -205,25 +218,12 @@ _FINISH_EVENTS = (
         secret=case((bindparam("b_drop_secret"), None), else_=_EVENTS.c.secret),
     )
 )
-_FINISH_ATTEMPTS = (
-    update(_ATTEMPTS)
-    .where(
-        _ATTEMPTS.c.id
-        == select(func.max(_ATTEMPTS.c.id))
-        .where(_ATTEMPTS.c.event_id == bindparam("b_id"), _ATTEMPTS.c.finished_at.is_(None))
-        .scalar_subquery()
-    )
-    .values(
-        finished_at=bindparam("b_now", type_=_ATTEMPTS.c.finished_at.type),
-        outcome=bindparam("b_status"),
-        error=bindparam("b_error"),
-    )
-)
 
 
 async def hold(session: AsyncSession, ids: Sequence[int], reason: str) -> None:
     """Give claimed events back untouched: their upstream cannot be used now. The claim's attempt is taken back
-    (no attempt and no retry horizon is spent on an outage); ``waiting_for`` says why. The caller commits."""
+    (no attempt and no retry horizon is spent on an outage: it never gets a row); ``waiting_for`` says why. The
+    caller commits."""
     await session.execute(
         update(Event)
         .where(col(Event.id).in_(list(ids)), col(Event.status) == EventStatus.running)
@@ -235,9 +235,6 @@ async def hold(session: AsyncSession, ids: Sequence[int], reason: str) -> None:
             updated_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
-    )
-    await session.execute(
-        delete(Attempt).where(col(Attempt.event_id).in_(list(ids)), col(Attempt.finished_at).is_(None))
     )
 
 
