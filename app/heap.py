@@ -8,7 +8,7 @@ over a hundred thousand long-lived ones (modules, SQLAlchemy's and pydantic's ca
 
 Start-up's objects are frozen out of the collector's view, and it runs every 50,000 net allocations: nearly every
 object here is freed by its reference count the moment its round or request ends, so what waits for the collector
-is the few reference cycles made since its last pass (a few megabytes at most).
+is only the reference cycles made since its last pass. Measured: a quiet worker's memory is unchanged (benchmark 6).
 """
 
 from __future__ import annotations
