@@ -29,6 +29,7 @@ from bench.first_sync import (
     SCALE,
     Size,
     coursesales_fake,
+    fake_minimum,
     migrate,
     moodle_fake,
     sync_env,
@@ -152,6 +153,14 @@ def run() -> list[dict[str, Any]]:
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     p99 = q[98]
     rows = drain_rows("fair tenants: A", size, drained, list(moodle_a.calls))[:1]
+    # Benchmark 2b's verdict does not apply here: A shares the worker with B, so its rounds are never wide, and
+    # this benchmark's goal is B's p99 (the next row).
+    seconds = drained.seconds
+    rows[0]["errors"] = (
+        f"beside B: {seconds / fake_minimum(size):.2f}x the fake's minimum (no goal here: A's rounds share the worker)"
+        if seconds is not None
+        else rows[0]["errors"]
+    )
     rows.append(
         {
             "benchmark": "fair tenants: B",
