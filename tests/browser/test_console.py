@@ -133,6 +133,17 @@ async def test_the_overview_at_a_phones_width_and_by_keyboard(visit: Visit, fres
     await visit.page.keyboard.press("Tab")
     await visit.page.keyboard.press("Enter")
     await visit.page.wait_for_url("**/console/events")
+    # The search's placeholder ("1234, jane@example.com, D-100") is read whole, not cut at the input's edge.
+    room, text = await visit.page.evaluate(
+        """() => {
+            const input = document.querySelector('input[name=q]'), style = getComputedStyle(input);
+            const pen = document.createElement('canvas').getContext('2d');
+            pen.font = style.font;
+            const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            return [room, pen.measureText(input.placeholder).width];
+        }"""
+    )
+    assert text <= room, f"the search's placeholder needs {text:.0f} px, its input has {room:.0f}"
     publish_screenshot(await visit.snap("events-phone", full_page=False), "events-phone")
     assert_clean(visit)
 
