@@ -68,15 +68,17 @@ def exposition(
     queue_depth: int | None,
     upstreams: dict[str, str] | None = None,
     by_tenant: dict[str, int] | None = None,
+    tenant_problems: list[tuple[str, str, str]] | None = None,
 ) -> bytes:
-    """The text of a scrape: every process's counters, then the gauges read from the database for it."""
+    """The text of a scrape: every process's counters, then the gauges read from the database for it.
+    ``tenant_problems``: (tenant, upstream, state) of each tenant's upstream that cannot be used now."""
     directory = os.environ.get(ENV)
     if directory:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)
     else:
         registry = REGISTRY
-    now = _Now(counts, oldest_seconds, queue_depth, upstreams or {}, by_tenant or {})
+    now = _Now(counts, oldest_seconds, queue_depth, upstreams or {}, by_tenant or {}, tenant_problems or [])
     return generate_latest(registry) + generate_latest(now)
 
 
@@ -84,12 +86,19 @@ class _Now(CollectorRegistry):
     """Gauges of the state as it is at the scrape, kept out of the per-process files (they are not per process)."""
 
     def __init__(
-        self, counts: dict[str, int], oldest: float, depth: int | None, states: dict[str, str], tenants: dict[str, int]
+        self,
+        counts: dict[str, int],
+        oldest: float,
+        depth: int | None,
+        states: dict[str, str],
+        tenants: dict[str, int],
+        problems: list[tuple[str, str, str]],
     ) -> None:
         super().__init__(auto_describe=False)
         self._values = counts, oldest, depth
         self._states = states
         self._tenants = tenants
+        self._problems = problems
 
     def collect(self) -> Iterator[Any]:
         counts, oldest, depth = self._values
@@ -106,6 +115,16 @@ class _Now(CollectorRegistry):
             for slug, count in sorted(self._tenants.items()):
                 per_tenant.add_metric([slug], count)
             yield per_tenant
+            # Only the upstreams that cannot be used now: a thousand tenants' usable ones would be eight thousand
+            # series saying nothing. An alert rule needs only "any series at all".
+            problems = GaugeMetricFamily(
+                "sync_tenant_upstream_problem",
+                "1 for each tenant's upstream that cannot be used now, by its state (unavailable, auth_failed)",
+                labels=["tenant", "upstream", "state"],
+            )
+            for slug, upstream, now_state in self._problems:
+                problems.add_metric([slug, upstream, now_state], 1)
+            yield problems
         yield GaugeMetricFamily(
             "sync_oldest_unfinished_event_seconds", "Age of the oldest event not finished yet", oldest
         )

@@ -385,6 +385,27 @@ async def test_the_probe_and_the_periodic_reconcile_walk_every_tenant(two: Two) 
         assert upstreams.MOODLE not in await upstreams.load(s)
 
 
+async def test_metrics_name_each_tenants_upstream_that_cannot_be_used(two: Two) -> None:
+    """sync_upstream_state is the default tenant's, every state; sync_tenant_upstream_problem has one series for
+    each tenant's upstream that cannot be used now, and none for a usable one."""
+    from app.sync import upstreams
+
+    beta, _ = await two.home.hub.by_slug("beta")
+    assert beta is not None
+    async with beta.sessions() as s:
+        await upstreams.mark(s, upstreams.Fault(upstreams.MOODLE, upstreams.AUTH_FAILED, "beta's token was revoked"))
+        await s.commit()
+    scraped = (await two.client.get("/metrics", headers=cs_auth(TEST_TOKENS["api"]))).text
+    problems = [line for line in scraped.splitlines() if line.startswith("sync_tenant_upstream_problem{")]
+    assert problems == ['sync_tenant_upstream_problem{state="auth_failed",tenant="beta",upstream="moodle"} 1.0']
+    assert 'sync_upstream_state{state="ok",upstream="moodle"} 1.0' in scraped, "default's Moodle, as before"
+    async with beta.sessions() as s:
+        await upstreams.mark_ok(s, upstreams.MOODLE)
+        await s.commit()
+    scraped = (await two.client.get("/metrics", headers=cs_auth(TEST_TOKENS["api"]))).text
+    assert not [line for line in scraped.splitlines() if line.startswith("sync_tenant_upstream_problem{")]
+
+
 async def test_a_tenant_url_while_the_database_does_not_answer_is_sent_again(var_dir: Path) -> None:
     down = build_runtime(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", var_dir))
     try:

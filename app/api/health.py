@@ -87,12 +87,14 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     async with rt.sessions() as s:
         now = await backlog.backlog(s, every_tenant=True)  # the deployment's inbox, every tenant's events
         by_tenant = await backlog.open_by_tenant(s)
+        problems = await backlog.upstream_problems_by_tenant(s)
         states = upstreams.report(rt.settings, await upstreams.load(s))
     oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None
     text = exposition(
         counts=now.counts, oldest_seconds=oldest, queue_depth=depth,
         upstreams={name: state["state"] for name, state in states.items()}, by_tenant=by_tenant,
+        tenant_problems=problems,
     )  # fmt: skip
     return PlainTextResponse(text.decode(), media_type=CONTENT_TYPE_LATEST)
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.models import ATTENTION_STATUSES, OPEN_STATUSES, Event
+from app.db.ops_tables import UpstreamState
 from app.db.tenancy import ALL_TENANTS
 from app.db.tenants import DEFAULT_SLUG, DEFAULT_TENANT_ID, Tenant
 
@@ -41,6 +42,22 @@ async def open_by_tenant(session: AsyncSession) -> dict[str, int]:
         ).all()
     )
     return {DEFAULT_SLUG: counts.get(DEFAULT_TENANT_ID, 0)} | {slug: counts.get(i, 0) for i, slug in slugs.items()}
+
+
+async def upstream_problems_by_tenant(session: AsyncSession) -> list[tuple[str, str, str]]:
+    """(tenant slug, upstream, state) of every tenant's upstream that cannot be used now, as the probes and the
+    jobs recorded it (unavailable, auth_failed); [] while no tenant is registered (the default tenant's states are
+    ``sync_upstream_state``, as before)."""
+    slugs = dict((await session.execute(select(col(Tenant.id), col(Tenant.slug)))).all())
+    if not slugs:
+        return []
+    rows = await session.execute(
+        select(col(UpstreamState.tenant_id), col(UpstreamState.name), col(UpstreamState.state))
+        .where(col(UpstreamState.state) != "ok")
+        .execution_options(**ALL_TENANTS)
+    )
+    names = {DEFAULT_TENANT_ID: DEFAULT_SLUG, **slugs}
+    return sorted((names[t], name, state) for t, name, state in rows.all() if t in names)
 
 
 async def backlog(session: AsyncSession, *, every_tenant: bool = False) -> Backlog:
