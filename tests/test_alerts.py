@@ -280,3 +280,27 @@ def test_debug_log_file_gets_structlog_and_stdlib_lines(tmp_path: Path) -> None:
         structlog.configure(**saved)
     text = path.read_text()
     assert "debuglog.check" in text and "from structlog" in text and "from stdlib" in text
+
+
+def test_the_alerts_loop_lets_go_of_a_tenant_with_nothing_to_send() -> None:
+    """A tenant's mailer (and the runtime it holds) is kept while the tenant has alerts to send, made anew when its
+    runtime is a new one, and dropped once it has none: the hub can then close a quiet tenant's runtime for good."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from app.notify.alerts import mailers_for
+    from app.runtime import Runtime
+    from app.settings import Settings
+
+    def tenant(tenant_id: int) -> Runtime:
+        return cast(Runtime, SimpleNamespace(tenant_id=tenant_id, settings=Settings(), sessions=None))
+
+    home, beta = tenant(0), tenant(7)
+    first = mailers_for([home, beta], {})
+    assert set(first) == {0, 7} and first[7][0] is beta
+    again = mailers_for([home, beta], first)
+    assert again[0][1] is first[0][1] and again[7][1] is first[7][1], "kept while the runtime is the same"
+    beta_anew = tenant(7)
+    renewed = mailers_for([home, beta_anew], again)
+    assert renewed[7][0] is beta_anew and renewed[7][1] is not again[7][1], "a new runtime gets a new mailer"
+    assert set(mailers_for([home], renewed)) == {0}, "nothing to send: let go"

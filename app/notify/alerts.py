@@ -128,18 +128,28 @@ async def run_forever(rt: Runtime, *, every_seconds: float = 60) -> None:
                 await _watch(tenant, owner, lease_seconds=max(every_seconds * 2, 1))
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("alerts.silence.failed", tenant=tenant.slug)
+        mailers = mailers_for(mailing, mailers)
         for tenant in mailing:
-            held = mailers.get(tenant.tenant_id)
-            if held is None or held[0] is not tenant:  # new, or its settings changed
-                held = mailers[tenant.tenant_id] = (
-                    tenant,
-                    AlertMailer(tenant.settings.alerts, sessions=tenant.sessions),
-                )
             try:
-                await held[1].flush(owner=owner)
+                await mailers[tenant.tenant_id][1].flush(owner=owner)
             except Exception:
                 log.exception("alerts.flush.failed", tenant=tenant.slug)
         await pause(every_seconds)
+
+
+def mailers_for(
+    mailing: list[Runtime], kept: dict[int, tuple[Runtime, AlertMailer]]
+) -> dict[int, tuple[Runtime, AlertMailer]]:
+    """The mailer of each tenant with alerts to send this round: the one kept while its runtime is the same, a new
+    one for a new runtime (its settings changed). A tenant with nothing to send is let go: holding its mailer held
+    its runtime, which the hub closes after a few quiet minutes, for as long as the worker ran."""
+    fresh: dict[int, tuple[Runtime, AlertMailer]] = {}
+    for tenant in mailing:
+        held = kept.get(tenant.tenant_id)
+        if held is None or held[0] is not tenant:
+            held = (tenant, AlertMailer(tenant.settings.alerts, sessions=tenant.sessions))
+        fresh[tenant.tenant_id] = held
+    return fresh
 
 
 async def _watch(rt: Runtime, owner: str, *, lease_seconds: float) -> None:
