@@ -140,6 +140,13 @@ class Hub:
             await held.runtime.close()
         return len(quiet)
 
+    def recheck(self) -> None:
+        """Read each held tenant's registry row again at its next use rather than up to FRESH_SECONDS later: a change
+        another process made (disabled, new settings) then reaches this one at once; a runtime it replaces is
+        closed then, as any other."""
+        for held in self._held.values():
+            held.checked = -math.inf
+
     def held(self) -> list[Runtime]:
         """The tenants' runtimes made so far (the home runtime's loops walk them)."""
         return [h.runtime for h in self._held.values()]
