@@ -283,6 +283,8 @@ class HubSettings(BaseModel):
     token: SecretStr | None = None
     # The address the tenants' senders reach this service at: their inbound URLs are built from it.
     public_url: UpstreamUrl = Field("", description='e.g. "https://sync.example.org"; "": URLs shown as paths')
-    # Fair intake: a registered tenant's deliveries accepted per second by one API process; past it, 429 with
-    # Retry-After (nothing answered 2xx is lost). The tenant default (the file's own) has no limit.
-    intake_per_second: int = Field(100, ge=0, description="per registered tenant and API process; 0: no limit")
+    # Fair intake: a registered tenant's deliveries accepted per second by the whole deployment (app.intake_limit);
+    # past it, 429 with Retry-After (nothing answered 2xx is lost). The tenant default (the file's own) has no limit.
+    intake_per_second: int = Field(
+        100, ge=0, description="per registered tenant, across every API process (kept in Redis); 0: no limit"
+    )

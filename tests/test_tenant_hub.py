@@ -466,6 +466,36 @@ def test_the_intake_bucket_refills_at_its_rate() -> None:
     assert limit.wait(7, 0) == 0  # 0: no limit
 
 
+async def test_the_intake_limit_is_one_for_every_api_process_and_kept_alone_while_redis_is_down(
+    runtime: Runtime,
+) -> None:
+    """`moodle-sync api --workers N`, or hosts behind one address: the bucket is the deployment's, in the queue's
+    Redis, so two processes together let in a tenant's deliveries a second, not twice that. A Redis that does not
+    answer refuses nothing for it: each process keeps its own bucket, and says so once."""
+    from structlog.testing import capture_logs
+
+    from app.intake_limit import IntakeLimit
+
+    assert runtime.queue is not None
+    redis = runtime.queue.redis
+    first, second = IntakeLimit(), IntakeLimit()  # two API processes
+    answers = [await (first if n % 2 else second).admit(9, 4, redis) for n in range(8)]
+    assert answers.count(0) == 4 and answers[-1] == 1, answers
+    assert await first.admit(10, 4, redis) == 0, "another tenant's bucket is its own"
+
+    class Down:
+        def register_script(self, _script: str) -> Any:
+            async def call(**_kw: Any) -> int:
+                raise ConnectionError("Redis does not answer")
+
+            return call
+
+    alone = IntakeLimit()
+    with capture_logs() as logs:
+        assert [await alone.admit(9, 2, Down()) for _ in range(3)] == [0, 0, 1]
+    assert [entry["event"] for entry in logs].count("intake.limit.local") == 1
+
+
 async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_client(two: Two) -> None:
     """Registered tenants cost nothing per tenant at start-up: no task, timer or connection each; the loops walk
     the tenants that have something to do (and, spread over an hour, each one's silence check)."""

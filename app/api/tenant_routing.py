@@ -67,7 +67,7 @@ async def for_tenant_path(home: Runtime, scope: dict[str, Any], slug: str, rest:
         scope[DISABLED], scope[RUNTIME] = True, home
         return None
     scope[RUNTIME] = rt
-    return _admit(home, rt)
+    return await _admit(home, rt)
 
 
 async def for_tenant_console(home: Runtime, scope: dict[str, Any], slug: str) -> Refusal | None:
@@ -124,18 +124,20 @@ async def for_compat(home: Runtime, scope: dict[str, Any], body: bytes) -> Refus
         return None
     if rt is not None:
         scope[RUNTIME] = rt
-        return _admit(home, rt)
+        return await _admit(home, rt)
     if name is not None:
         scope[DISABLED] = True
     return None
 
 
-def _admit(home: Runtime, rt: Runtime) -> Refusal | None:
-    """Fair intake (app.intake_limit): a registered tenant past its deliveries a second waits; default never does."""
+async def _admit(home: Runtime, rt: Runtime) -> Refusal | None:
+    """Fair intake (app.intake_limit): a registered tenant past its deliveries a second waits; default never does.
+    The bucket is the deployment's, in the queue's Redis."""
     if rt.tenant_id == home.tenant_id:
         return None
     per_second = home.settings.hub.intake_per_second
-    wait = home.hub.intake.wait(rt.tenant_id, per_second)
+    redis = home.queue.redis if home.queue is not None else None
+    wait = await home.hub.intake.admit(rt.tenant_id, per_second, redis)
     if not wait:
         return None
     log.info("intake.limited", tenant=rt.slug, per_second=per_second)
