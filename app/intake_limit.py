@@ -3,8 +3,8 @@
 A token bucket per tenant that holds one second's worth and refills continuously, kept in Redis when the API has
 its queue there: one limit for every API process and host of the deployment (`moodle-sync api --workers N`, or
 several hosts behind one address), at one small script call a delivery of a registered tenant (the default tenant
-has no limit and makes none). While Redis does not answer, each process keeps the bucket itself, as when there is
-no queue. A delivery past it is answered 429 with Retry-After before anything is read or stored; the sender sends
+has no limit and makes none). While Redis does not answer, each process keeps the bucket itself for a few seconds
+at a time, as when there is no queue. A delivery past it is answered 429 with Retry-After before anything is read or stored; the sender sends
 it again, so nothing answered 2xx is ever lost.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,7 @@ redis.call('EXPIRE', KEYS[1], 10)
 return wait
 """
 KEY = "sync:intake:{}"
+LOCAL_SECONDS = 5.0
 
 
 @dataclass
@@ -55,22 +57,21 @@ class IntakeLimit:
         self._clock = clock
         self._script: Any = None
         self._redis: Any = None
-        self._warned = False
+        self._local_until = -math.inf  # after a failure, this process's bucket alone until then
 
     async def admit(self, tenant_id: int, per_second: int, redis: Any | None) -> int:
-        """``wait``, on the deployment's bucket in ``redis`` (an ArqRedis), or on this process's own without one or
-        while it does not answer."""
+        """``wait``, on the deployment's bucket in ``redis`` (an ArqRedis), or on this process's own without one,
+        and for LOCAL_SECONDS after it failed to answer (a delivery does not wait for a Redis that hangs, each)."""
         if per_second <= 0:
             return 0
-        if redis is not None:
+        if redis is not None and self._clock() >= self._local_until:
             try:
                 if self._redis is not redis:
                     self._redis, self._script = redis, redis.register_script(_TAKE)
                 return int(await self._script(keys=[KEY.format(tenant_id)], args=[per_second]))
-            except Exception as exc:  # a queue that does not answer must not refuse deliveries: this process's bucket
-                if not self._warned:
-                    log.warning("intake.limit.local", error=type(exc).__name__)
-                    self._warned = True
+            except (RedisError, OSError) as exc:  # a queue that does not answer must not refuse deliveries
+                log.warning("intake.limit.local", error=type(exc).__name__, seconds=LOCAL_SECONDS)
+                self._local_until = self._clock() + LOCAL_SECONDS
         return self.wait(tenant_id, per_second)
 
     def wait(self, tenant_id: int, per_second: int) -> int:

@@ -483,17 +483,25 @@ async def test_the_intake_limit_is_one_for_every_api_process_and_kept_alone_whil
     assert answers.count(0) == 4 and answers[-1] == 1, answers
     assert await first.admit(10, 4, redis) == 0, "another tenant's bucket is its own"
 
+    calls = []
+
     class Down:
         def register_script(self, _script: str) -> Any:
             async def call(**_kw: Any) -> int:
+                calls.append(1)
                 raise ConnectionError("Redis does not answer")
 
             return call
 
-    alone = IntakeLimit()
+    now = [100.0]
+    alone = IntakeLimit(clock=lambda: now[0])
     with capture_logs() as logs:
         assert [await alone.admit(9, 2, Down()) for _ in range(3)] == [0, 0, 1]
     assert [entry["event"] for entry in logs].count("intake.limit.local") == 1
+    assert len(calls) == 1, "after a failure the next deliveries do not wait for Redis, each"
+    now[0] += 6  # past LOCAL_SECONDS: Redis is asked again
+    await alone.admit(9, 2, Down())
+    assert len(calls) == 2
 
 
 async def test_a_thousand_quiet_tenants_start_no_task_and_hold_no_upstream_client(two: Two) -> None:
