@@ -327,3 +327,18 @@ async def test_a_course_round_skips_a_course_date_leased_elsewhere_and_takes_ove
     async with runtime.sessions() as s:
         left = [(lease.name, lease.owner) for lease in (await s.execute(select(Lease))).scalars()]
     assert left == [(f"course_date:{CD + 1}", "elsewhere")], "the round gave back the leases it took, only those"
+
+
+async def test_a_blind_course_create_refused_for_a_short_name_another_course_has_says_so_and_makes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, moodle_fake: Any, catalogue: Any
+) -> None:
+    """The short name is another course's (its idnumber is not ours): the refused create is looked up by idnumber,
+    nothing is found, and a person is told which short name is taken; no course is made or adopted."""
+    cid = moodle_fake.state.next_id("course")
+    moodle_fake.courses[cid] = new_course(cid, "Someone else's", f"First Aid {CD} 2026-12-01", 2, idnumber="OTHER")
+    await post_event(client, {"type": "course_date.changed", "id": "cd-0", "course_date_id": CD})
+    await settle(runtime)
+    (event,) = await events(runtime)
+    assert event.status != "done" and "short name" in (event.last_error or ""), (event.status, event.last_error)
+    assert calls(moodle_fake, "core_course_get_courses_by_field") == [{"field": "idnumber", "value": str(CD)}]
+    assert [c["id"] for c in moodle_fake.courses.values() if c.get("idnumber") in (str(CD), "OTHER")] == [cid]

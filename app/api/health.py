@@ -86,8 +86,9 @@ async def metrics(rt: RuntimeDep) -> PlainTextResponse:
     many finished is ``sync_events_finished_total``. Reading it costs the same at a thousand events or millions."""
     async with rt.sessions() as s:
         now = await backlog.backlog(s, every_tenant=True)  # the deployment's inbox, every tenant's events
-        by_tenant = await backlog.open_by_tenant(s)
-        problems = await backlog.upstream_problems_by_tenant(s)
+        slugs = await backlog.tenant_slugs(s)  # read once for both gauges of each tenant
+        by_tenant = await backlog.open_by_tenant(s, slugs)
+        problems = await backlog.upstream_problems_by_tenant(s, slugs)
         states = upstreams.report(rt.settings, await upstreams.load(s))
     oldest = (utcnow() - _aware(now.oldest_open)).total_seconds() if now.oldest_open else 0.0
     depth = await rt.queue.depth() if rt.queue is not None else None

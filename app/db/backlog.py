@@ -25,10 +25,14 @@ class Backlog:
     oldest_open: datetime | None
 
 
-async def open_by_tenant(session: AsyncSession) -> dict[str, int]:
-    """Each tenant's open events, by slug: every registered tenant (0 when it has none) and default; {} while no
-    tenant is registered (a single-provider install's /metrics is as it was)."""
-    slugs = dict((await session.execute(select(col(Tenant.id), col(Tenant.slug)))).all())
+async def tenant_slugs(session: AsyncSession) -> dict[int, str]:
+    """The registered tenants' slugs by id ({} while none is: a single-provider install's /metrics is as it was)."""
+    return dict((await session.execute(select(col(Tenant.id), col(Tenant.slug)))).all())
+
+
+async def open_by_tenant(session: AsyncSession, slugs: dict[int, str]) -> dict[str, int]:
+    """Each tenant's open events, by slug: every registered tenant of ``slugs`` (0 when it has none) and default;
+    {} while no tenant is registered."""
     if not slugs:
         return {}
     counts = dict(
@@ -44,11 +48,10 @@ async def open_by_tenant(session: AsyncSession) -> dict[str, int]:
     return {DEFAULT_SLUG: counts.get(DEFAULT_TENANT_ID, 0)} | {slug: counts.get(i, 0) for i, slug in slugs.items()}
 
 
-async def upstream_problems_by_tenant(session: AsyncSession) -> list[tuple[str, str, str]]:
+async def upstream_problems_by_tenant(session: AsyncSession, slugs: dict[int, str]) -> list[tuple[str, str, str]]:
     """(tenant slug, upstream, state) of every tenant's upstream that cannot be used now, as the probes and the
     jobs recorded it (unavailable, auth_failed); [] while no tenant is registered (the default tenant's states are
     ``sync_upstream_state``, as before)."""
-    slugs = dict((await session.execute(select(col(Tenant.id), col(Tenant.slug)))).all())
     if not slugs:
         return []
     rows = await session.execute(

@@ -214,7 +214,10 @@ async def _claim_where(
     else:
         # SQLite has one writer at a time: one statement that picks and takes. Lost attempts are recorded first
         # (the write takes the database's one write lock: the pick-and-take then finds the same rows).
-        if lapsed and (picked := list((await session.execute(pick, params)).scalars())):
+        if lapsed:
+            picked = list((await session.execute(pick, params)).scalars())
+            if not picked:  # nothing lapsed (nearly always): no pick-and-take either
+                return []
             await _record_lost(session, picked, params["now"])
         rows = await session.execute(pick_and_take, params)
     return list(rows.scalars())  # claim() orders the two picks together

@@ -98,16 +98,13 @@ class CourseSync:
         # its course there is nothing to find. Moodle refuses a taken idnumber (a batch create is all or nothing;
         # the refused one is isolated), and only then is it looked up (see _create). Every other one is looked up
         # first: a template copy takes no idnumber, and a course date not to be made may have a course to update.
-        blind = {
-            cdid
-            for cdid in known
-            if cdid not in links and self._plan(rows[cdid], mapping, None, None).action == "create"
-        }
+        unlinked = {cdid: self._plan(rows[cdid], mapping, None, None) for cdid in known if cdid not in links}
+        blind = {cdid: plan for cdid, plan in unlinked.items() if plan.action == "create"}
         existing = await self._existing([cdid for cdid in known if cdid not in blind], links)
         creates: list[tuple[int, CoursePlan]] = []
         for cdid in known:
             cd, link = rows[cdid], links.get(cdid)
-            plan = self._plan(cd, mapping, existing.get(cdid), link)
+            plan = blind.get(cdid) or self._plan(cd, mapping, existing.get(cdid), link)
             if plan.action == "create":
                 creates.append((cdid, plan))
             else:
